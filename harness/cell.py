@@ -1,0 +1,208 @@
+"""What runs inside one cell's own process, top to bottom: load, prepare data, train, save, evaluate, record.
+
+Started by the runner as `python -m harness.cell <cell.json>`. Whatever happens here (an exception, an
+out-of-memory error, a NaN loss, Unsloth's global patching) stays in this process; the parent only reads the
+result file this process writes atomically at the end. A crash that prevents even that is recorded by the parent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.config import CellConfig
+from harness.results import CellResult, cell_dir, write_result
+
+TRACEBACK_LINES = 40
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _eval_data_files(cfg: CellConfig) -> dict[str, str]:
+    from harness.evaluation.registry import builtin_task
+    from harness.matrix import resolve_data_path
+
+    out = {}
+    for task in cfg.eval.tasks:
+        builtin = builtin_task(task.name)
+        rel = task.data or (builtin.default_data if builtin else None)
+        if rel:
+            p = resolve_data_path(rel, Path(cfg.runtime.data_dir))
+            if p.is_file():
+                out[str(p)] = _sha256(p)
+    return out
+
+
+def classify_exception(exc: BaseException) -> str:
+    """The status an exception maps to: `oom` for any out-of-memory error, else `failed`."""
+    if isinstance(exc, MemoryError):
+        return "oom"
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return "oom"
+    except ImportError:
+        pass
+    text = str(exc).lower()
+    if "out of memory" in text or "cuda error: out of memory" in text:
+        return "oom"
+    return "failed"
+
+
+def _estimate(cfg: CellConfig) -> dict[str, Any] | None:
+    try:
+        from harness.estimator import estimate_cell
+
+        return estimate_cell(cfg).as_dict()
+    except Exception as exc:  # the estimate is a prediction; it must never fail a cell
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
+    from harness import environment
+    from harness.meters import PhaseTimer
+    from harness.methods.base import SkipCell, get_method
+
+    started, t0 = _utc_now(), time.perf_counter()
+    results_dir = Path(cfg.runtime.results_dir)
+    workdir = cell_dir(results_dir, cell_id)
+    workdir.mkdir(parents=True, exist_ok=True)
+    timer = PhaseTimer()
+    metrics: dict[str, Any] = {}
+    data_files: dict[str, str] = {}
+    artifacts: dict[str, str] = {"log": f"{cell_id}/cell.log"}
+    status, reason, tb = "success", None, None
+    env: dict[str, Any] = {}
+    try:
+        env = environment.collect(with_device=False)
+        method = get_method(cfg.method.kind)
+        options = method.Options.model_validate(cfg.method.options)
+        skip = method.preflight(options)
+        if skip:
+            raise SkipCell(skip)
+
+        import transformers
+
+        from harness.precision import pick_device, resolve_precision
+
+        env["device"] = environment.device_info()
+        device = pick_device()
+        timer.device = device
+        precision = resolve_precision(cfg.train.precision, device)
+        transformers.set_seed(cfg.seed)
+        print(f"[cell] {cell_id}: {cfg.method.kind} on {device} ({precision.name})", flush=True)
+
+        with timer.phase("load"):
+            prepared = method.prepare(cfg, options, device, precision.frozen_dtype)
+        data = None
+        if method.trains or cfg.eval.generation.n:
+            from harness.data import prepare_data
+
+            with timer.phase("data"):
+                data = prepare_data(cfg.train, prepared.tokenizer, Path(cfg.runtime.data_dir),
+                                    Path(cfg.runtime.cache_dir), cfg.seed)
+            metrics["data"] = data.stats
+            data_files.update(data.data_files)
+        if method.trains:
+            from harness.training import ProgressFile, train_model
+
+            with timer.phase("train"):
+                metrics.update(train_model(
+                    prepared, data, cfg, device=device, precision=precision,
+                    optimizer_name=cfg.train.optimizer or method.default_optimizer,
+                    eval_between_epochs=method.eval_between_epochs,
+                    progress=ProgressFile(workdir / "progress.json")))
+            if cfg.train.save != "none" and prepared.save is not None:
+                with timer.phase("save"):
+                    metrics["train"]["saved_bytes"] = _save(prepared, cfg, workdir)
+                    if cfg.train.save == "keep":
+                        artifacts["checkpoint"] = f"{cell_id}/checkpoint"
+        model = prepared.for_eval() if prepared.for_eval else prepared.model
+        if cfg.eval.tasks:
+            from harness.evaluation import evaluate_model
+
+            with timer.phase("eval"):
+                metrics["eval"] = evaluate_model(model, prepared.tokenizer, cfg, workdir)
+            for task, m in metrics["eval"].items():
+                if m.get("items"):
+                    artifacts[f"items:{task}"] = str(Path(m["items"]).resolve().relative_to(results_dir.resolve()))
+                    m["items"] = artifacts[f"items:{task}"]
+            data_files.update(_eval_data_files(cfg))
+        if cfg.eval.generation.n and data is not None and data.heldout:
+            from harness.evaluation import generation_metrics
+
+            with timer.phase("eval"):
+                metrics["generation"] = generation_metrics(model, prepared.tokenizer,
+                                                           data.heldout[: cfg.eval.generation.n],
+                                                           cfg.eval.generation.max_new_tokens)
+    except SkipCell as exc:
+        status, reason = "skipped", str(exc)
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a result, the matrix goes on
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        status = classify_exception(exc)
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+        tb = "".join(traceback.format_exception(exc)[-TRACEBACK_LINES:])
+        print(tb, file=sys.stderr, flush=True)
+    # Wall time counts from the creation of this process, so interpreter start and imports are overhead too.
+    import psutil
+
+    wall = max(time.time() - psutil.Process().create_time(), time.perf_counter() - t0)
+    phases = {f"{k}_s": v for k, v in timer.phases.items()}
+    timings = {"started_at": started, "finished_at": _utc_now(), "wall_s": wall, **phases,
+               "overhead_s": max(wall - sum(timer.phases.values()), 0.0)}
+    timings["overhead_share"] = timings["overhead_s"] / wall if wall else None
+    return CellResult(cell_id=cell_id, config_hash=config_hash, matrix=cfg.matrix, status=status, reason=reason,
+                      traceback=tb, config=cfg.model_dump(mode="json"), metrics=metrics, timings=timings,
+                      environment=env, data_files=data_files, estimate=_estimate(cfg), artifacts=artifacts)
+
+
+def _save(prepared: Any, cfg: CellConfig, workdir: Path) -> int:
+    """Save what this method would ship, return its size; keep it only when asked (`train.save: keep`)."""
+    from harness.meters import folder_size_bytes
+
+    if cfg.train.save == "keep":
+        out = workdir / "checkpoint"
+        shutil.rmtree(out, ignore_errors=True)
+        prepared.save(out)
+        return folder_size_bytes(out)
+    with tempfile.TemporaryDirectory(dir=cfg.runtime.cache_dir) as tmp:
+        prepared.save(Path(tmp))
+        return folder_size_bytes(tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m harness.cell CELL_JSON", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text())
+    cfg = CellConfig.model_validate(spec["config"])
+    Path(cfg.runtime.cache_dir).mkdir(parents=True, exist_ok=True)
+    result = run_cell(cfg, spec["cell_id"], spec["config_hash"])
+    write_result(Path(cfg.runtime.results_dir), result)
+    print(f"[cell] {spec['cell_id']}: {result.status}" + (f" ({result.reason})" if result.reason else ""), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

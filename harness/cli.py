@@ -1,0 +1,169 @@
+"""Command line: `python run_matrix.py MATRIX [options]`.
+
+Exit codes: 0 every cell succeeded or was skipped with a reason; 1 some cell failed, ran out of memory or timed out
+(the others still ran); 2 invalid input (matrix file, flags, busy results folder); 3 the regression gate
+(`--baseline`) was crossed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_REGRESSION = 0, 1, 2, 3
+CACHE_DIR_ENV = "MEDBENCH_CACHE_DIR"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_matrix.py",
+        description="Train and score every cell of a fine-tuning matrix (model x method x variant x epochs x lr x "
+                    "seed), one child process per cell, one result JSON per cell, one HTML report.",
+        epilog="Exit codes: 0 ok, 1 some cells failed/oom/timeout, 2 invalid input, 3 regression gate crossed.")
+    p.add_argument("matrix", help="the matrix YAML file (see README: matrix schema)")
+    p.add_argument("--data-dir", help="where relative data paths resolve (default: $MEDBENCH_DATA_DIR or ./data)")
+    p.add_argument("--results", metavar="DIR", help="results folder (default: results/<matrix name>)")
+    p.add_argument("--report", metavar="PATH", help="report file (default: reports/<matrix name>.html)")
+    p.add_argument("--cache-dir", help=f"converted models and tokenized data (default: ${CACHE_DIR_ENV} or "
+                                       "~/.cache/medbench)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit; imports no torch")
+    p.add_argument("--rerun-failed", action="store_true", help="run again cells that failed, ran out of memory "
+                                                               "or timed out")
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                   help="run only cells whose id matches (glob, or substring without wildcards); repeatable")
+    p.add_argument("--report-only", action="store_true", help="render the report from the results folder only")
+    p.add_argument("--no-report", action="store_true", help="do not render the report at the end")
+    p.add_argument("--baseline", metavar="FILE", help="compare with a stored baseline; exit 3 if a threshold "
+                                                      "(report.thresholds in the matrix) is crossed")
+    p.add_argument("--write-baseline", metavar="FILE", help="write a baseline JSON from the results folder")
+    p.add_argument("--timeout-minutes", type=float, help="per-cell timeout (overrides the matrix)")
+    p.add_argument("--executor", default="subprocess", help="how cells run (default: subprocess)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _fmt_bytes(n: float | None) -> str:
+    if not n:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1024
+    return "-"
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s:.0f} s" if s < 120 else (f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h")
+
+
+def print_plan(planned: list, loaded: object, results_dir: Path, out=sys.stdout) -> None:
+    from collections import Counter
+
+    from harness.estimator import estimate_cell
+
+    counts = Counter(p.action for p in planned)
+    print(f"matrix {loaded.matrix.name}: {len(planned)} cells  (run {counts['run']}, done {counts['done']}, "
+          f"skip {counts['skip']})", file=out)
+    print(f"data dir: {loaded.data_dir}   results: {results_dir}", file=out)
+    header = f"{'action':6} {'cell':64} {'kind':8} {'est. mem':>10} {'est. time':>10}  why"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for p in planned:
+        try:
+            est = estimate_cell(p.cell.config)
+            mem, tim = _fmt_bytes(est.peak_memory_bytes), _fmt_seconds(est.time_per_epoch_s)
+        except Exception:  # an estimate is a hint; the plan must print regardless
+            mem = tim = "?"
+        print(f"{p.action:6} {p.cell.id:64} {p.cell.config.method.kind:8} {mem:>10} {tim:>10}  {p.why}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from harness.config import CellRuntime
+    from harness.matrix import MatrixError, expand, load_matrix
+
+    try:
+        loaded = load_matrix(args.matrix, data_dir=args.data_dir, check_files=not args.report_only)
+    except MatrixError as exc:
+        print(f"error: invalid matrix\n{exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    name = loaded.matrix.name
+    results_dir = Path(args.results or Path("results") / name)
+    report_path = Path(args.report or Path("reports") / f"{name}.html")
+    cache_dir = Path(args.cache_dir or os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "medbench")
+    timeout_s = args.timeout_minutes * 60 if args.timeout_minutes else None
+    runtime = CellRuntime(data_dir=str(loaded.data_dir.resolve()), results_dir=str(results_dir.resolve()),
+                          cache_dir=str(cache_dir.resolve()), timeout_s=timeout_s)
+    cells = expand(loaded, runtime)
+
+    from harness.runner import EXECUTORS, ResultsBusy, execute, plan
+
+    if args.executor not in EXECUTORS:
+        print(f"error: --executor {args.executor!r}: allowed: {', '.join(EXECUTORS)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    planned = plan(cells, results_dir, rerun_failed=args.rerun_failed, only=args.only)
+    if args.only and not planned:
+        print(f"error: --only {' '.join(args.only)} matches none of the {len(cells)} cells", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.dry_run:
+        print_plan(planned, loaded, results_dir)
+        return EXIT_OK
+
+    exit_code = EXIT_OK
+    if not args.report_only:
+        t0 = time.monotonic()
+        try:
+            summary = execute(planned, results_dir, executor=args.executor, progress=not args.no_progress)
+        except ResultsBusy as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        done = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
+        print(f"matrix {name}: {len(planned)} cells ({done}); ran {summary.ran} in "
+              f"{_fmt_seconds(time.monotonic() - t0)}; results in {results_dir}")
+        for cell_id, status, reason in summary.problems:
+            print(f"  {status:8} {cell_id}: {reason}")
+        if not summary.all_ok:
+            exit_code = EXIT_CELLS_FAILED
+    return _finish(args, loaded, results_dir, report_path, exit_code)
+
+
+def _finish(args: argparse.Namespace, loaded: object, results_dir: Path, report_path: Path, exit_code: int) -> int:
+    """Statistics, baseline gate and report: all from the results folder alone."""
+    from harness.evaluation.stats import compute_comparisons
+
+    if results_dir.is_dir():
+        compute_comparisons(results_dir)
+    gate = None
+    if args.write_baseline:
+        from harness.report import write_baseline
+
+        write_baseline(results_dir, Path(args.write_baseline))
+        print(f"baseline written to {args.write_baseline}")
+    if args.baseline:
+        from harness.report import check_baseline
+
+        if not Path(args.baseline).is_file():
+            print(f"error: --baseline {args.baseline}: file not found", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        gate = check_baseline(results_dir, Path(args.baseline), loaded.matrix.report.thresholds)
+        print(gate.summary())
+        if not gate.passed:
+            exit_code = EXIT_REGRESSION
+    if not args.no_report:
+        from harness.report import render_report
+
+        command = "python run_matrix.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] or [args.matrix]))
+        out = render_report(results_dir, report_path, matrix_text=loaded.raw_text, matrix_path=str(loaded.path),
+                            command=command, gate=gate, title=loaded.matrix.report.title)
+        print(f"report: {out}")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

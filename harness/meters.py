@@ -1,0 +1,184 @@
+"""Meters: small objects wrapped around a region of code. They measure; they contain no training logic.
+
+- `MemoryMeter`: on CUDA, torch's peak counters (`max_memory_allocated`, `max_memory_reserved`, reset and
+  synchronised around the region) and the process's NVML peak sampled from a side thread; on every device the
+  peak RSS of this process (the headline on CPU). The headline on CUDA is `max_reserved` (what the allocator held,
+  which is what decides an out-of-memory error); all three are reported.
+- `Stopwatch`: wall time with the device synchronised at both ends.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class Stopwatch:
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.elapsed = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        synchronize(self.device)
+        self.elapsed += time.perf_counter() - self._t0
+
+
+@dataclass
+class PhaseTimer:
+    """Wall time per named phase of a cell (load, data, train, eval, save); the rest is overhead."""
+
+    device: str = "cpu"
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def phase(self, name: str) -> "_Phase":
+        return _Phase(self, name)
+
+
+class _Phase:
+    def __init__(self, timer: PhaseTimer, name: str):
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        synchronize(self.timer.device)
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        synchronize(self.timer.device)
+        self.timer.phases[self.name] = self.timer.phases.get(self.name, 0.0) + time.perf_counter() - self.t0
+
+
+def _rss_bytes() -> int:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process since it started (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Sampler(threading.Thread):
+    """Polls a callable every `interval` seconds and keeps the maximum."""
+
+    def __init__(self, read: Any, interval: float):
+        super().__init__(daemon=True)
+        self.read, self.interval = read, interval
+        self.peak = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.peak = max(self.peak, int(self.read() or 0))
+            except Exception:  # a failing reading must never break the measured region
+                pass
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join(timeout=2)
+        try:
+            self.peak = max(self.peak, int(self.read() or 0))
+        except Exception:
+            pass
+        return self.peak
+
+
+def _nvml_process_reader(device_index: int) -> Any:
+    """A callable returning this process's GPU memory from NVML, or None if NVML is unavailable."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+    except Exception:
+        return None
+    pid = os.getpid()
+
+    def read() -> int:
+        procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        return sum((p.usedGpuMemory or 0) for p in procs if p.pid == pid)
+
+    return read
+
+
+@dataclass
+class MemoryReading:
+    device: str
+    max_allocated_bytes: int | None = None
+    max_reserved_bytes: int | None = None
+    nvml_process_peak_bytes: int | None = None
+    peak_rss_bytes: int | None = None  # whole process since start (includes loading)
+    region_peak_rss_bytes: int | None = None  # sampled during the region only
+
+    @property
+    def headline(self) -> str:
+        return "max_reserved_bytes" if self.device.startswith("cuda") else "peak_rss_bytes"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["headline"] = self.headline
+        d["headline_bytes"] = getattr(self, self.headline)
+        return d
+
+
+class MemoryMeter:
+    def __init__(self, device: str, interval: float = 0.02):
+        self.device = device
+        self.interval = interval
+        self.reading = MemoryReading(device=device)
+
+    def __enter__(self) -> "MemoryMeter":
+        self._rss = _Sampler(_rss_bytes, self.interval)
+        self._rss.start()
+        self._nvml = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            index = torch.device(self.device).index or 0
+            reader = _nvml_process_reader(index)
+            if reader is not None:
+                self._nvml = _Sampler(reader, self.interval)
+                self._nvml.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        r = self.reading
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+            r.max_allocated_bytes = int(torch.cuda.max_memory_allocated())
+            r.max_reserved_bytes = int(torch.cuda.max_memory_reserved())
+            if self._nvml is not None:
+                r.nvml_process_peak_bytes = self._nvml.stop() or None
+        r.region_peak_rss_bytes = self._rss.stop()
+        r.peak_rss_bytes = peak_rss_bytes()
+
+
+def folder_size_bytes(path: str | os.PathLike[str]) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            fp = os.path.join(root, name)
+            if not os.path.islink(fp):
+                total += os.path.getsize(fp)
+    return total

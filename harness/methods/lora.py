@@ -1,0 +1,93 @@
+"""`lora`: low-rank adapters (peft) on a frozen base; presets lora-r8, lora-r16, lora-r64."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from harness.methods.base import Method, PreparedModel, register
+
+# The seven linear projections of a Llama-style block, and the attention-only subset.
+TARGET_SETS = {
+    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
+
+
+class LoraOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    r: int = Field(16, ge=1)
+    alpha: float | None = Field(None, gt=0)  # None: 2 * r
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: Literal["all-linear", "attention"] | list[str] = "all-linear"
+    use_rslora: bool = False
+    use_dora: bool = False
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("target_modules must name at least one module, or be 'all-linear' or 'attention'")
+        return v
+
+    @property
+    def lora_alpha(self) -> float:
+        return self.alpha if self.alpha is not None else 2.0 * self.r
+
+    @property
+    def modules(self) -> list[str]:
+        return TARGET_SETS[self.target_modules] if isinstance(self.target_modules, str) else list(self.target_modules)
+
+
+def peft_config(options: LoraOptions) -> Any:
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=options.r, lora_alpha=options.lora_alpha,
+                      lora_dropout=options.dropout, target_modules=options.modules,
+                      use_rslora=options.use_rslora, use_dora=options.use_dora, bias="none")
+
+
+def expected_lora_params(linear_shapes: list[tuple[int, int]], r: int, dora: bool = False) -> int:
+    """Closed form: each adapted Linear(in, out) gains A (r x in) and B (out x r); DoRA adds a magnitude per output."""
+    return sum(r * (i + o) + (o if dora else 0) for i, o in linear_shapes)
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def adapter_prepared(model: Any, tokenizer: Any, **notes: Any) -> PreparedModel:
+    trainable, total = count_params(model)
+    return PreparedModel(model=model, tokenizer=tokenizer, trainable_params=trainable, total_params=total,
+                         save=lambda out: model.save_pretrained(out), for_eval=lambda: model.eval(), notes=notes)
+
+
+@register
+class Lora(Method):
+    kind = "lora"
+    Options = LoraOptions
+    presets = {
+        "lora-r8": {"r": 8, "alpha": 16},
+        "lora-r16": {"r": 16, "alpha": 32},
+        "lora-r64": {"r": 64, "alpha": 128},
+    }
+    default_optimizer = "adamw"
+
+    def prepare(self, cell: Any, options: LoraOptions, device: str, dtype: Any) -> PreparedModel:
+        from peft import get_peft_model
+
+        from harness.models import load_model
+
+        # The frozen base is kept in the compute dtype (bf16 on a GPU); adapters are created in fp32.
+        model, tokenizer = load_model(cell.model, device=device, dtype=dtype, cache_dir=cell.runtime.cache_dir,
+                                      attn_implementation=cell.train.attn_implementation)
+        if cell.train.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+            model.config.use_cache = False
+        model = get_peft_model(model, peft_config(options), autocast_adapter_dtype=True)
+        model.train()
+        return adapter_prepared(model, tokenizer, target_modules=options.modules)

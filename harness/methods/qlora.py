@@ -1,0 +1,61 @@
+"""`qlora`: base weights in 4-bit NF4 with double quantisation (bitsandbytes), LoRA on top, paged 8-bit AdamW.
+
+Runs on CPU too (bitsandbytes supports 4-bit there). Pitfall (see the guide): a forward pass in eval / no-grad mode
+repacks the 4-bit weights in place, after which training gets silently wrong gradients. So the model is trained as
+freshly loaded, and the training loop computes validation loss only after the last epoch for this method.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from harness.methods.base import Method, PreparedModel, register
+from harness.methods.lora import LoraOptions, adapter_prepared, peft_config
+
+
+class QloraOptions(LoraOptions):
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where training runs in bf16
+    r: int = Field(16, ge=1)
+
+
+@register
+class Qlora(Method):
+    kind = "qlora"
+    Options = QloraOptions
+    presets = {"qlora-r8": {"r": 8, "alpha": 16}, "qlora-r64": {"r": 64, "alpha": 128}}
+    default_optimizer = "paged_adamw_8bit"
+    eval_between_epochs = False
+
+    def preflight(self, options: QloraOptions) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            return "bitsandbytes is not installed (pip install bitsandbytes)"
+        return None
+
+    def prepare(self, cell: Any, options: QloraOptions, device: str, dtype: Any) -> PreparedModel:
+        import torch
+        from peft import get_peft_model, prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        from harness.models import load_model
+
+        compute = {"auto": dtype, "bf16": torch.bfloat16, "fp32": torch.float32}[options.compute_dtype]
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=options.quant_type,
+                                 bnb_4bit_use_double_quant=options.double_quant, bnb_4bit_compute_dtype=compute,
+                                 bnb_4bit_quant_storage=torch.uint8)
+        model, tokenizer = load_model(cell.model, device=device, dtype=compute, cache_dir=cell.runtime.cache_dir,
+                                      attn_implementation=cell.train.attn_implementation, quantization_config=bnb)
+        if not device.startswith("cuda"):
+            model.to(device)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cell.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = get_peft_model(model, peft_config(options), autocast_adapter_dtype=True)
+        model.train()
+        return adapter_prepared(model, tokenizer, target_modules=options.modules, quant_type=options.quant_type,
+                                double_quant=options.double_quant, compute_dtype=str(compute))

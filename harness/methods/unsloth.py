@@ -1,0 +1,73 @@
+"""`unsloth`: Unsloth's FastLanguageModel (4-bit or 16-bit base, its own gradient checkpointing), LoRA on top.
+
+Unsloth patches transformers and peft globally when imported, so it is imported only here, inside the cell's own
+process. It needs a CUDA GPU and the optional `unsloth` extra; without either the cell is recorded as `skipped`
+with the exact reason (decided in the parent without importing torch, and checked again in the child).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from harness.methods.base import Method, PreparedModel, SkipCell, register
+from harness.methods.lora import LoraOptions, adapter_prepared
+
+NOT_INSTALLED = ("unsloth is not installed: it is an optional extra for CUDA machines "
+                 "(pip install 'medbench[unsloth]'; never on CPU-only machines, it replaces torch)")
+NO_GPU = "no CUDA GPU visible: Unsloth needs an NVIDIA GPU (it raises NotImplementedError on CPU-only machines)"
+
+
+class UnslothOptions(LoraOptions):
+    load_in_4bit: bool = True
+    dropout: float = 0.0  # Unsloth's fast path requires LoRA dropout 0
+    gradient_checkpointing: bool | str = "unsloth"  # Unsloth's offloaded checkpointing; False to disable
+
+
+@register
+class Unsloth(Method):
+    kind = "unsloth"
+    Options = UnslothOptions
+    presets = {"unsloth-16bit": {"load_in_4bit": False}}
+    default_optimizer = "adamw_8bit"
+
+    def preflight(self, options: UnslothOptions) -> str | None:
+        from harness.environment import cuda_visible_without_torch
+
+        if not cuda_visible_without_torch():
+            return NO_GPU
+        if importlib.util.find_spec("unsloth") is None:
+            return NOT_INSTALLED
+        return None
+
+    def prepare(self, cell: Any, options: UnslothOptions, device: str, dtype: Any) -> PreparedModel:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SkipCell(NO_GPU)
+        if importlib.util.find_spec("unsloth") is None:
+            raise SkipCell(NOT_INSTALLED)
+        from unsloth import FastLanguageModel  # noqa: I001  (patches transformers/peft: this process only)
+
+        from harness.models import hub_kwargs, resolve_model_path
+
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=str(resolve_model_path(cell.model, cell.runtime.cache_dir)),
+            max_seq_length=cell.train.max_seq_length, dtype=dtype, load_in_4bit=options.load_in_4bit,
+            **hub_kwargs(cell.model))
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = FastLanguageModel.get_peft_model(
+            model, r=options.r, lora_alpha=options.lora_alpha, lora_dropout=options.dropout,
+            target_modules=options.modules, bias="none", use_rslora=options.use_rslora,
+            use_gradient_checkpointing=options.gradient_checkpointing, random_state=cell.seed)
+        model.train()
+        prepared = adapter_prepared(model, tokenizer, target_modules=options.modules,
+                                    load_in_4bit=options.load_in_4bit)
+
+        def for_eval() -> Any:
+            FastLanguageModel.for_inference(model)
+            return model
+
+        prepared.for_eval = for_eval
+        return prepared

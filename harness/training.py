@@ -1,0 +1,246 @@
+"""The training loop: one readable function, with meters around it and no hidden framework.
+
+Every cell of a model row sees the same batches in the same order (a function of the data, the seed and the
+epoch), the same token budget and the same schedule shape; only the method and the recipe knobs differ.
+Loss is normalised by the number of label tokens of the whole accumulation group, so gradient accumulation
+and packing do not change what one optimizer step means.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.config import CellConfig
+from harness.meters import MemoryMeter, Stopwatch
+from harness.precision import Precision
+from harness.results import atomic_write_text
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def build_optimizer(name: str, model: Any, lr: float, weight_decay: float) -> Any:
+    import torch
+
+    decay, no_decay = [], []
+    for pname, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # Biases, norms and LoRA magnitude vectors are not decayed (standard practice).
+        (no_decay if p.ndim < 2 or "norm" in pname.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    import bitsandbytes as bnb
+
+    if name == "adamw_8bit":
+        return bnb.optim.AdamW8bit(groups, lr=lr)
+    if name == "paged_adamw_8bit":
+        return bnb.optim.PagedAdamW8bit(groups, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+class ProgressFile:
+    """A small JSON the parent polls to show per-cell training progress (written atomically, at most 1/s)."""
+
+    def __init__(self, path: Path | None):
+        self.path, self._last = path, 0.0
+
+    def update(self, force: bool = False, **state: Any) -> None:
+        now = time.monotonic()
+        if self.path is None or (not force and now - self._last < 1.0):
+            return
+        self._last = now
+        atomic_write_text(self.path, json.dumps(state))
+
+
+def _plan_epoch(examples: list[dict], cell: CellConfig, pad_id: int, epoch: int) -> list[Any]:
+    """The micro-batches of one epoch, cut to the token budget and the step cap."""
+    from harness.data import iter_batches
+
+    t = cell.train
+    batches = []
+    tokens = 0
+    max_micro = t.max_steps * t.gradient_accumulation_steps if t.max_steps else None
+    for batch in iter_batches(examples, batch_size=t.batch_size, max_seq_length=t.max_seq_length,
+                              packing=t.packing, pad_to_max_length=t.pad_to_max_length, pad_token_id=pad_id,
+                              seed=cell.seed, epoch=epoch):
+        batches.append(batch)
+        tokens += batch.real_tokens
+        if t.token_budget and tokens >= t.token_budget:
+            break
+        if max_micro and len(batches) >= max_micro:
+            break
+    return batches
+
+
+def _model_inputs(batch: Any, device: str, vocab: int) -> dict[str, Any]:
+    ids, labels = batch.input_ids, batch.labels
+    if int(ids.max()) >= vocab:
+        # Only synthetic models get here (their tokenizer may be larger than the architecture's vocabulary):
+        # folding ids keeps shapes, and so speed and memory, exact; the text is meaningless anyway.
+        ids = ids % vocab
+        labels = labels.where(labels < 0, labels % vocab)
+    # use_cache=False: with a KV cache transformers ignores packed position ids (cross-example attention).
+    inputs = {"input_ids": ids.to(device, non_blocking=True), "labels": labels.to(device, non_blocking=True),
+              "use_cache": False}
+    if batch.position_ids is not None:
+        inputs["position_ids"] = batch.position_ids.to(device, non_blocking=True)
+    if batch.attention_mask is not None:
+        inputs["attention_mask"] = batch.attention_mask.to(device, non_blocking=True)
+    return inputs
+
+
+def _autocast(device: str, precision: Precision) -> Any:
+    import contextlib
+
+    import torch
+
+    if not precision.uses_autocast:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=precision.autocast_dtype)
+
+
+def validation_loss(model: Any, examples: list[dict], cell: CellConfig, device: str, precision: Precision,
+                    pad_id: int) -> float | None:
+    """Token-weighted mean loss over the validation split (eval mode, no grad)."""
+    import torch
+
+    from harness.data import iter_batches
+
+    if not examples:
+        return None
+    was_training = model.training
+    model.eval()
+    vocab = model.get_input_embeddings().num_embeddings
+    total, count = 0.0, 0
+    t = cell.train
+    with torch.no_grad():
+        for batch in iter_batches(examples, batch_size=t.batch_size, max_seq_length=t.max_seq_length,
+                                  packing=t.packing, pad_to_max_length=False, pad_token_id=pad_id, seed=cell.seed,
+                                  epoch=0):
+            with _autocast(device, precision):
+                out = model(**_model_inputs(batch, device, vocab), num_items_in_batch=batch.label_tokens)
+            total += float(out.loss) * batch.label_tokens
+            count += batch.label_tokens
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, precision: Precision, optimizer_name: str,
+                eval_between_epochs: bool = True, progress: ProgressFile | None = None) -> dict[str, Any]:
+    """Train `prepared.model` on `data.train`; return the `train` and `memory` metric groups."""
+    import torch
+    from transformers import get_scheduler
+
+    from harness import flops
+
+    model, t = prepared.model, cell.train
+    pad_id = prepared.tokenizer.pad_token_id
+    vocab = model.get_input_embeddings().num_embeddings
+    progress = progress or ProgressFile(None)
+    plans = [_plan_epoch(data.train, cell, pad_id, e) for e in range(cell.epochs)]
+    steps_per_epoch = [math.ceil(len(p) / t.gradient_accumulation_steps) for p in plans]
+    total_steps = sum(steps_per_epoch)
+    if total_steps == 0:
+        raise ValueError("no training batches: the training data is empty after cleaning")
+    optimizer = build_optimizer(optimizer_name, model, cell.learning_rate, t.weight_decay)
+    scheduler = get_scheduler(t.scheduler if t.scheduler != "constant" else "constant_with_warmup", optimizer,
+                              num_warmup_steps=math.ceil(t.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    scaler = torch.amp.GradScaler("cuda") if precision.name == "fp16" else None
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    loss_curve: list[list[float]] = []
+    val_losses: list[float | None] = []
+    epoch_times: list[float] = []
+    real_tokens = padded_tokens = label_tokens_seen = 0
+    step = 0
+    model.train()
+    with MemoryMeter(device) as mem:
+        for epoch, plan in enumerate(plans):
+            watch = Stopwatch(device)
+            with watch:
+                for start in range(0, len(plan), t.gradient_accumulation_steps):
+                    group = plan[start:start + t.gradient_accumulation_steps]
+                    group_labels = sum(b.label_tokens for b in group)
+                    step_loss = 0.0
+                    for batch in group:
+                        with _autocast(device, precision):
+                            out = model(**_model_inputs(batch, device, vocab), num_items_in_batch=group_labels)
+                        loss = out.loss
+                        (scaler.scale(loss) if scaler else loss).backward()
+                        step_loss += loss.detach().float()
+                        real_tokens += batch.real_tokens
+                        padded_tokens += batch.padded_tokens
+                        label_tokens_seen += batch.label_tokens
+                    step_loss = float(step_loss)  # one host sync per optimizer step
+                    if not math.isfinite(step_loss):
+                        raise NonFiniteLoss(f"non-finite training loss ({step_loss}) at step {step + 1} of "
+                                            f"{total_steps} (epoch {epoch + 1}); lr={cell.learning_rate:g}")
+                    if scaler:
+                        scaler.unscale_(optimizer)
+                    if t.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+                    if scaler:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    loss_curve.append([step, step_loss])
+                    progress.update(phase="train", epoch=epoch + 1, epochs=cell.epochs, step=step,
+                                    total_steps=total_steps, loss=step_loss)
+            epoch_times.append(watch.elapsed)
+            if eval_between_epochs or epoch == cell.epochs - 1:
+                val_losses.append(validation_loss(model, data.validation, cell, device, precision, pad_id))
+            else:
+                val_losses.append(None)
+            progress.update(force=True, phase="train", epoch=epoch + 1, epochs=cell.epochs, step=step,
+                            total_steps=total_steps, loss=loss_curve[-1][1], val_loss=val_losses[-1])
+
+    train_time = sum(epoch_times)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    arch = base.config.to_dict()
+    frozen = prepared.trainable_params < prepared.total_params
+    fpt = flops.training_flops_per_token(arch, trainable_params=prepared.trainable_params, frozen_base=frozen,
+                                         gradient_checkpointing=t.gradient_checkpointing, seq_len=t.max_seq_length)
+    tokens_per_s = real_tokens / train_time if train_time > 0 else None
+    device_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
+    peak = flops.peak_flops(device_name, precision.name)
+    train_metrics = {
+        "epochs": cell.epochs,
+        "steps": step,
+        "steps_per_epoch": steps_per_epoch,
+        "optimizer": optimizer_name,
+        "precision": precision.name,
+        "tokens": real_tokens,
+        "label_tokens": label_tokens_seen,
+        "padded_tokens": padded_tokens,
+        "padding_fraction": padded_tokens / max(real_tokens + padded_tokens, 1),
+        "tokens_per_s": tokens_per_s,
+        "epoch_times_s": epoch_times,
+        "time_per_epoch_s": train_time / len(epoch_times),
+        "loss_curve": loss_curve,
+        "initial_loss": loss_curve[0][1],
+        "final_train_loss": loss_curve[-1][1],
+        "val_loss": val_losses,
+        "trainable_params": prepared.trainable_params,
+        "total_params": prepared.total_params,
+        "trainable_share": prepared.trainable_params / max(prepared.total_params, 1),
+        "flops_per_token": fpt,
+        "peak_flops": peak,
+        "mfu": flops.mfu(tokens_per_s, fpt, peak) if tokens_per_s else None,
+        "method_notes": prepared.notes,
+    }
+    return {"train": train_metrics, "memory": mem.reading.as_dict()}

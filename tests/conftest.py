@@ -1,0 +1,58 @@
+"""Shared fixtures. Everything is offline: no test may reach a model or dataset hub."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+CI_DATA = ROOT / "tests" / "fixtures" / "ci_data"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session (converted tokenizer, synthetic model, tokenized data), as a user would have."""
+    env = os.environ.get("MEDBENCH_TEST_CACHE")
+    return Path(env) if env else tmp_path_factory.mktemp("medbench-cache")
+
+
+def matrix_yaml(methods: str = "[full]", train: str = "", extra: str = "", name: str = "t") -> str:
+    return textwrap.dedent(f"""\
+        name: {name}
+        models:
+          - {{id: tiny, source: synthetic, architecture: tiny-llama, eval_batch_size: 8}}
+        methods: {methods}
+        epochs: [1]
+        learning_rates: [1.0e-3]
+        train:
+          datasets: [{{path: train_instructions.json, format: instruction}}]
+          max_seq_length: 128
+          batch_size: 4
+          precision: fp32
+          save: none
+        """) + textwrap.indent(textwrap.dedent(train), "  ") + textwrap.dedent(extra)
+
+
+@pytest.fixture
+def make_cells(tmp_path: Path, cache_dir: Path):
+    """Expand a small matrix (tiny random Llama, project fixtures) into real cells, via the real loader."""
+    from harness.config import CellRuntime
+    from harness.matrix import expand, load_matrix
+
+    def make(methods: str = "[full]", train: str = "", extra: str = "", results: Path | None = None,
+             timeout_s: float | None = None):
+        path = tmp_path / "matrix.yaml"
+        path.write_text(matrix_yaml(methods, train, extra))
+        loaded = load_matrix(path, data_dir=CI_DATA)
+        runtime = CellRuntime(data_dir=str(CI_DATA), results_dir=str(results or tmp_path / "results"),
+                              cache_dir=str(cache_dir), timeout_s=timeout_s)
+        return expand(loaded, runtime)
+
+    return make
