@@ -58,10 +58,11 @@ class SkipCell(Exception):
 
 
 _REGISTRY: dict[str, type[Method]] = {}
+_DISCOVERED = False
 
 
 def register(cls: type[Method]) -> type[Method]:
-    if cls.kind in _REGISTRY:
+    if cls.kind in _REGISTRY and _REGISTRY[cls.kind] is not cls:
         raise ValueError(f"method kind {cls.kind!r} registered twice")
     _REGISTRY[cls.kind] = cls
     return cls
@@ -69,6 +70,7 @@ def register(cls: type[Method]) -> type[Method]:
 
 def _discover() -> None:
     # Importing every module of this package registers its methods: adding a method is one new file.
+    global _DISCOVERED
     import importlib
     import pkgutil
 
@@ -77,10 +79,11 @@ def _discover() -> None:
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name not in ("base",) and not info.name.startswith("_"):
             importlib.import_module(f"harness.methods.{info.name}")
+    _DISCOVERED = True
 
 
 def methods() -> dict[str, type[Method]]:
-    if not _REGISTRY:
+    if not _DISCOVERED:
         _discover()
     return dict(_REGISTRY)
 
