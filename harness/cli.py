@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --only {' '.join(args.only)} matches none of the {len(cells)} cells", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.dry_run:
-        print_plan(planned, loaded, results_dir)
+        try:
+            print_plan(planned, loaded, results_dir)
+        except BrokenPipeError:  # `--dry-run | head` is fine
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
     exit_code = EXIT_OK
