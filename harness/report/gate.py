@@ -1,0 +1,224 @@
+"""The regression gate: a small baseline JSON from one results folder, and a check of another folder against it.
+
+Cells are matched by a stable key (model/method/variant/epochs/lr/seed, see `loader.cell_key`), not by their
+id, so a change of the config hash (a new default somewhere) does not hide a cell from the gate. Checked per
+cell: accuracy per task may drop by at most `max_accuracy_drop` (absolute, 0.02 = 2 points), headline memory
+may grow by at most `max_memory_growth` and time per epoch by at most `max_time_growth` (relative), and a cell
+that succeeded in the baseline must succeed again. A baseline cell missing from the results fails the gate;
+new cells are listed but do not fail it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BASELINE_SCHEMA = 1
+
+
+@dataclass
+class GateRow:
+    cell: str  # the stable key
+    metric: str  # "acc:medqa", "memory", "time_per_epoch", "status"
+    baseline: float | str | None
+    current: float | str | None
+    change: float | None  # accuracy: absolute (current - baseline); memory / time: relative
+    limit: float | None  # the threshold the change was held to
+    ok: bool
+    cell_id: str | None = None  # the current cell's id
+    note: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.metric.split(":", 1)[0]
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    rows: list[GateRow]
+    missing: list[str] = field(default_factory=list)  # keys in the baseline, absent from the results
+    new: list[str] = field(default_factory=list)  # keys in the results, absent from the baseline
+    thresholds: dict[str, float] = field(default_factory=dict)
+    baseline_path: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[GateRow]:
+        return [r for r in self.rows if not r.ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "rows": [asdict(r) for r in self.rows], "missing": self.missing,
+                "new": self.new, "thresholds": self.thresholds, "baseline_path": self.baseline_path,
+                "notes": self.notes}
+
+    def summary(self) -> str:
+        """A few lines for a terminal: the verdict and every failing row."""
+        lines = [f"regression gate: {'PASSED' if self.passed else 'FAILED'} "
+                 f"({len(self.rows)} checks, {len(self.failures)} failed, {len(self.missing)} missing cells, "
+                 f"{len(self.new)} new cells)"]
+        for r in self.failures:
+            lines.append(f"  FAIL {r.cell} {r.metric}: {format_value(r.metric, r.baseline)} -> "
+                         f"{format_value(r.metric, r.current)} ({format_change(r)}; limit {format_limit(r)})"
+                         + (f" {r.note}" if r.note else ""))
+        for key in self.missing:
+            lines.append(f"  MISSING {key}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def format_value(metric: str, v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    if metric.startswith("acc:"):
+        return f"{100 * v:.1f} %"
+    if metric == "memory":
+        return f"{v / 2**30:.2f} GiB"
+    if metric == "time_per_epoch":
+        return f"{v:.1f} s"
+    return f"{v:g}"
+
+
+def format_change(r: GateRow) -> str:
+    if r.change is None:
+        return "–"
+    if r.metric.startswith("acc:"):
+        return f"{100 * r.change:+.1f} pts"
+    return f"{100 * r.change:+.1f} %"
+
+
+def format_limit(r: GateRow) -> str:
+    if r.limit is None:
+        return "–"
+    if r.metric.startswith("acc:"):
+        return f"drop ≤ {100 * r.limit:.1f} pts"
+    return f"growth ≤ {100 * r.limit:.0f} %"
+
+
+def _threshold(thresholds: Any, name: str) -> float:
+    if isinstance(thresholds, dict):
+        value = thresholds.get(name)
+    else:
+        value = getattr(thresholds, name, None)
+    if value is None:
+        from harness.config import Thresholds
+
+        value = getattr(Thresholds(), name)
+    return float(value)
+
+
+def _cells_from_folder(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    from harness.report.loader import load_report_data, value
+
+    data = load_report_data(results_dir)
+    df = data.cells
+    notes = list(data.notes)
+    if data.corrupt:
+        notes.append(f"{len(data.corrupt)} unreadable result file(s): "
+                     + ", ".join(p.name for p in data.corrupt[:5]))
+    cells: dict[str, dict[str, Any]] = {}
+    for _, row in df.iterrows():
+        entry = {
+            "cell_id": row["cell_id"],
+            "status": row["status"],
+            "synthetic": bool(row.get("synthetic")),
+            "accuracy": {t: value(row.get(f"acc:{t}")) for t in data.tasks
+                         if value(row.get(f"acc:{t}")) is not None},
+            "memory_bytes": value(row.get("mem_headline")),
+            "memory_metric": value(row.get("mem_headline_name")),
+            "memory_device": value(row.get("mem_device")),
+            "time_per_epoch_s": value(row.get("time_per_epoch")),
+        }
+        key = row["key"]
+        old = cells.get(key)
+        if old is not None:
+            # the same cell twice (an old record whose hash changed): keep a success, else the first
+            notes.append(f"two records for {key} ({old['cell_id']}, {entry['cell_id']}); "
+                         f"using {'the successful one' if entry['status'] == 'success' else old['cell_id']}")
+            if not (entry["status"] == "success" and old["status"] != "success"):
+                continue
+        cells[key] = entry
+    return cells, notes
+
+
+def write_baseline(results_dir: Path, path: Path) -> dict[str, Any]:
+    """Write (atomically) and return the baseline of a results folder: per cell key its id, status,
+    accuracy per task, headline memory (with its metric and device) and time per epoch."""
+    from harness.results import atomic_write_text
+
+    cells, notes = _cells_from_folder(Path(results_dir))
+    baseline = {"schema": BASELINE_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "source": str(results_dir), "notes": notes, "cells": dict(sorted(cells.items()))}
+    atomic_write_text(Path(path), json.dumps(baseline, indent=1) + "\n")
+    return baseline
+
+
+def check_baseline(results_dir: Path, baseline_path: Path, thresholds: Any) -> GateResult:
+    """Compare a results folder with a baseline file. `thresholds` is a `harness.config.Thresholds` (or a dict
+    or any object with its fields; missing fields take Thresholds' defaults)."""
+    limits = {name: _threshold(thresholds, name)
+              for name in ("max_accuracy_drop", "max_memory_growth", "max_time_growth")}
+    try:
+        baseline = json.loads(Path(baseline_path).read_text())
+        base_cells = baseline["cells"]
+        if not isinstance(base_cells, dict):
+            raise ValueError("'cells' is not a mapping")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return GateResult(passed=False, rows=[], thresholds=limits, baseline_path=str(baseline_path),
+                          notes=[f"cannot read the baseline {baseline_path}: {exc}"])
+    current, notes = _cells_from_folder(Path(results_dir))
+    rows: list[GateRow] = []
+    missing = sorted(k for k in base_cells if k not in current)
+    new = sorted(k for k in current if k not in base_cells)
+    for key in sorted(k for k in base_cells if k in current):
+        b, c = base_cells[key], current[key]
+        cid = c.get("cell_id")
+        syn = " (synthetic model: accuracy guards the pipeline, not quality)" if c.get("synthetic") else ""
+        if b.get("status") == "success" and c.get("status") != "success":
+            rows.append(GateRow(key, "status", b.get("status"), c.get("status"), None, None, False, cid,
+                                "succeeded in the baseline"))
+            continue
+        if c.get("status") != "success":
+            continue  # failed / skipped in both: nothing to compare
+        for task, b_acc in sorted((b.get("accuracy") or {}).items()):
+            c_acc = (c.get("accuracy") or {}).get(task)
+            if b_acc is None:
+                continue
+            if c_acc is None:
+                rows.append(GateRow(key, f"acc:{task}", b_acc, None, None, limits["max_accuracy_drop"], False,
+                                    cid, "no accuracy in the current results"))
+                continue
+            change = c_acc - b_acc
+            ok = change >= -limits["max_accuracy_drop"] - 1e-12
+            rows.append(GateRow(key, f"acc:{task}", b_acc, c_acc, change, limits["max_accuracy_drop"], ok, cid,
+                                syn.strip()))
+        rows += _growth_row(key, cid, "memory", b.get("memory_bytes"), c.get("memory_bytes"),
+                            limits["max_memory_growth"],
+                            same=(b.get("memory_metric"), b.get("memory_device"))
+                            == (c.get("memory_metric"), c.get("memory_device")),
+                            what=f"{b.get('memory_metric')} on {b.get('memory_device')} vs "
+                                 f"{c.get('memory_metric')} on {c.get('memory_device')}")
+        rows += _growth_row(key, cid, "time_per_epoch", b.get("time_per_epoch_s"), c.get("time_per_epoch_s"),
+                            limits["max_time_growth"], same=True, what="")
+    passed = not missing and all(r.ok for r in rows)
+    if not base_cells:
+        notes.append("the baseline holds no cells")
+    return GateResult(passed=passed, rows=rows, missing=missing, new=new, thresholds=limits,
+                      baseline_path=str(baseline_path), notes=notes)
+
+
+def _growth_row(key: str, cid: str | None, metric: str, b: Any, c: Any, limit: float, same: bool,
+                what: str) -> list[GateRow]:
+    if b is None or b <= 0:
+        return []
+    if c is None:
+        return [GateRow(key, metric, b, None, None, limit, False, cid, "not measured in the current results")]
+    if not same:
+        return [GateRow(key, metric, b, c, None, limit, True, cid, f"not comparable: {what}")]
+    change = c / b - 1.0
+    return [GateRow(key, metric, b, c, change, limit, change <= limit + 1e-12, cid)]

@@ -1,0 +1,298 @@
+"""Read a results folder into one pandas DataFrame (one row per cell) plus the paired comparisons.
+
+Everything downstream (figures, tables, the gate) reads this frame, never the JSON files. Records from older
+or partial runs may lack any group or field: every field is optional here and becomes None / NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from harness.results import CellResult
+
+TASK_ORDER = ("medqa", "pubmedqa")  # shown first, in this order; other tasks follow alphabetically
+TASK_LABELS = {"medqa": "MedQA", "pubmedqa": "PubMedQA"}
+# chance levels (GUIDE §4): uniform guessing, and the majority answer where it differs
+CHANCE = {"medqa": (0.25, None), "pubmedqa": (1 / 3, 0.552)}
+NUMERIC_COLUMNS = ("r", "epochs", "lr", "seed", "max_seq_length", "mem_headline", "mem_allocated", "mem_reserved",
+                   "mem_nvml", "mem_rss", "time_per_epoch", "train_time", "wall_s", "tokens_per_s", "mfu",
+                   "trainable_params", "total_params", "trainable_share", "saved_bytes", "est_memory",
+                   "est_time_per_epoch")
+
+
+def task_label(task: str) -> str:
+    return TASK_LABELS.get(task, task)
+
+
+def chance_level(task: str) -> tuple[float, float | None] | None:
+    for key, value in CHANCE.items():
+        if task == key or task.startswith(key + "_") or task.startswith("medbench_" + key):
+            return value
+    return None
+
+
+def get(obj: Any, path: str, default: Any = None) -> Any:
+    """`obj["a"]["b"]` for path "a.b", or `default` where any step is missing or not a mapping."""
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return default
+        obj = obj[part]
+    return default if obj is None else obj
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def lr_text(lr: float | None) -> str:
+    if lr is None or lr == 0:
+        return "–"
+    return f"{lr:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def cell_key(config: dict[str, Any]) -> str:
+    """A key that names the cell by what it is (survives changes of the config hash):
+    model/method/variant/e<epochs>/lr<lr>/s<seed>."""
+    lr = _num(config.get("learning_rate")) or 0.0
+    return "/".join([str(get(config, "model.id", "?")), str(get(config, "method.name", "?")),
+                     str(config.get("variant") or "default"), f"e{config.get('epochs', 0)}",
+                     f"lr{lr:.6g}", f"s{config.get('seed', 0)}"])
+
+
+@dataclass
+class ReportData:
+    results_dir: Path
+    cells: pd.DataFrame  # one row per valid record, columns as built by `_row`
+    tasks: list[str]  # tasks with any accuracy, in display order
+    comparisons: dict[str, Any]
+    records: dict[str, CellResult]  # cell_id -> record (for provenance and tracebacks)
+    corrupt: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # problems met while loading, shown in the report
+
+    @property
+    def matrix_names(self) -> list[str]:
+        return sorted({r.matrix for r in self.records.values()})
+
+
+def _load_comparisons(folder: Path, notes: list[str]) -> dict[str, Any]:
+    path = folder / "comparisons.json"
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        notes.append(f"comparisons.json is unreadable ({exc}); differences vs base are unpaired and have no CI")
+        return {}
+    return normalize_comparisons(data, notes)
+
+
+def normalize_comparisons(data: Any, notes: list[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """`{cell_id: {task: {base_cell, diff, ci_low, ci_high, p_value, n, b, c}}}` from either shape of
+    comparisons.json: the list written by `harness.evaluation.stats.compute_comparisons`
+    (`{"comparisons": [{"cell", "task", "diff", "ci_low", "ci_high", "mcnemar_p", "n_only_a", ...}],
+    "problems": [...]}`) or that mapping itself. Anything else is ignored with a note."""
+    notes = notes if notes is not None else []
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    if isinstance(data, dict) and isinstance(data.get("comparisons"), list):
+        for c in data["comparisons"]:
+            if not isinstance(c, dict) or not isinstance(c.get("cell"), str) or not c.get("task"):
+                continue
+            out.setdefault(c["cell"], {})[str(c["task"])] = {
+                "base_cell": c.get("base_cell", c.get("cell_a")), "diff": c.get("diff"),
+                "ci_low": c.get("ci_low"), "ci_high": c.get("ci_high"),
+                "p_value": c.get("p_value", c.get("mcnemar_p")), "n": c.get("n"),
+                "b": c.get("b", c.get("n_only_a")), "c": c.get("c", c.get("n_only_b"))}
+        problems = [p for p in data.get("problems") or [] if isinstance(p, dict)]
+        if problems:
+            reasons = list(dict.fromkeys(str(p.get("reason")) for p in problems))
+            notes.append(f"comparisons.json: {len(problems)} cell/task pair(s) could not be compared with their "
+                         f"base row, e.g. " + "; ".join(reasons[:3]))
+        return out
+    if isinstance(data, dict):
+        for cell, per_task in data.items():
+            if isinstance(per_task, dict):
+                out[str(cell)] = {str(t): v for t, v in per_task.items() if isinstance(v, dict)}
+        return out
+    notes.append("comparisons.json has an unknown shape; differences vs base are unpaired and have no CI")
+    return {}
+
+
+def _row(rec: CellResult) -> dict[str, Any]:
+    cfg = rec.config or {}
+    m = rec.metrics or {}
+    train = m.get("train") if isinstance(m.get("train"), dict) else {}
+    mem = m.get("memory") if isinstance(m.get("memory"), dict) else {}
+    est = rec.estimate if isinstance(rec.estimate, dict) else {}
+    kind = str(get(cfg, "method.kind", "?"))
+    epochs = _num(cfg.get("epochs"))
+    tpe = _num(train.get("time_per_epoch_s"))
+    train_s = _num(get(rec.timings, "train_s"))
+    if tpe is None and train_s and epochs:
+        tpe = train_s / epochs
+    total_train = train_s if train_s else (tpe * epochs if tpe is not None and epochs else None)
+    r = get(cfg, "method.options.r")
+    row: dict[str, Any] = {
+        "cell_id": rec.cell_id,
+        "key": cell_key(cfg),
+        "matrix": rec.matrix,
+        "status": rec.status,
+        "reason": rec.reason,
+        "model": str(get(cfg, "model.id", "?")),
+        "source": str(get(cfg, "model.source", "?")),
+        "synthetic": get(cfg, "model.source") == "synthetic",
+        "architecture": get(cfg, "model.architecture"),
+        "method": str(get(cfg, "method.name", "?")),
+        "kind": kind,
+        "is_base": kind == "base",
+        "r": _num(r),
+        "variant": str(cfg.get("variant") or "default"),
+        "epochs": epochs,
+        "lr": _num(cfg.get("learning_rate")),
+        "seed": _num(cfg.get("seed")),
+        "max_seq_length": _num(get(cfg, "train.max_seq_length")),
+        "packing": get(cfg, "train.packing"),
+        "mem_device": mem.get("device"),
+        "mem_headline_name": mem.get("headline"),
+        "mem_headline": _num(mem.get("headline_bytes")),
+        "mem_allocated": _num(mem.get("max_allocated_bytes")),
+        "mem_reserved": _num(mem.get("max_reserved_bytes")),
+        "mem_nvml": _num(mem.get("nvml_process_peak_bytes")),
+        "mem_rss": _num(mem.get("peak_rss_bytes")),
+        "time_per_epoch": tpe,
+        "train_time": total_train,
+        "wall_s": _num(get(rec.timings, "wall_s")),
+        "tokens_per_s": _num(train.get("tokens_per_s")),
+        "mfu": _num(train.get("mfu")),
+        "trainable_params": _num(train.get("trainable_params")),
+        "total_params": _num(train.get("total_params")),
+        "trainable_share": _num(train.get("trainable_share")),
+        "saved_bytes": _num(train.get("saved_bytes")),
+        "loss_curve": train.get("loss_curve") or [],
+        "val_loss": train.get("val_loss") or [],
+        "est_memory": _num(est.get("peak_memory_bytes")),
+        "est_time_per_epoch": _num(est.get("time_per_epoch_s")),
+    }
+    if row["mem_headline"] is None:  # fall back on any measured peak, best first
+        for name in ("mem_reserved", "mem_allocated", "mem_nvml", "mem_rss"):
+            if row[name] is not None:
+                row["mem_headline"], row["mem_headline_name"] = row[name], name
+                break
+    if row["trainable_share"] is None and row["trainable_params"] and row["total_params"]:
+        row["trainable_share"] = row["trainable_params"] / row["total_params"]
+    for task, ev in (m.get("eval") or {}).items():
+        if isinstance(ev, dict):
+            row[f"acc:{task}"] = _num(ev.get("acc"))
+            row[f"se:{task}"] = _num(ev.get("acc_stderr"))
+            row[f"n:{task}"] = _num(ev.get("n"))
+    return row
+
+
+def _order_tasks(tasks: set[str]) -> list[str]:
+    first = [t for t in TASK_ORDER if t in tasks]
+    return first + sorted(tasks - set(first))
+
+
+def load_report_data(results_dir: Path) -> ReportData:
+    import pandas as pd
+
+    from harness.results import load_results
+
+    folder = Path(results_dir)
+    notes: list[str] = []
+    if not folder.is_dir():
+        notes.append(f"results folder {folder} does not exist")
+    good, bad = load_results(folder)
+    comparisons = _load_comparisons(folder, notes) if folder.is_dir() else {}
+    rows = [_row(rec) for rec in good]
+    tasks: set[str] = set()
+    for row in rows:
+        tasks.update(k.split(":", 1)[1] for k in row if k.startswith("acc:") and row[k] is not None)
+    ordered = _order_tasks(tasks)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=["cell_id", "key", "status", "model", "method", "kind", "is_base", "synthetic"])
+    for task in ordered:
+        for prefix in ("acc", "se", "n"):
+            if f"{prefix}:{task}" not in df:
+                df[f"{prefix}:{task}"] = None
+            df[f"{prefix}:{task}"] = pd.to_numeric(df[f"{prefix}:{task}"], errors="coerce").astype(float)
+    for col in NUMERIC_COLUMNS:
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    _attach_deltas(df, ordered, comparisons)
+    return ReportData(results_dir=folder, cells=df, tasks=ordered, comparisons=comparisons,
+                      records={r.cell_id: r for r in good}, corrupt=list(bad), notes=notes)
+
+
+def _attach_deltas(df: pd.DataFrame, tasks: list[str], comparisons: dict[str, Any]) -> None:
+    """Columns delta/ci_low/ci_high/p/paired per task: from comparisons.json where present (paired test),
+    else the unpaired difference to the base row of the same model (no CI, no p-value)."""
+    import pandas as pd
+
+    if df.empty:
+        df.attrs["base_acc"] = {}
+        return
+    base_acc: dict[tuple[str, str], float] = {}
+    for _, row in df[(df["is_base"]) & (df["status"] == "success")].iterrows():
+        for task in tasks:
+            acc = row.get(f"acc:{task}")
+            if acc is not None and not _isnan(acc):
+                base_acc[(row["model"], task)] = acc
+    for task in tasks:
+        delta, lo, hi, p, paired, base_of = [], [], [], [], [], []
+        for _, row in df.iterrows():
+            comp = get(comparisons, f"{row['cell_id']}")
+            comp = comp.get(task) if isinstance(comp, dict) else None
+            acc = row.get(f"acc:{task}")
+            if row["is_base"] or acc is None or _isnan(acc):
+                delta.append(None), lo.append(None), hi.append(None), p.append(None), paired.append(False)
+                base_of.append(None)
+                continue
+            if isinstance(comp, dict) and _num(comp.get("diff")) is not None:
+                delta.append(_num(comp.get("diff")))
+                lo.append(_num(comp.get("ci_low")))
+                hi.append(_num(comp.get("ci_high")))
+                p.append(_num(comp.get("p_value")))
+                paired.append(True)
+                base_of.append(comp.get("base_cell"))
+            else:
+                b = base_acc.get((row["model"], task))
+                delta.append(None if b is None else acc - b)
+                lo.append(None), hi.append(None), p.append(None), paired.append(False), base_of.append(None)
+        for name, col in (("delta", delta), ("ci_low", lo), ("ci_high", hi), ("p", p)):
+            df[f"{name}:{task}"] = pd.to_numeric(pd.Series(col, index=df.index, dtype=object),
+                                                 errors="coerce").astype(float)
+        df[f"paired:{task}"] = paired
+        df[f"base_cell:{task}"] = base_of
+    df.attrs["base_acc"] = base_acc
+
+
+def _isnan(x: Any) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+def value(x: Any) -> Any:
+    """A DataFrame cell as a plain Python value: NaN / NA become None."""
+    if x is None:
+        return None
+    try:
+        import pandas as pd
+
+        if pd.isna(x):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return x
