@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""The short table scripts/gpu_bench.sh prints last: per cell the measured peak memory against the estimator's
+prediction, tokens/s, MFU, time per epoch against the predicted time, and the device profile fitted to these
+cells (`harness.estimator.calibrate`). Reads result JSON files only; imports no torch.
+
+    python scripts/gpu/summary.py RESULTS_DIR [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def _get(d: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)
+    return d
+
+
+def _gib(n: Any) -> str:
+    return f"{n / 2**30:.1f}" if isinstance(n, (int, float)) and n else "-"
+
+
+def _num(x: Any, fmt: str) -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) else "-"
+
+
+def result_dirs(root: Path) -> list[Path]:
+    """`root` itself if it holds result JSON files, else its sub-folders that do (results/<matrix>/)."""
+    if any(root.glob("*.json")):
+        return [root]
+    return sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("*.json"))) if root.is_dir() else []
+
+
+def rows(results: list[Any], device: Any) -> list[dict[str, Any]]:
+    from harness.config import CellConfig
+    from harness.estimator import estimate_cell
+
+    out = []
+    for r in results:
+        cfg = r.config
+        train = _get(r.metrics, "train") or {}
+        mem = _get(r.metrics, "memory") or {}
+        predicted_time = predicted_mem = None
+        try:
+            cell = CellConfig.model_validate(cfg)
+            mean = None
+            if not cell.train.packing and train.get("steps") and train.get("tokens"):
+                per_micro = train["tokens"] / (train["steps"] * cell.train.gradient_accumulation_steps)
+                mean = per_micro / cell.train.batch_size
+            est = estimate_cell(cell, device, mean_tokens_per_example=mean)
+            predicted_mem = est.peak_memory_bytes
+            if est.time_per_step_s and train.get("steps_per_epoch"):
+                predicted_time = est.time_per_step_s * train["steps_per_epoch"][0]
+        except Exception:
+            predicted_mem = _get(r.estimate, "peak_memory_bytes")
+        out.append({
+            "cell": r.cell_id, "model": _get(cfg, "model", "id"), "method": _get(cfg, "method", "name"),
+            "variant": cfg.get("variant"), "status": r.status, "reason": r.reason,
+            "peak_bytes": mem.get("headline_bytes"), "peak_kind": mem.get("headline"),
+            "max_allocated_bytes": mem.get("max_allocated_bytes"), "nvml_bytes": mem.get("nvml_process_peak_bytes"),
+            "predicted_bytes": predicted_mem, "tokens_per_s": train.get("tokens_per_s"), "mfu": train.get("mfu"),
+            "time_per_epoch_s": train.get("time_per_epoch_s"), "predicted_time_s": predicted_time,
+            "padding_fraction": train.get("padding_fraction"),
+        })
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.estimator import calibrate
+    from harness.results import load_results
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("results", help="a results folder (or a folder of them)")
+    p.add_argument("--json", help="also write the rows and the calibrated profile here")
+    args = p.parse_args(argv)
+    results: list[Any] = []
+    for folder in result_dirs(Path(args.results)):
+        good, bad = load_results(folder)
+        results += good
+        for b in bad:
+            print(f"warning: not a result record: {b}", file=sys.stderr)
+    if not results:
+        print(f"no results under {args.results}")
+        return 1
+    from harness.estimator import profile_from_environment
+
+    device = next((profile_from_environment(_get(r.environment, "device")) for r in results
+                   if _get(r.environment, "device")), None)
+    name = device.name if device else None
+    table = rows(results, device)
+    head = (f"{'model':15} {'method':9} {'variant':24} {'status':8} {'peak GiB':>8} {'pred':>6} "
+            f"{'tok/s':>8} {'MFU':>6} {'epoch s':>8} {'pred s':>7}")
+    kinds = sorted({row["peak_kind"] for row in table if row["peak_kind"]}) or ["-"]
+    print(f"\nsummary: {len(table)} cells on {name or 'unknown device'} (peak = {', '.join(kinds)}; pred = "
+          "harness.estimator with its default throughput, before calibration)")
+    print(head)
+    print("-" * len(head))
+    for row in sorted(table, key=lambda x: (x["model"] or "", x["method"] or "", x["variant"] or "")):
+        print(f"{(row['model'] or '')[:15]:15} {(row['method'] or '')[:9]:9} {(row['variant'] or '')[:24]:24} "
+              f"{row['status'][:8]:8} {_gib(row['peak_bytes']):>8} {_gib(row['predicted_bytes']):>6} "
+              f"{_num(row['tokens_per_s'], '.0f'):>8} {_num(row['mfu'], '.1%'):>6} "
+              f"{_num(row['time_per_epoch_s'], '.1f'):>8} {_num(row['predicted_time_s'], '.1f'):>7}")
+    problems = [r for r in table if r["status"] != "success"]
+    for row in problems:
+        print(f"  {row['status']}: {row['cell']}: {row['reason']}")
+    profile = calibrate(results, device)
+    print(f"\ncalibrated profile ({profile.source}):")
+    print(f"  achievable fraction {profile.achievable_fraction:.3f}; by method "
+          + ", ".join(f"{k} {v:.3f}" for k, v in profile.fraction_by_method.items())
+          + f"; memory scale {profile.memory_scale:.3f}; start-up {profile.startup_s:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": table, "profile": profile.as_dict()}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

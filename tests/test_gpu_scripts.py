@@ -1,0 +1,305 @@
+"""The GPU benchmark kit: matrices/gpu_bench.yaml, scripts/gpu_bench.sh, scripts/prepare_gpu_wheels.sh and the
+helpers in scripts/gpu/. Nothing here needs a GPU, the network or the shared data (fixtures are written here)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import fnmatch
+import hashlib
+import importlib.util
+import io
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import CellRuntime, Matrix
+
+ROOT = Path(__file__).resolve().parent.parent
+MATRIX = ROOT / "matrices" / "gpu_bench.yaml"
+SCRIPTS = [ROOT / "scripts" / "gpu_bench.sh", ROOT / "scripts" / "prepare_gpu_wheels.sh"]
+GPU = ROOT / "scripts" / "gpu"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"gpu_{name}", GPU / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cells():
+    from harness.matrix import expand, load_matrix
+
+    loaded = load_matrix(MATRIX, check_files=False)
+    return expand(loaded, CellRuntime(data_dir=".", results_dir=".", cache_dir="."))
+
+
+# ---------------------------------------------------------------------------------------------------- matrix
+
+
+def test_matrix_validates_against_the_schema():
+    raw = yaml.safe_load(MATRIX.read_text())
+    m = Matrix.model_validate(raw)
+    assert {x.id for x in m.models} >= {"llama-3.2-1b", "tinyllama-1.1b"}
+    assert all(x.source == "synthetic" for x in m.models)
+    assert [x.name for x in m.methods] == ["full", "lora-r8", "lora-r16", "lora-r64", "qlora", "unsloth"]
+    assert m.train.token_budget and m.train.precision == "bf16" and m.eval.tasks == []
+    assert {"seq1024-packed", "seq2048-packed", "seq2048-padded"} <= {v.name for v in m.variants}
+
+
+def test_matrix_expands_to_the_planned_cells(cells):
+    ids = [c.id for c in cells]
+    assert len(ids) == len(set(ids)) == 26
+    assert not any(c.model == "smollm2-1.7b" for c in cells)  # behind its exclude rule
+    speed = [c for c in cells if c.config.variant.endswith(("-gc", "-compile", "-liger", "-eager"))]
+    assert {c.model for c in speed} == {"llama-3.2-1b"}
+    assert {c.method for c in speed} == {"lora-r16", "full"}
+    padded = [c for c in cells if not c.config.train.packing]
+    assert {(c.model, c.method) for c in padded} == {("llama-3.2-1b", m) for m in ("full", "lora-r16", "qlora")}
+    assert all(c.config.train.pad_to_max_length for c in padded)
+    # every cell computes the same number of positions per optimizer step
+    assert {c.config.train.batch_size * c.config.train.max_seq_length for c in cells} == {8192}
+
+
+def test_every_cell_is_in_exactly_one_part_and_each_part_fits_a_device_call(cells):
+    plan = load_script("plan")
+    from harness.estimator import DeviceProfile, estimate_cell
+
+    h100 = DeviceProfile.for_device("NVIDIA H100 80GB HBM3", startup_s=15.0, achievable_fraction=0.25)
+    per_part: dict[str, float] = {}
+    for c in cells:
+        hits = [name for name, pats in plan.PARTS.items() if any(fnmatch.fnmatchcase(c.id, p) for p in pats)]
+        assert len(hits) == 1, (c.id, hits)
+        e = estimate_cell(c.config, h100, mean_tokens_per_example=plan.MEAN_TOKENS)
+        assert e.fits, c.id  # fits the H100's memory
+        per_part[hits[0]] = per_part.get(hits[0], 0.0) + e.cell_wall_s
+    # even at a pessimistic 25 % of peak each part stays inside one 10-minute call, with margin for packing
+    assert all(secs + plan.INSTALL_S < 8.5 * 60 for secs in per_part.values()), per_part
+
+
+def test_data_limits_agree_with_the_slice_the_script_copies():
+    prepare = load_script("prepare_data")
+    raw = yaml.safe_load(MATRIX.read_text())
+    limits = {d["path"]: d["limit"] for d in raw["train"]["datasets"]}
+    assert limits == {rel: n for rel, _, n in prepare.SLICES}
+
+
+# ---------------------------------------------------------------------------------------------------- shell
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shell_syntax(script):
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text or "set -uo pipefail" in text
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck_when_available(script):
+    exe = shutil.which("shellcheck")
+    if exe is None:
+        pytest.skip("shellcheck not installed")
+    result = subprocess.run([exe, str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_wheel_list_never_carries_the_cuda_stack():
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "prepare_gpu_wheels.sh"), "--list"], capture_output=True,
+                         text=True, check=True).stdout.split()
+    names = [w.split("==")[0].lower() for w in out]
+    assert all("==" in w for w in out), "every wheel is pinned"
+    assert len(names) == len(set(names)), "one version per project"
+    assert not [n for n in names if n in ("torch", "torchvision", "triton", "xformers") or n.startswith("nvidia-")]
+    for wanted in ("bitsandbytes==0.50.2", "lm-eval==0.4.13", "unsloth==2026.10.9", "pydantic==2.14.3",
+                   "trl==1.15.0", "liger-kernel==0.8.5"):
+        assert wanted in out
+    core = subprocess.run(["bash", str(ROOT / "scripts" / "prepare_gpu_wheels.sh"), "--groups", "core", "--list"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert "bitsandbytes==0.50.2" not in core and "pydantic==2.14.3" in core
+    bad = subprocess.run(["bash", str(ROOT / "scripts" / "prepare_gpu_wheels.sh"), "--groups", "nope", "--list"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+
+
+def test_bench_script_rejects_an_unknown_part(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "OUT": str(tmp_path), "HOME": str(tmp_path)}
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--part", "9"], capture_output=True, text=True,
+                       env={**env, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    assert r.returncode == 2 and "unknown part" in r.stderr
+
+
+def test_plan_prints_the_part_patterns():
+    r = subprocess.run([sys.executable, str(GPU / "plan.py"), "--patterns", "2"], capture_output=True, text=True,
+                       check=True)
+    assert r.stdout.split() == ["tinyllama-1.1b_*"]
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def _fixture_data(root: Path) -> None:
+    (root / "chatdoctor5k").mkdir(parents=True)
+    records = [{"instruction": "Answer as a doctor.", "input": f"Symptom {i}", "output": f"Advice {i}"}
+               for i in range(2500)]
+    (root / "chatdoctor5k" / "chatdoctor5k.json").write_text(json.dumps(records))
+    (root / "chatdoctor5k" / "LICENSE").write_text("fixture license\n")
+    (root / "medquad").mkdir()
+    with (root / "medquad" / "medquad.jsonl").open("w") as f:
+        for i in range(700):
+            f.write(json.dumps({"id": str(i), "question": f"What is condition {i}?", "answer": f"It is {i}."}) + "\n")
+            if i == 3:
+                f.write("\n")  # blank lines are skipped
+
+
+def test_prepare_data_copies_the_slice(tmp_path):
+    src, dest = tmp_path / "shared", tmp_path / "out"
+    _fixture_data(src)
+    r = subprocess.run([sys.executable, str(GPU / "prepare_data.py"), "--src", str(src), "--dest", str(dest),
+                        "--no-tokenizer"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    chat = json.loads((dest / "chatdoctor5k" / "chatdoctor5k.json").read_text())
+    assert len(chat) == 2000 and chat[0]["input"] == "Symptom 0" and chat[-1]["input"] == "Symptom 1999"
+    lines = (dest / "medquad" / "medquad.jsonl").read_text().splitlines()
+    assert len(lines) == 600 and json.loads(lines[-1])["id"] == "599"
+    assert (dest / "chatdoctor5k" / "LICENSE").read_text() == "fixture license\n"
+    manifest = json.loads((dest / "MANIFEST.json").read_text())
+    assert manifest["files"]["medquad/medquad.jsonl"]["of"] == 700
+    assert not (tmp_path / "out" / "tokenizer").exists()
+
+
+def test_prepared_slice_loads_as_the_matrix_reads_it(tmp_path):
+    from harness.matrix import load_matrix
+
+    src, dest = tmp_path / "shared", tmp_path / "out"
+    _fixture_data(src)
+    subprocess.run([sys.executable, str(GPU / "prepare_data.py"), "--src", str(src), "--dest", str(dest),
+                    "--no-tokenizer"], check=True, capture_output=True)
+    load_matrix(MATRIX, data_dir=dest, check_files=True)  # every data file the matrix names is there
+
+
+def test_prepare_data_reports_missing_sources(tmp_path):
+    r = subprocess.run([sys.executable, str(GPU / "prepare_data.py"), "--src", str(tmp_path), "--dest",
+                        str(tmp_path / "o"), "--no-tokenizer"], capture_output=True, text=True)
+    assert r.returncode == 2 and "not found" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- wheels
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _make_wheel(path: Path, name: str, version: str, files: dict[str, bytes], requires: list[str] = ()) -> Path:
+    dist = f"{name}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires)
+    members = {**files, f"{dist}/METADATA": meta.encode(),
+               f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    whl = path / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as z:
+        rows = []
+        for n, data in members.items():
+            z.writestr(n, data)
+            rows.append((n, _record_hash(data), str(len(data))))
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows + [(f"{dist}/RECORD", "", "")])
+        z.writestr(f"{dist}/RECORD", buf.getvalue())
+    return whl
+
+
+def test_slim_wheel_drops_files_and_keeps_a_valid_record(tmp_path):
+    slim = load_script("slim_wheel")
+    src = _make_wheel(tmp_path, "toylib", "1.0", {"toylib/__init__.py": b"X = 1\n",
+                                                 "toylib/lib_cuda118.so": b"\0" * 1000,
+                                                 "toylib/lib_cuda130.so": b"\1" * 10,
+                                                 "studio/app.js": b"js"})
+    out = tmp_path / "slim"
+    out.mkdir()
+    dst = out / src.name
+    kept, dropped = slim.slim(str(src), str(dst), drop=["toylib/lib_*.so", "studio/*"],
+                              keep=["toylib/lib_cuda13*.so"])
+    assert sorted(dropped) == ["studio/app.js", "toylib/lib_cuda118.so"]
+    with zipfile.ZipFile(dst) as z:
+        names = set(z.namelist())
+        record = list(csv.reader(io.StringIO(z.read("toylib-1.0.dist-info/RECORD").decode())))
+        for name, digest, size in record:
+            if digest:
+                assert _record_hash(z.read(name)) == digest and int(size) == len(z.read(name))
+        assert {r[0] for r in record} == names
+    assert "toylib/lib_cuda130.so" in names and "toylib/lib_cuda118.so" not in names
+    assert "toylib-1.0.dist-info/medbench-slim.txt" in names
+    # pip accepts it
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target",
+                        str(target), str(dst)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (target / "toylib" / "__init__.py").read_text() == "X = 1\n"
+
+
+def test_check_wheels_finds_duplicates_and_missing_dependencies(tmp_path):
+    check = load_script("check_wheels")
+    _make_wheel(tmp_path, "alpha", "1.0", {"alpha/__init__.py": b""},
+                requires=["beta>=1", "numpy", "torch>=2", "xformers; sys_platform == 'linux'",
+                          "mlx; sys_platform == 'darwin'", "gamma; extra == 'dev'"])
+    _make_wheel(tmp_path, "beta", "1.0", {"beta/__init__.py": b""}, requires=["missing-thing"])
+    errors, notes, total = check.check(tmp_path, max_mib=1)
+    assert any("missing-thing" in e for e in errors)
+    assert not any("numpy" in e or "torch" in e or "mlx" in e or "gamma" in e for e in errors)
+    assert any("torch" in n for n in notes) and any("xformers" in n for n in notes)
+    _make_wheel(tmp_path, "beta", "2.0", {"beta/__init__.py": b""})
+    errors, _, _ = check.check(tmp_path)
+    assert any("more than one version" in e for e in errors)
+
+
+def test_downloaded_wheels_if_present_are_consistent():
+    """When scripts/prepare_gpu_wheels.sh has run here, its .whl/ folder passes the checks it ran."""
+    folder = ROOT / ".whl"
+    if not any(folder.glob("*.whl")):
+        pytest.skip("no .whl/ here (run scripts/prepare_gpu_wheels.sh)")
+    check = load_script("check_wheels")
+    errors, _, total = check.check(folder, max_mib=50)
+    assert not errors and total < 50
+
+
+# ---------------------------------------------------------------------------------------------------- summary
+
+
+def test_summary_reads_results(tmp_path, cells, capsys):
+    from harness.estimator import DeviceProfile, estimate_cell
+    from harness.results import CellResult, write_result
+
+    summary = load_script("summary")
+    h100 = DeviceProfile.for_device("NVIDIA H100 80GB HBM3")
+    results = tmp_path / "gpu_bench"
+    for c in cells[:3]:
+        e = estimate_cell(c.config, h100)
+        tps = 0.35 * 989e12 / e.hardware_flops_per_position
+        write_result(results, CellResult(
+            cell_id=c.id, config_hash=c.config_hash, matrix="gpu_bench", status="success",
+            config=c.config.model_dump(mode="json"), estimate=estimate_cell(c.config).as_dict(),
+            metrics={"train": {"tokens_per_s": tps, "mfu": 0.3, "peak_flops": 989e12, "padding_fraction": 0.0,
+                               "time_per_epoch_s": 7.0, "steps": 37, "steps_per_epoch": [37], "tokens": 290000},
+                     "memory": {"headline": "max_reserved_bytes", "headline_bytes": e.peak_memory_bytes}},
+            timings={"wall_s": 30.0, "train_s": 7.0},
+            environment={"device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"}}))
+    write_result(results, CellResult(cell_id=cells[3].id, config_hash=cells[3].config_hash, matrix="gpu_bench",
+                                     status="oom", reason="CUDA out of memory", config=cells[3].config.model_dump(
+                                         mode="json")))
+    out_json = tmp_path / "s.json"
+    assert summary.main([str(tmp_path), "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert "NVIDIA H100 80GB HBM3" in text and "oom" in text and "30.0%" in text
+    data = json.loads(out_json.read_text())
+    assert len(data["rows"]) == 4
+    assert data["profile"]["achievable_fraction"] == pytest.approx(0.35)
+    assert summary.main([str(tmp_path / "empty")]) == 1
