@@ -68,11 +68,11 @@ def classify_exception(exc: BaseException) -> str:
     return "failed"
 
 
-def _estimate(cfg: CellConfig) -> dict[str, Any] | None:
+def _estimate(cfg: CellConfig, device: dict[str, Any] | None) -> dict[str, Any] | None:
     try:
-        from harness.estimator import estimate_cell
+        from harness.estimator import estimate_cell, profile_from_environment
 
-        return estimate_cell(cfg).as_dict()
+        return estimate_cell(cfg, profile_from_environment(device)).as_dict()
     except Exception as exc:  # the estimate is a prediction; it must never fail a cell
         return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -112,6 +112,8 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
         print(f"[cell] {cell_id}: {cfg.method.kind} on {device} ({precision.name})", flush=True)
 
         with timer.phase("load"):
+            if cfg.train.liger_kernel:
+                _apply_liger(cfg)
             prepared = method.prepare(cfg, options, device, precision.frozen_dtype)
         data = None
         if method.trains or cfg.eval.generation.n:
@@ -173,7 +175,23 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
     timings["overhead_share"] = timings["overhead_s"] / wall if wall else None
     return CellResult(cell_id=cell_id, config_hash=config_hash, matrix=cfg.matrix, status=status, reason=reason,
                       traceback=tb, config=cfg.model_dump(mode="json"), metrics=metrics, timings=timings,
-                      environment=env, data_files=data_files, estimate=_estimate(cfg), artifacts=artifacts)
+                      environment=env, data_files=data_files, estimate=_estimate(cfg, env.get("device")),
+                      artifacts=artifacts)
+
+
+def _apply_liger(cfg: CellConfig) -> None:
+    """Liger's fused kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) patch the model classes, so they
+    must be applied before the model is built; this process only."""
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel
+    except ImportError as exc:
+        raise RuntimeError("train.liger_kernel is true but liger-kernel is not installed (pip install liger-kernel)"
+                           ) from exc
+    from transformers import AutoConfig
+
+    from harness.models import resolve_model_path
+
+    _apply_liger_kernel(AutoConfig.from_pretrained(resolve_model_path(cfg.model, cfg.runtime.cache_dir)).model_type)
 
 
 def _save(prepared: Any, cfg: CellConfig, workdir: Path) -> int:

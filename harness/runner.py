@@ -308,7 +308,7 @@ def execute(planned: list[PlannedCell], results_dir: Path, *, executor: str = "s
             spec.unlink(missing_ok=True)
             progress_file.unlink(missing_ok=True)
             final = read_result(before)
-            if progress and not interactive and final is not None:
+            if (not progress or not interactive) and final is not None:  # one line per cell in logs
                 bar.write(f"[{bar.n + 1}/{len(todo)}] {cell.id}: {final.status} ({outcome.wall_s:.1f} s)"
                           + (f" - {final.reason}" if final.reason else ""), file=sys.stderr)
             bar.update(1)

@@ -158,6 +158,8 @@ def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, prec
                               num_training_steps=total_steps)
     scaler = torch.amp.GradScaler("cuda") if precision.name == "fp16" else None
     params = [p for p in model.parameters() if p.requires_grad]
+    # torch.compile wraps the forward only; validation and evaluation use the plain module.
+    forward = torch.compile(model) if t.torch_compile else model
 
     loss_curve: list[list[float]] = []
     val_losses: list[float | None] = []
@@ -175,7 +177,7 @@ def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, prec
                     step_loss = 0.0
                     for batch in group:
                         with _autocast(device, precision):
-                            out = model(**_model_inputs(batch, device, vocab), num_items_in_batch=group_labels)
+                            out = forward(**_model_inputs(batch, device, vocab), num_items_in_batch=group_labels)
                         loss = out.loss
                         (scaler.scale(loss) if scaler else loss).backward()
                         step_loss += loss.detach().float()
@@ -213,8 +215,10 @@ def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, prec
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     arch = base.config.to_dict()
     frozen = prepared.trainable_params < prepared.total_params
+    # Some methods checkpoint on their own (Unsloth): the recomputed forward counts as work done.
+    checkpointing = bool(t.gradient_checkpointing or prepared.notes.get("gradient_checkpointing"))
     fpt = flops.training_flops_per_token(arch, trainable_params=prepared.trainable_params, frozen_base=frozen,
-                                         gradient_checkpointing=t.gradient_checkpointing, seq_len=t.max_seq_length)
+                                         gradient_checkpointing=checkpointing, seq_len=t.max_seq_length)
     tokens_per_s = real_tokens / train_time if train_time > 0 else None
     device_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
     peak = flops.peak_flops(device_name, precision.name)

@@ -63,7 +63,8 @@ class Unsloth(Method):
             use_gradient_checkpointing=options.gradient_checkpointing, random_state=cell.seed)
         model.train()
         prepared = adapter_prepared(model, tokenizer, target_modules=options.modules,
-                                    load_in_4bit=options.load_in_4bit)
+                                    load_in_4bit=options.load_in_4bit,
+                                    gradient_checkpointing=bool(options.gradient_checkpointing))
 
         def for_eval() -> Any:
             FastLanguageModel.for_inference(model)

@@ -276,7 +276,7 @@ def _representatives(df: pd.DataFrame) -> list[dict[str, Any]]:
         rows = [r for r in rows if (r["epochs"] or 0) == top]
 
         def final(r: dict[str, Any]) -> float:
-            if r["val_loss"]:
+            if r["val_loss"] and r["val_loss"][-1] is not None:
                 return float(r["val_loss"][-1])
             return float(r["loss_curve"][-1][1]) if r["loss_curve"] else math.inf
 
