@@ -279,7 +279,7 @@ def execute(planned: list[PlannedCell], results_dir: Path, *, executor: str = "s
                    mininterval=0.5 if interactive else 60.0,
                    bar_format="{desc} {n_fmt}/{total_fmt} cells |{bar}| {elapsed}<{remaining} {postfix}")
         runner = EXECUTORS[executor]()
-        for p in todo:
+        for done_n, p in enumerate(todo, start=1):
             cell = p.cell
             bar.set_description_str(cell.id[:60])
             if p.action == "skip":
@@ -309,7 +309,7 @@ def execute(planned: list[PlannedCell], results_dir: Path, *, executor: str = "s
             progress_file.unlink(missing_ok=True)
             final = read_result(before)
             if (not progress or not interactive) and final is not None:  # one line per cell in logs
-                bar.write(f"[{bar.n + 1}/{len(todo)}] {cell.id}: {final.status} ({outcome.wall_s:.1f} s)"
+                bar.write(f"[{done_n}/{len(todo)}] {cell.id}: {final.status} ({outcome.wall_s:.1f} s)"
                           + (f" - {final.reason}" if final.reason else ""), file=sys.stderr)
             bar.update(1)
         bar.close()
