@@ -7,7 +7,6 @@ result file this process writes atomically at the end. A crash that prevents eve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import CellConfig
+from harness.hashing import sha256_file
 from harness.results import CellResult, cell_dir, write_result
 
 TRACEBACK_LINES = 40
@@ -26,14 +26,6 @@ TRACEBACK_LINES = 40
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _eval_data_files(cfg: CellConfig) -> dict[str, str]:
@@ -47,7 +39,7 @@ def _eval_data_files(cfg: CellConfig) -> dict[str, str]:
         if rel:
             p = resolve_data_path(rel, Path(cfg.runtime.data_dir))
             if p.is_file():
-                out[str(p)] = _sha256(p)
+                out[str(p)] = sha256_file(p)
     return out
 
 

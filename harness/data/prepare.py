@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.data.cache import cache_key, load_entry, save_entry, sha256_file, sha256_json, tokenizer_identity
+from harness.data.cache import cache_key, load_entry, save_entry, sha256_json, tokenizer_identity
+from harness.hashing import sha256_file
 from harness.data.clean import clean_examples
 from harness.data.examples import DataError, Example
 from harness.data.format import IGNORE_INDEX, encode_examples

