@@ -284,6 +284,8 @@ def execute(planned: list[PlannedCell], results_dir: Path, *, executor: str = "s
             bar.set_description_str(cell.id[:60])
             if p.action == "skip":
                 write_result(results_dir, _skipped_result(cell, p.why))
+                if not progress or not interactive:
+                    bar.write(f"[{done_n}/{len(todo)}] {cell.id}: skipped - {p.why}", file=sys.stderr)
                 bar.update(1)
                 continue
             workdir = cell_dir(results_dir, cell.id)
