@@ -1,0 +1,239 @@
+"""Paired statistics of two cells evaluated on the same items (light: standard library only).
+
+For one task, cells A and B are aligned by item id (`items/<task>.jsonl`); every item gives a pair of 0/1
+outcomes (a_i, b_i). Reported:
+- `diff` = acc_B - acc_A, the mean of the per-item differences d_i = b_i - a_i;
+- a 95 % paired normal (Wald) interval on those differences: diff ± 1.96 · sd(d, ddof=1) / sqrt(n).
+  It accounts for the pairing (items both cells get right or wrong add no variance). With no discordant
+  pair it collapses to [diff, diff] = [0, 0]; with n < 2 it is undefined (None);
+- exact McNemar test: two-sided binomial test of the discordant pairs, p = min(1, 2 · P(X <= min(n10, n01)))
+  with X ~ Binomial(n10 + n01, 1/2), computed exactly with integers (p = 1 when there is no discordant pair).
+
+`compute_comparisons` pairs every successful trained cell with its model's base row (method kind `base`, same
+model id) and writes `comparisons.json` in the results folder atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+Z95 = 1.959963984540054  # two-sided 95 % quantile of the standard normal
+CI_METHOD = "95% paired normal (Wald) interval on per-item differences: diff ± 1.96·sd(d)/√n"
+TEST_METHOD = "exact McNemar: two-sided binomial test on discordant pairs"
+COMPARISONS_FILE = "comparisons.json"
+COMPARISONS_SCHEMA = 1
+
+
+class ItemsMismatchError(ValueError):
+    """Two sets of per-item records cannot be paired (different items, targets, or no correctness)."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    task: str
+    n: int  # paired items
+    acc_a: float
+    acc_b: float
+    diff: float  # acc_b - acc_a
+    ci_low: float | None
+    ci_high: float | None
+    n_only_a: int  # items A got right and B wrong
+    n_only_b: int  # items B got right and A wrong
+    mcnemar_p: float
+    cell_a: str | None = None
+    cell_b: str | None = None
+    ci_method: str = CI_METHOD
+    test: str = TEST_METHOD
+
+    @property
+    def significant(self) -> bool:
+        """McNemar p < 0.05 (one test; no correction for the number of comparisons)."""
+        return self.mcnemar_p < 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "significant": self.significant}
+
+
+def mcnemar_exact_p(n_only_a: int, n_only_b: int) -> float:
+    """Exact two-sided McNemar p-value from the two discordant counts."""
+    if n_only_a < 0 or n_only_b < 0:
+        raise ValueError("discordant counts must be >= 0")
+    n = n_only_a + n_only_b
+    if n == 0:
+        return 1.0
+    k = min(n_only_a, n_only_b)
+    tail = Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2**n)
+    return float(min(Fraction(1), 2 * tail))
+
+
+def paired_interval(diffs: Sequence[float], z: float = Z95) -> tuple[float, float | None, float | None]:
+    """(mean, low, high) of the paired normal interval on per-item differences; low/high None when n < 2."""
+    n = len(diffs)
+    if n == 0:
+        raise ValueError("no differences")
+    mean = math.fsum(diffs) / n
+    if n < 2:
+        return mean, None, None
+    var = math.fsum((d - mean) ** 2 for d in diffs) / (n - 1)
+    half = z * math.sqrt(var / n)
+    return mean, mean - half, mean + half
+
+
+def read_items(path: Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ItemsMismatchError(f"{path}, line {lineno}: not valid JSON ({exc.msg})") from None
+    return records
+
+
+def _index(items: Iterable[dict[str, Any]], label: str) -> dict[Any, dict[str, Any]]:
+    out: dict[Any, dict[str, Any]] = {}
+    for rec in items:
+        if "id" not in rec:
+            raise ItemsMismatchError(f"{label}: a record has no 'id'")
+        key = rec["id"]
+        if key in out:
+            raise ItemsMismatchError(f"{label}: item id {key!r} appears more than once")
+        if not isinstance(rec.get("correct"), bool):
+            raise ItemsMismatchError(f"{label}: item {key!r} has no 0/1 'correct' outcome; cannot pair")
+        out[key] = rec
+    return out
+
+
+def compare_items(items_a: Iterable[dict[str, Any]], items_b: Iterable[dict[str, Any]], task: str = "",
+                  cell_a: str | None = None, cell_b: str | None = None) -> Comparison:
+    """Pair two cells' per-item records by id; refuses item sets that differ."""
+    name_a, name_b = cell_a or "A", cell_b or "B"
+    a = _index(items_a, f"{task} {name_a}".strip())
+    b = _index(items_b, f"{task} {name_b}".strip())
+    if not a or not b:
+        raise ItemsMismatchError(f"{task}: no items to compare ({name_a}: {len(a)}, {name_b}: {len(b)})")
+    only_a = [k for k in a if k not in b]
+    only_b = [k for k in b if k not in a]
+    if only_a or only_b:
+        raise ItemsMismatchError(
+            f"{task}: the cells were not evaluated on the same items ({name_a}: {len(a)} items, {name_b}: "
+            f"{len(b)}; {len(only_a)} only in {name_a}, e.g. {only_a[:3]}; {len(only_b)} only in {name_b}, "
+            f"e.g. {only_b[:3]}). Same data file and limit for both?")
+    differing = [k for k in a if a[k].get("target") != b[k].get("target")]
+    if differing:
+        k = differing[0]
+        raise ItemsMismatchError(
+            f"{task}: {len(differing)} items have the same id but different targets (e.g. id {k!r}: "
+            f"{a[k].get('target')!r} vs {b[k].get('target')!r}); were different data files used?")
+    pairs = [(int(a[k]["correct"]), int(b[k]["correct"])) for k in a]
+    n = len(pairs)
+    only_a_right = sum(1 for x, y in pairs if x == 1 and y == 0)
+    only_b_right = sum(1 for x, y in pairs if x == 0 and y == 1)
+    diff, lo, hi = paired_interval([y - x for x, y in pairs])
+    return Comparison(task=task, n=n, acc_a=sum(x for x, _ in pairs) / n, acc_b=sum(y for _, y in pairs) / n,
+                      diff=diff, ci_low=lo, ci_high=hi, n_only_a=only_a_right, n_only_b=only_b_right,
+                      mcnemar_p=mcnemar_exact_p(only_a_right, only_b_right), cell_a=cell_a, cell_b=cell_b)
+
+
+# ---------------------------------------------------------------------------------------------------- cells
+
+def _items_path(results_dir: Path, record: Any, task: str) -> Path:
+    entry = (record.metrics.get("eval") or {}).get(task) or {}
+    rel = entry.get("items")
+    if rel:
+        p = Path(rel)
+        return p if p.is_absolute() else Path(results_dir) / p
+    return Path(results_dir) / record.cell_id / "items" / f"{task}.jsonl"
+
+
+def _load_cell(results_dir: Path, cell_id: str) -> Any:
+    from harness.results import read_result, result_path
+
+    record = read_result(result_path(results_dir, cell_id))
+    if record is None:
+        raise FileNotFoundError(f"no valid result for cell {cell_id!r} in {results_dir}")
+    return record
+
+
+def compare_records(results_dir: Path, rec_a: Any, rec_b: Any, tasks: Iterable[str] | None = None
+                    ) -> dict[str, Comparison]:
+    eval_a = rec_a.metrics.get("eval") or {}
+    eval_b = rec_b.metrics.get("eval") or {}
+    names = list(tasks) if tasks is not None else [t for t in eval_b if t in eval_a]
+    out = {}
+    for task in names:
+        if task not in eval_a or task not in eval_b:
+            raise ItemsMismatchError(f"task {task!r} is not evaluated in both cells ({rec_a.cell_id}, {rec_b.cell_id})")
+        out[task] = compare_items(read_items(_items_path(results_dir, rec_a, task)),
+                                  read_items(_items_path(results_dir, rec_b, task)),
+                                  task=task, cell_a=rec_a.cell_id, cell_b=rec_b.cell_id)
+    return out
+
+
+def compare_cells(results_dir: Path, cell_a: str, cell_b: str, tasks: Iterable[str] | None = None
+                  ) -> dict[str, Comparison]:
+    """Paired comparison of any two cells by id (diff = B - A), for the given or all shared tasks."""
+    results_dir = Path(results_dir)
+    return compare_records(results_dir, _load_cell(results_dir, cell_a), _load_cell(results_dir, cell_b), tasks)
+
+
+def _is_base(record: Any) -> bool:
+    return (record.config.get("method") or {}).get("kind") == "base"
+
+
+def _model_id(record: Any) -> str | None:
+    return (record.config.get("model") or {}).get("id")
+
+
+def _pick_base(candidates: list[Any], cell: Any) -> Any | None:
+    if not candidates:
+        return None
+    same_seed = [c for c in candidates if c.config.get("seed") == cell.config.get("seed")]
+    return sorted(same_seed or candidates, key=lambda c: c.cell_id)[0]
+
+
+def compute_comparisons(results_dir: Path) -> dict[str, Any]:
+    """Every successful trained cell against its model's base row, per task; writes comparisons.json."""
+    from harness.results import atomic_write_text, load_results
+
+    results_dir = Path(results_dir)
+    records, _bad = load_results(results_dir)
+    ok = [r for r in records if r.status == "success"]
+    bases: dict[str | None, list[Any]] = {}
+    for r in ok:
+        if _is_base(r):
+            bases.setdefault(_model_id(r), []).append(r)
+    comparisons: list[dict[str, Any]] = []
+    problems: list[dict[str, Any]] = []
+    for cell in sorted(ok, key=lambda r: r.cell_id):
+        if _is_base(cell) or not (cell.metrics.get("eval") or {}):
+            continue
+        base = _pick_base(bases.get(_model_id(cell), []), cell)
+        if base is None:
+            problems.append({"cell": cell.cell_id, "task": None,
+                             "reason": f"no successful base row for model {_model_id(cell)!r}"})
+            continue
+        for task in cell.metrics["eval"]:
+            if task not in (base.metrics.get("eval") or {}):
+                problems.append({"cell": cell.cell_id, "task": task,
+                                 "reason": f"the base row {base.cell_id} has no result for this task"})
+                continue
+            try:
+                comp = compare_records(results_dir, base, cell, [task])[task]
+            except (ItemsMismatchError, OSError) as exc:
+                problems.append({"cell": cell.cell_id, "task": task, "reason": str(exc)})
+                continue
+            comparisons.append({"cell": cell.cell_id, "base_cell": base.cell_id, "model": _model_id(cell),
+                                "method": (cell.config.get("method") or {}).get("name"), **comp.to_dict()})
+    out = {"schema_version": COMPARISONS_SCHEMA,
+           "convention": "A = the base row, B = the trained cell; diff = acc_B - acc_A",
+           "ci_method": CI_METHOD, "test": TEST_METHOD, "comparisons": comparisons, "problems": problems}
+    atomic_write_text(results_dir / COMPARISONS_FILE, json.dumps(out, indent=1) + "\n")
+    return out
