@@ -245,6 +245,7 @@ class Matrix(Strict):
     include: list[dict[str, Any]] = Field(default_factory=list)
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     timeout_minutes: float | None = Field(60.0, gt=0)  # per cell
+    data_dir: str | None = None  # default data dir, relative to the matrix file (--data-dir and the env var win)
 
     @field_validator("name")
     @classmethod

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -72,8 +72,6 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
         if field is None:
             return None
         model = _field_model(field.annotation)
-        if model is None and get_origin(field.annotation) is dict:
-            return None
     return model
 
 
@@ -116,8 +114,15 @@ class LoadedMatrix:
     raw_text: str  # the file as written, for provenance
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV) or "data")
+def resolve_data_dir(given: str | os.PathLike[str] | None, matrix: Matrix, matrix_path: Path) -> Path:
+    """--data-dir, else $MEDBENCH_DATA_DIR, else the matrix's own `data_dir` (relative to the file), else ./data."""
+    if given is not None:
+        return Path(given)
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    if matrix.data_dir:
+        return matrix_path.parent / matrix.data_dir
+    return Path("data")
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +170,7 @@ def _check_data_files(matrix: Matrix, trains: list[tuple[tuple[Any, ...], TrainC
                       problems: list[str]) -> None:
     from harness.evaluation.registry import builtin_task
 
-    hint = f"(relative paths resolve against --data-dir or ${DATA_DIR_ENV}; now {data_dir})"
+    hint = f"(relative paths resolve against --data-dir, ${DATA_DIR_ENV} or the matrix's data_dir; now {data_dir})"
     seen: set[Path] = set()
     for where, train in trains:
         for i, ds in enumerate(train.datasets):
@@ -237,7 +242,7 @@ def load_matrix(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] |
     if not matrix.train.datasets and any(r.config.kind != "base" for r in resolved):
         if not any(r.train.datasets for r in resolved):
             problems.append("train.datasets: missing; a matrix that trains needs at least one dataset")
-    ddir = Path(data_dir) if data_dir is not None else default_data_dir()
+    ddir = resolve_data_dir(data_dir, matrix, path)
     if check_files and not problems:
         _check_data_files(matrix, trains, ddir, problems)
     if problems:

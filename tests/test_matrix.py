@@ -75,7 +75,7 @@ def test_unknown_key_names_path_and_allowed(tmp_path, data_dir):
 
 def test_unknown_top_level_key(tmp_path, data_dir):
     got = problems(tmp_path, BASE + "epoch: [1]\n", data_dir)
-    assert got[0].startswith("epoch: unknown key 'epoch'; allowed keys here: description, epochs, eval, exclude,")
+    assert got[0].startswith("epoch: unknown key 'epoch'; allowed keys here: data_dir, description, epochs, eval, exclude,")
 
 
 def test_wrong_type(tmp_path, data_dir):
@@ -118,7 +118,7 @@ def test_source_needs_its_key(tmp_path, data_dir):
 def test_missing_data_file(tmp_path, data_dir):
     got = problems(tmp_path, BASE.replace("train.json", "nope.json"), data_dir)
     assert got == [f"train.datasets[0].path: data file not found: {data_dir / 'nope.json'} (relative paths resolve "
-                   f"against --data-dir or $MEDBENCH_DATA_DIR; now {data_dir})"]
+                   f"against --data-dir, $MEDBENCH_DATA_DIR or the matrix's data_dir; now {data_dir})"]
 
 
 def test_missing_eval_file_says_how_to_obtain(tmp_path, data_dir):
@@ -127,6 +127,19 @@ def test_missing_eval_file_says_how_to_obtain(tmp_path, data_dir):
     assert got[0].startswith(f"eval.tasks[0].data: data file for task 'medqa' not found: "
                              f"{data_dir / 'medqa_usmle_4opt/test.jsonl'}")
     assert "github.com/jind11/MedQA" in got[0]
+
+
+def test_matrix_own_data_dir_is_relative_to_the_file(tmp_path, data_dir, monkeypatch):
+    monkeypatch.delenv("MEDBENCH_DATA_DIR", raising=False)
+    sub = tmp_path / "matrices"
+    sub.mkdir()
+    path = sub / "m.yaml"
+    path.write_text(BASE + "data_dir: ../data\n")
+    assert load_matrix(path).data_dir == sub / "../data"
+    monkeypatch.setenv("MEDBENCH_DATA_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(MatrixError, match="elsewhere"):
+        load_matrix(path)
+    assert load_matrix(path, data_dir=data_dir).data_dir == data_dir
 
 
 def test_empty_product(tmp_path, data_dir):
