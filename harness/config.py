@@ -159,6 +159,10 @@ class EvalConfig(Strict):
     include_path: str | None = None  # a folder of lm-eval task YAML files
     num_fewshot: int = Field(0, ge=0)
     limit: int | None = Field(None, ge=1)
+    # Which items `limit` keeps from a built-in task's file. `spread`: N items evenly spaced through the file
+    # (deterministic; the official PubMedQA test file is sorted by label, so its first 100 items are all "yes").
+    # `first`: the first N, exactly as lm-eval's --limit (for parity checks). Other lm-eval tasks take the first N.
+    limit_strategy: Literal["spread", "first"] = "spread"
     base_rows: bool = True  # add an untrained `base` row per model
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 

@@ -152,8 +152,9 @@ def test_evaluation_uses_the_in_memory_weights(tmp_path, tokenizer, no_network):
     assert all(abs(a - b) > 1e-4 for rb, rt in zip(base, trained) for a, b in zip(rb["ll"], rt["ll"]))
 
     # the recorded log-likelihoods are those of the trained weights, computed independently
-    docs = load_medqa_jsonl(MEDQA)
-    for rec, doc in zip(trained, docs):
+    docs = {d["id"]: d for d in load_medqa_jsonl(MEDQA)}
+    assert len(trained) == 3
+    for rec, doc in ((r, docs[r["id"]]) for r in trained):
         for letter, ll in zip("ABCD", rec["ll"]):
             assert ll == pytest.approx(direct_loglikelihood(model, tokenizer, medqa_doc_to_text(doc), " " + letter),
                                        abs=1e-4)

@@ -298,8 +298,8 @@ def test_task_level_values_override_eval_level(tmp_path):
     med, pub = resolve(tmp_path, tasks=[{"name": "medqa", "data": str(MEDQA), "limit": 2},
                                         {"name": "pubmedqa", "data": str(PUBMEDQA), "num_fewshot": 0}],
                        limit=5, num_fewshot=0)
-    assert (med.limit, med.num_fewshot) == (2, 0)
-    assert (pub.limit, pub.num_fewshot) == (5, 0)
+    assert (med.extra["limit"], med.num_fewshot) == (2, 0) and len(med.expected_ids) == 2  # spread subset
+    assert (pub.extra["limit"], pub.num_fewshot) == (5, 0)
 
 
 def test_fewshot_sources(tmp_path):

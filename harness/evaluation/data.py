@@ -194,3 +194,11 @@ def prepare_local_data(data_format: str, path: Path, cache_dir: Path) -> Prepare
     if not out.is_file():
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return PreparedData(source=path, sha256=digest, path=out, ids=ids)
+
+
+def spread_indices(n: int, k: int) -> list[int]:
+    """k indices evenly spaced over range(n), first item included: a deterministic subset that keeps the
+    proportions of a file sorted by label or by source."""
+    if k >= n:
+        return list(range(n))
+    return [(i * n) // k for i in range(k)]

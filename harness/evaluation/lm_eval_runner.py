@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import CellConfig, EvalConfig
-from harness.evaluation.data import EvalDataError, PreparedData, is_offline, missing_file_error, prepare_local_data
+from harness.evaluation.data import (
+    EvalDataError,
+    PreparedData,
+    is_offline,
+    missing_file_error,
+    prepare_local_data,
+    spread_indices,
+)
 from harness.evaluation.registry import BUILTIN_TASKS, BuiltinTask
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,7 @@ class ResolvedTask:
     expected_ids: tuple[Any, ...] | None = None  # built-in local tasks: ids in file order (a check)
     fewshot_source: str | None = None
     builtin: bool = False
+    samples: list[int] | None = None  # item indices to evaluate (lm-eval's `samples`), instead of a limit
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,7 +74,7 @@ def _builtin_config(task: BuiltinTask) -> dict[str, Any]:
 
 
 def _resolve_builtin(task: BuiltinTask, spec_data: str | None, num_fewshot: int, limit: int | None,
-                     key: str, data_dir: Path, cache_dir: Path) -> ResolvedTask:
+                     key: str, data_dir: Path, cache_dir: Path, limit_strategy: str = "first") -> ResolvedTask:
     from harness.matrix import resolve_data_path
 
     cfg = _builtin_config(task)
@@ -77,8 +85,16 @@ def _resolve_builtin(task: BuiltinTask, spec_data: str | None, num_fewshot: int,
         raise missing_file_error(task, path, data_dir, spec_data)
 
     prepared = prepare_local_data(task.data_format, path, cache_dir)
-    data_files = {"test": str(prepared.path)}
     data = {"kind": "local", "path": str(path.resolve()), "sha256": prepared.sha256, "n_file": prepared.n}
+    lm_eval_limit, samples, expected_ids = limit, None, prepared.ids
+    if limit is not None and limit_strategy == "spread" and limit < prepared.n:
+        # lm-eval's limit keeps the first N items; a label-sorted file (PubMedQA's test split) would then be
+        # one label only. Ask lm-eval for N evenly spaced items instead (its `samples`), the file left whole.
+        samples = spread_indices(prepared.n, limit)
+        expected_ids = tuple(prepared.ids[i] for i in samples)
+        data["subset"] = f"spread: {limit} of {prepared.n} items, evenly spaced"
+        lm_eval_limit = None
+    data_files = {"test": str(prepared.path)}
     fewshot_source = None
     if num_fewshot > 0:
         shots = resolve_data_path(task.fewshot_data, data_dir) if task.fewshot_data else None
@@ -93,9 +109,9 @@ def _resolve_builtin(task: BuiltinTask, spec_data: str | None, num_fewshot: int,
             fewshot_source = "test split, never the item under evaluation" + (
                 f" ({shots} not found)" if shots is not None else " (no train split for this task)")
     cfg["dataset_kwargs"] = {"data_files": data_files}
-    return ResolvedTask(key=key, lm_eval_name=cfg["task"], spec=cfg, num_fewshot=num_fewshot, limit=limit,
-                        data=data, id_field="id", expected_ids=prepared.ids, fewshot_source=fewshot_source,
-                        builtin=True)
+    return ResolvedTask(key=key, lm_eval_name=cfg["task"], spec=cfg, num_fewshot=num_fewshot, limit=lm_eval_limit,
+                        data=data, id_field="id", expected_ids=expected_ids, fewshot_source=fewshot_source,
+                        builtin=True, samples=samples, extra={"limit": limit, "limit_strategy": limit_strategy})
 
 
 def _resolve_hub(task: BuiltinTask, cfg: dict[str, Any], num_fewshot: int, limit: int | None,
@@ -141,7 +157,8 @@ def resolve_tasks(eval_cfg: EvalConfig, data_dir: Path, cache_dir: Path,
         limit = spec.limit if spec.limit is not None else eval_cfg.limit
         builtin = BUILTIN_TASKS.get(spec.name)
         if builtin is not None:
-            resolved.append(_resolve_builtin(builtin, spec.data, shots, limit, spec.name, data_dir, cache_dir))
+            resolved.append(_resolve_builtin(builtin, spec.data, shots, limit, spec.name, data_dir, cache_dir,
+                                             eval_cfg.limit_strategy))
             continue
         if spec.data:
             raise EvalTaskError(f"eval.tasks: task '{spec.name}' is not a built-in task "
@@ -257,6 +274,7 @@ def run_task(lm: Any, task: ResolvedTask, task_manager: Any, items_dir: Path) ->
 
     t0 = time.perf_counter()
     out = simple_evaluate(model=lm, tasks=[task.spec], num_fewshot=task.num_fewshot, limit=task.limit,
+                          samples={task.lm_eval_name: task.samples} if task.samples else None,
                           log_samples=True, task_manager=task_manager)
     wall_s = time.perf_counter() - t0
     if out is None:
@@ -289,7 +307,8 @@ def run_task(lm: Any, task: ResolvedTask, task_manager: Any, items_dir: Path) ->
             "n": len(records),
             "wall_s": round(wall_s / len(leaves), 3),
             "num_fewshot": out.get("n-shot", {}).get(leaf, task.num_fewshot),
-            "limit": task.limit,
+            "limit": task.extra.get("limit", task.limit),
+            "limit_strategy": task.extra.get("limit_strategy", "first"),
             "batch_size": getattr(lm, "batch_size_per_gpu", None),
             "items": items_path,
             "lm_eval_task": leaf,
