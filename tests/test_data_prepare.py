@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
-import importlib.util
 import json
 import shutil
 from pathlib import Path
