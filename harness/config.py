@@ -70,10 +70,6 @@ class ModelSpec(Strict):
                 )
         return self
 
-    @property
-    def is_synthetic(self) -> bool:
-        return self.source == "synthetic"
-
 
 # ---------------------------------------------------------------------------------------------------- data
 
