@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,12 @@ TRACEBACK_LINES = 40
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _eval_data_files(cfg: CellConfig) -> dict[str, str]:
     from harness.evaluation.registry import builtin_task
-    from harness.matrix import resolve_data_path
+    from harness.paths import resolve_data_path
 
     out = {}
     for task in cfg.eval.tasks:
@@ -150,7 +150,7 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
                                                            cfg.eval.generation.max_new_tokens)
     except SkipCell as exc:
         status, reason = "skipped", str(exc)
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes a result, the matrix goes on
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         status = classify_exception(exc)

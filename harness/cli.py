@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness.formatting import fmt_bytes, fmt_seconds
+
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_REGRESSION = 0, 1, 2, 3
 CACHE_DIR_ENV = "MEDBENCH_CACHE_DIR"
 
@@ -46,22 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fmt_bytes(n: float | None) -> str:
-    if not n:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
-        n /= 1024
-    return "-"
-
-
-def _fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    return f"{s:.0f} s" if s < 120 else (f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h")
-
-
 def print_plan(planned: list, loaded: object, results_dir: Path, out=sys.stdout) -> None:
     from collections import Counter
 
@@ -77,7 +63,7 @@ def print_plan(planned: list, loaded: object, results_dir: Path, out=sys.stdout)
     for p in planned:
         try:
             est = estimate_cell(p.cell.config)
-            mem, tim = _fmt_bytes(est.peak_memory_bytes), _fmt_seconds(est.time_per_epoch_s)
+            mem, tim = fmt_bytes(est.peak_memory_bytes), fmt_seconds(est.time_per_epoch_s)
         except Exception:  # an estimate is a hint; the plan must print regardless
             mem = tim = "?"
         print(f"{p.action:6} {p.cell.id:64} {p.cell.config.method.kind:8} {mem:>10} {tim:>10}  {p.why}", file=out)
@@ -128,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         done = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
         print(f"matrix {name}: {len(planned)} cells ({done}); ran {summary.ran} in "
-              f"{_fmt_seconds(time.monotonic() - t0)}; results in {results_dir}")
+              f"{fmt_seconds(time.monotonic() - t0)}; results in {results_dir}")
         for cell_id, status, reason in summary.problems:
             print(f"  {status:8} {cell_id}: {reason}")
         if not summary.all_ok:

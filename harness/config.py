@@ -26,14 +26,11 @@ def _slug(value: str, what: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------- models
 
-ModelSource = Literal["hub", "local", "gguf", "synthetic"]
-
-
 class ModelSpec(Strict):
     """One base model of the matrix (one row of the report)."""
 
     id: str
-    source: ModelSource
+    source: str  # a registered model source (harness/models/sources/): hub, local, gguf, synthetic, ...
     hub_id: str | None = None  # source=hub
     revision: str | None = None  # source=hub
     path: str | None = None  # source=local: a folder; source=gguf: a .gguf file or a folder holding gguf_file
@@ -52,22 +49,10 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _source_fields(self) -> "ModelSpec":
-        need = {"hub": ["hub_id"], "local": ["path"], "synthetic": ["architecture"]}.get(self.source, [])
-        for key in need:
-            if getattr(self, key) is None:
-                raise ValueError(f"source '{self.source}' needs the key '{key}'")
-        if self.source == "gguf":
-            if not (self.path or (self.package and self.gguf_file)):
-                raise ValueError("source 'gguf' needs 'path' (a .gguf file or folder) or 'package' and 'gguf_file'")
-        if self.config_overrides and self.source != "synthetic":
-            raise ValueError("'config_overrides' is only allowed for source 'synthetic'")
-        if self.source == "synthetic":
-            from harness.models.architectures import ARCHITECTURES
+        # each source checks its own fields (harness/models/sources/<source>.py)
+        from harness.models.sources import source_for
 
-            if self.architecture not in ARCHITECTURES:
-                raise ValueError(
-                    f"unknown architecture {self.architecture!r}; allowed: {', '.join(sorted(ARCHITECTURES))}"
-                )
+        source_for(self.source).validate(self)
         return self
 
 
@@ -105,7 +90,7 @@ class CleaningConfig(Strict):
 
 
 Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "sgd"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class TrainConfig(Strict):
@@ -124,7 +109,7 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     optimizer: Optimizer | None = None  # None: the method's default
-    precision: Precision = "auto"  # auto: bf16 on a CUDA device that supports it, else fp32
+    precision: PrecisionName = "auto"  # auto: bf16 on a CUDA device that supports it, else fp32
     gradient_checkpointing: bool = False
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     torch_compile: bool = False

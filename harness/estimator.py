@@ -52,17 +52,14 @@ fraction). The fraction is 0.4 until `calibrate` fits it (per method kind) from 
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import statistics
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from harness import flops
-from harness.models.architectures import ARCHITECTURES, architecture_config, count_parameters
+from harness.models.architectures import count_parameters
 
 GiB = 1024**3
 MiB = 1024**2
@@ -70,40 +67,14 @@ MiB = 1024**2
 # Guesses, named so they can be checked against measurements (and are, by `calibrate`).
 DEFAULT_GPU_FRACTION = 0.4
 DEFAULT_STARTUP_S = 20.0  # process start, imports, model materialise/load, data cache hit, first-step warm-up
-STARTUP_EXTRA_S = {"unsloth": 40.0, "qlora": 5.0, "torch_compile": 60.0}
+TORCH_COMPILE_STARTUP_S = 60.0  # compiling the forward on the first steps
 CUDA_CONTEXT_BYTES = 600 * MiB
 CPU_PROCESS_BASELINE_BYTES = 1 * GiB  # python + torch + transformers resident before any tensor
 WORKSPACE_BYTES = 64 * MiB  # cuBLAS workspace and small buffers
 RESERVED_SLACK = 0.07  # caching-allocator fragmentation: max_reserved / max_allocated - 1
 LOGITS_BYTES = 12.0  # per batch·T·vocab element, transformers' ForCausalLMLoss (see module doc)
-UNSLOTH_LOGITS_BYTES = 2.0
 PACKING_FILL_UNKNOWN = 0.95  # share of a packed row that holds real tokens when the example length is unknown
 DYNAMIC_PAD_FACTOR = 1.5  # padded to the longest row of the batch: ≈ 1.5 × the mean example length
-
-NF4_BYTES = 0.5
-ABSMAX_DOUBLE_QUANT_BYTES = 1 / 64 + 4 / (64 * 256)  # 8-bit absmax per 64-block + fp32 per 256 blocks = 0.127 bit
-ABSMAX_BYTES = 4 / 64  # fp32 absmax per 64-block without double quantisation
-
-TARGET_SETS = {
-    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
-}
-DEFAULT_OPTIMIZER = {"full": "adamw", "lora": "adamw", "qlora": "paged_adamw_8bit", "unsloth": "adamw_8bit"}
-
-# Hub ids whose architecture is one of ours (used when no config.json is in the local hub cache).
-KNOWN_HUB_IDS = {
-    "meta-llama/llama-3.2-1b": "llama-3.2-1b", "meta-llama/llama-3.2-1b-instruct": "llama-3.2-1b",
-    "unsloth/llama-3.2-1b": "llama-3.2-1b", "unsloth/llama-3.2-1b-instruct": "llama-3.2-1b",
-    "tinyllama/tinyllama-1.1b-chat-v1.0": "tinyllama-1.1b",
-    "tinyllama/tinyllama-1.1b-intermediate-step-1431k-3t": "tinyllama-1.1b",
-    "huggingfacetb/smollm2-135m": "smollm2-135m", "huggingfacetb/smollm2-135m-instruct": "smollm2-135m",
-    "huggingfacetb/smollm2-360m": "smollm2-360m", "huggingfacetb/smollm2-360m-instruct": "smollm2-360m",
-    "huggingfacetb/smollm2-1.7b": "smollm2-1.7b", "huggingfacetb/smollm2-1.7b-instruct": "smollm2-1.7b",
-}
-# Known GGUF files by name fragment, when the header cannot be read.
-KNOWN_GGUF = {"smollm2-135m": "smollm2-135m", "smollm2-360m": "smollm2-360m", "smollm2-1.7b": "smollm2-1.7b",
-              "tinyllama-1.1b": "tinyllama-1.1b", "llama-3.2-1b": "llama-3.2-1b"}
-LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "olmo", "olmo2", "granite"}
 
 # Device memory as torch reports it (total_memory), for profiles built from a name alone.
 KNOWN_MEMORY = [("h200 nvl", 141 * 10**9), ("h200", 150_754_820_096), ("gh200", 101_468_602_368),
@@ -177,21 +148,6 @@ def profile_from_environment(device: dict[str, Any] | None) -> DeviceProfile | N
     return None
 
 
-def detect_device_profile() -> DeviceProfile | None:
-    """The first NVIDIA GPU's profile via NVML (no torch), or None where there is none."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        name = pynvml.nvmlDeviceGetName(handle)
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        memory = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
-    except Exception:
-        return None
-    return DeviceProfile.for_device(name, memory_bytes=memory)
-
-
 # ---------------------------------------------------------------------------------------------------- estimate
 
 @dataclass
@@ -224,203 +180,159 @@ def _empty(reason: str, device: DeviceProfile | None) -> Estimate:
 
 def estimate_cell(cell: Any, device: DeviceProfile | None = None, *,
                   mean_tokens_per_example: float | None = None) -> Estimate:
-    """Predict peak memory and time of one cell (a `CellConfig`). Never raises for an unknown architecture: the
-    fields it cannot predict are None and `assumptions` says why.
+    """Predict peak memory and time of one cell (a `CellConfig`). Never raises for an unknown architecture or a
+    method without a cost model: the fields it cannot predict are None and `assumptions` says why.
 
     `device`: None predicts memory only (assuming a bf16-capable GPU when `precision` is auto) and no time.
     `mean_tokens_per_example`: the mean tokenized example length, if known; needed for times without packing and
     for epochs without a token budget.
     """
-    notes: list[str] = []
+    from harness.methods.base import method_class
+    from harness.models.sources import architecture_of
+
     arch, why = architecture_of(cell.model)
     if arch is None:
         return _empty(why, device)
-    notes.append(why)
+    notes = [why]
     t = cell.train
-    kind = cell.method.kind
-    options = dict(cell.method.options or {})
-
-    # precision: bytes per activation element
     on_cpu = device is not None and device.is_cpu
     precision = t.precision
     if precision == "auto":
         precision = "fp32" if on_cpu else "bf16"
         notes.append(f"precision auto -> {precision} ({'CPU' if on_cpu else 'assuming a bf16-capable GPU'})")
-    a = 4 if precision == "fp32" else 2
+    a = 4 if precision == "fp32" else 2  # bytes per activation element
+    total = count_parameters(arch)["total"]
+    cls = method_class(cell.method.kind)
+    if cls is None:
+        return _empty(f"method kind {cell.method.kind!r} is not registered", device)
+    method = cls()
+    params = {"total": total, "linear": flops.linear_params(arch), "trainable": 0, "quantized": 0}
+    if not method.trains:
+        w = a * total
+        notes.append("untrained row: weights only (evaluation, no training); activations of evaluation not modelled")
+        return Estimate(int(w), int(w), int(w + CUDA_CONTEXT_BYTES), {"weights": int(w)}, params, None, None, None,
+                        None, None, None, None, None, _fits(w, device), device.name if device else None, notes)
+    try:
+        cost = method.training_cost(arch, method.Options.model_validate(cell.method.options), precision=precision)
+    except ValueError as exc:
+        return _empty(f"method {cell.method.kind!r}: {exc}", device)
+    if cost is None:
+        return _empty(f"method kind {cell.method.kind!r} declares no cost model (Method.training_cost)", device)
+    notes += cost.notes
+    params.update(trainable=cost.trainable_params, quantized=cost.quantized_params)
+    gc, keep_block_inputs = _checkpointing(cost, t.gradient_checkpointing)
+    memory = _memory(arch, cost, t, a=a, gc=gc, keep_block_inputs=keep_block_inputs, device=device,
+                     optimizer=t.optimizer or method.default_optimizer, notes=notes)
+    flops_per_token = flops.training_flops_per_token(
+        arch, trainable_params=cost.trainable_params if cost.adapter else 0, frozen_base=cost.adapter is not None,
+        gradient_checkpointing=gc, seq_len=t.max_seq_length)
+    timing = _timing(arch, cost, cell, device, gc=gc, mean_tokens_per_example=mean_tokens_per_example, notes=notes)
+    return Estimate(peak_memory_bytes=int(memory["headline"]), peak_allocated_bytes=int(memory["allocated"]),
+                    peak_process_bytes=int(memory["process"]), breakdown=memory["breakdown"], params=params,
+                    flops_per_token=flops_per_token, fits=_fits(memory["process"], device),
+                    device=device.name if device else None, assumptions=notes, **timing)
 
-    counts = count_parameters(arch)
-    total = counts["total"]
-    n_blocks = flops.block_linear_params(arch)
-    n_lin = flops.linear_params(arch)
-    dims = flops.arch_dims(arch)
-    h, layers, vocab = dims["h"], dims["layers"], dims["vocab"]
-    norms = total - n_blocks - counts["embedding"] - counts["lm_head"]  # RMSNorm weights (and any biases)
-    embed_head = counts["embedding"] + counts["lm_head"]
 
-    if kind == "base":
-        w = (4 if precision == "fp32" else 2) * total
-        notes.append("base row: weights only (evaluation, no training); activations of evaluation not modelled")
-        return Estimate(int(w), int(w), int(w + CUDA_CONTEXT_BYTES), {"weights": int(w)},
-                        {"total": total, "linear": n_lin, "trainable": 0, "quantized": 0}, None, None, None, None,
-                        None, None, None, None, _fits(w, device), device.name if device else None, notes)
+def _checkpointing(cost: Any, train_flag: bool) -> tuple[bool, bool]:
+    """(checkpointing on, block inputs kept on the device) as the method or train.gradient_checkpointing decides."""
+    mode = cost.checkpointing if cost.checkpointing != "train" else ("blocks" if train_flag else "none")
+    return mode != "none", mode != "offloaded"
 
-    lora_like = kind in ("lora", "qlora", "unsloth") or (kind not in ("full",) and "r" in options)
-    if kind not in ("full", "lora", "qlora", "unsloth"):
-        if not lora_like:
-            return _empty(f"method kind {kind!r} is not modelled by the estimator", device)
-        notes.append(f"method kind {kind!r} estimated as LoRA (it has an 'r' option)")
 
-    # ---- which parameters train, in which dtype, and what sits on the residual stream
-    quantized = 0
-    targets: list[str] = []
-    rank = 0
-    dropout = 0.0
-    if not lora_like:
-        master = 4 if (precision == "fp32" or options.get("weights_dtype", "fp32") == "fp32") else 2
-        trainable = total
-        weights = master * total
-        autocast_copies = 2 * n_lin if (master == 4 and a == 2) else 0
-        grad_bytes = master
-        residual = master if a == 2 else 4
-        norms_train = True
-        what = ("fp32 master weights with bf16 autocast" if master == 4 and a == 2
-                else "bf16 weights" if master == 2 else "fp32 weights")
-        notes.append(f"full fine-tuning: {what} ({master} B/param weights and gradients)")
-    else:
-        rank = int(options.get("r", 16))
-        tm = options.get("target_modules", "all-linear")
-        targets = TARGET_SETS[tm] if isinstance(tm, str) else list(tm)
-        dora = bool(options.get("use_dora", False))
-        try:
-            trainable = flops.lora_trainable_params(arch, rank, targets, dora=dora)
-        except ValueError as exc:
-            return _empty(f"cannot count adapter parameters: {exc}", device)
-        dropout = float(options.get("dropout", 0.05 if kind != "unsloth" else 0.0))
-        four_bit = kind == "qlora" or (kind == "unsloth" and options.get("load_in_4bit", True))
-        frozen_bytes = 4 if precision == "fp32" else 2
-        if four_bit:
-            dq = options.get("double_quant", True)
-            per = NF4_BYTES + (ABSMAX_DOUBLE_QUANT_BYTES if dq else ABSMAX_BYTES)
-            quantized = n_blocks
-            # peft's prepare_model_for_kbit_training (the qlora method) upcasts every non-4-bit parameter to fp32;
-            # Unsloth keeps them in the compute dtype.
-            other = 4 if kind == "qlora" else frozen_bytes
-            weights = n_blocks * per + (embed_head + norms) * other
-            residual = 4 if kind == "qlora" else a
-            notes.append(f"4-bit NF4 blocks ({per:.4f} B/param{' with double quantisation' if dq else ''}); "
-                         f"embeddings/head/norms {other} B/param"
-                         + (" (peft prepare_model_for_kbit_training upcasts them to fp32)" if kind == "qlora" else ""))
-        else:
-            weights = frozen_bytes * total
-            residual = a
-        weights += 4 * trainable  # adapters in fp32 (peft autocast_adapter_dtype=True)
-        autocast_copies = 2 * trainable if a == 2 else 0
-        if kind == "qlora" and a == 2:
-            autocast_copies += 2 * counts["embedding"]  # the fp32 LM head is cast to bf16 under autocast
-        grad_bytes = 4
-        norms_train = False
-        notes.append(f"LoRA r={rank} on {','.join(targets)}: {trainable:,} trainable fp32 parameters")
-
-    optimizer = t.optimizer or _default_optimizer(kind)
-    grads = grad_bytes * trainable
-    opt_state_bytes = grad_bytes  # AdamW states live in the parameter dtype
-    if optimizer == "adamw":
-        optim = 2 * opt_state_bytes * trainable
-    elif optimizer in ("adamw_8bit", "paged_adamw_8bit"):
-        optim = (2 + 2 * 4 / 256) * trainable
+def _optimizer_bytes(optimizer: str, trainable: int, state_bytes: int, notes: list[str]) -> tuple[float, float]:
+    """(optimizer state bytes, the step's temporary bytes) for `trainable` parameters."""
+    if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
         if optimizer == "paged_adamw_8bit":
             notes.append("paged 8-bit AdamW: large state tensors live in CUDA managed memory, which torch's "
                          "max_allocated does not see (NVML does)")
-    elif optimizer == "sgd":
-        optim = opt_state_bytes * trainable
-    else:
-        optim = 2 * opt_state_bytes * trainable
+        return (2 + 2 * 4 / 256) * trainable, 0.0  # two 8-bit states + blockwise absmax
+    if optimizer == "sgd":
+        return state_bytes * trainable, 0.0  # momentum
+    if optimizer != "adamw":
         notes.append(f"optimizer {optimizer!r} costed as AdamW")
-    step_temp = 4 * trainable if optimizer == "adamw" else 0  # foreach AdamW: one fp32 temporary per parameter
+        return 2 * state_bytes * trainable, 0.0
+    return 2 * state_bytes * trainable, 4.0 * trainable  # foreach AdamW: one fp32 temporary per parameter
 
-    # ---- activations
+
+def _memory(arch: dict[str, Any], cost: Any, t: Any, *, a: int, gc: bool, keep_block_inputs: bool,
+            device: DeviceProfile | None, optimizer: str, notes: list[str]) -> dict[str, Any]:
+    """Peak memory of training (see the module doc): headline, torch-allocated, process, and the breakdown."""
+    dims = flops.arch_dims(arch)
+    on_cpu = device is not None and device.is_cpu
+    trainable = cost.trainable_params
+    grads = cost.state_bytes_per_param * trainable
+    optim, step_temp = _optimizer_bytes(optimizer, trainable, cost.state_bytes_per_param, notes)
     b, T = t.batch_size, t.max_seq_length
-    positions = b * T  # memory: the longest possible batch (packed rows are full; padded rows are T long)
-    gc = bool(t.gradient_checkpointing)
-    unsloth_gc = kind == "unsloth" and options.get("gradient_checkpointing", "unsloth") not in (False, None)
-    if kind == "unsloth":
-        gc = unsloth_gc
-    per_layer = _layer_activation_bytes(dims, a=a, residual=residual, norms_train=norms_train,
-                                        full=not lora_like, targets=targets, rank=rank, dropout=dropout,
-                                        attn=t.attn_implementation, seq_len=T,
-                                        mask_bytes=4 if on_cpu else 1)
-    one_layer = per_layer * positions
+    positions = b * T  # the longest possible batch (packed rows are full; padded rows are T long)
+    adapter = cost.adapter
+    per_layer = _layer_activation_bytes(
+        dims, a=a, residual=cost.residual_bytes, norms_train=cost.norms_train, full=adapter is None,
+        targets=list(adapter.targets) if adapter else [], rank=adapter.rank if adapter else 0,
+        dropout=adapter.dropout if adapter else 0.0, attn=t.attn_implementation, seq_len=T,
+        mask_bytes=4 if on_cpu else 1)
     if gc:
-        kept = 0 if (kind == "unsloth" and options.get("gradient_checkpointing", "unsloth") == "unsloth") else 1
-        activations = layers * positions * residual * h * kept + one_layer
-        notes.append("gradient checkpointing: block inputs kept"
-                     + (" (offloaded to host memory by Unsloth)" if not kept else "") + " + one block recomputed")
+        kept = dims["layers"] * positions * cost.residual_bytes * dims["h"] if keep_block_inputs else 0
+        activations = kept + per_layer * positions
+        notes.append("gradient checkpointing: block inputs kept" + ("" if keep_block_inputs else
+                     " (offloaded to host memory by Unsloth)") + " + one block recomputed")
     else:
-        activations = layers * one_layer
+        activations = dims["layers"] * per_layer * positions
     activations += b * T * T  # the bool 4-D mask (packing: block-diagonal; padding: causal & padding)
-    activations += positions * h * residual * 2  # embedding output and final norm input
+    activations += positions * dims["h"] * cost.residual_bytes * 2  # embedding output and final norm input
     if t.attn_implementation == "eager":
         notes.append("eager attention: fp32 softmax probabilities kept for every layer")
     if t.liger_kernel:
-        logits = 2 * 4 * positions * h
+        logits = 2 * 4 * positions * dims["h"]
         notes.append("Liger fused linear cross-entropy: logits never materialised")
-    elif kind == "unsloth":
-        logits = UNSLOTH_LOGITS_BYTES * positions * vocab
-        notes.append("Unsloth's fused cross-entropy: ≈ bf16 logits, gradient in place")
     else:
-        logits = LOGITS_BYTES * positions * vocab
+        logits = (cost.logits_bytes_per_element or LOGITS_BYTES) * positions * dims["vocab"]
     accumulating = t.gradient_accumulation_steps > 1
-    backward_peak = activations + logits + autocast_copies + (grads if accumulating else 0)
+    backward_peak = activations + logits + cost.autocast_copy_bytes + (grads if accumulating else 0)
     step_peak = grads + step_temp
-    allocated = weights + optim + max(backward_peak, step_peak) + WORKSPACE_BYTES
     scale = device.memory_scale if device else 1.0
-    allocated *= scale
-    if on_cpu:
-        headline = allocated + CPU_PROCESS_BASELINE_BYTES
-        process = headline
-    else:
-        headline = allocated * (1 + RESERVED_SLACK)
-        process = headline + CUDA_CONTEXT_BYTES
-    breakdown = {"weights": weights, "autocast_weight_copies": autocast_copies, "gradients": grads,
-                 "optimizer": optim, "optimizer_step_temporary": step_temp, "activations": activations,
-                 "logits": logits, "workspace": WORKSPACE_BYTES,
+    allocated = (cost.weights_bytes + optim + max(backward_peak, step_peak) + WORKSPACE_BYTES) * scale
+    headline = allocated + CPU_PROCESS_BASELINE_BYTES if on_cpu else allocated * (1 + RESERVED_SLACK)
+    process = headline if on_cpu else headline + CUDA_CONTEXT_BYTES
+    breakdown = {"weights": cost.weights_bytes, "autocast_weight_copies": cost.autocast_copy_bytes,
+                 "gradients": grads, "optimizer": optim, "optimizer_step_temporary": step_temp,
+                 "activations": activations, "logits": logits, "workspace": WORKSPACE_BYTES,
                  "allocator_slack": 0 if on_cpu else headline - allocated,
                  "cuda_context": 0 if on_cpu else CUDA_CONTEXT_BYTES,
                  "process_baseline": CPU_PROCESS_BASELINE_BYTES if on_cpu else 0}
-    breakdown = {k: int(round(v)) for k, v in breakdown.items()}
     peak_form = "gradients + step temporary" if step_peak > backward_peak else "activations + logits"
     notes.append(f"peak = weights + optimizer + {peak_form}" + (f"; × memory_scale {scale:.3g}" if scale != 1 else ""))
+    return {"headline": headline, "allocated": allocated, "process": process,
+            "breakdown": {k: int(round(v)) for k, v in breakdown.items()}}
 
-    # ---- FLOPs and time
-    seq_flops = T
-    mfu_flops = flops.training_flops_per_token(arch, trainable_params=0 if not lora_like else trainable,
-                                               frozen_base=lora_like, gradient_checkpointing=gc, seq_len=seq_flops)
-    ga = t.gradient_accumulation_steps
+
+def _timing(arch: dict[str, Any], cost: Any, cell: Any, device: DeviceProfile | None, *, gc: bool,
+            mean_tokens_per_example: float | None, notes: list[str]) -> dict[str, Any]:
+    """Positions and FLOPs per step, steps per epoch, and the predicted times (see the module doc)."""
+    t = cell.train
+    b, T, ga = t.batch_size, t.max_seq_length, t.gradient_accumulation_steps
+    mean = mean_tokens_per_example
     computed_T = T
+    real_per_micro: float | None
     if t.packing:
-        fill = (max(0.5, 1 - mean_tokens_per_example / (2 * T)) if mean_tokens_per_example
-                else PACKING_FILL_UNKNOWN)
-        real_per_micro: float | None = b * T * fill
-        if not mean_tokens_per_example:
+        real_per_micro = b * T * (max(0.5, 1 - mean / (2 * T)) if mean else PACKING_FILL_UNKNOWN)
+        if not mean:
             notes.append(f"packed rows assumed {PACKING_FILL_UNKNOWN:.0%} full")
+    elif mean:
+        real_per_micro = b * min(mean, T)
+        if not t.pad_to_max_length:
+            computed_T = int(min(T, math.ceil(DYNAMIC_PAD_FACTOR * mean)))
+            notes.append(f"dynamic padding: rows ≈ {DYNAMIC_PAD_FACTOR} × the mean example length")
     else:
-        if mean_tokens_per_example:
-            real_per_micro = b * min(mean_tokens_per_example, T)
-            if not t.pad_to_max_length:
-                computed_T = int(min(T, math.ceil(DYNAMIC_PAD_FACTOR * mean_tokens_per_example)))
-                notes.append(f"dynamic padding: rows ≈ {DYNAMIC_PAD_FACTOR} × the mean example length")
-        else:
-            real_per_micro = None
-            notes.append("padding without a known mean example length: real tokens per step unknown")
-    hw_flops = flops.training_flops_per_token(arch, trainable_params=0 if not lora_like else trainable,
-                                              frozen_base=lora_like, gradient_checkpointing=gc, seq_len=computed_T,
+        real_per_micro = None
+        notes.append("padding without a known mean example length: real tokens per step unknown")
+    frozen = cost.adapter is not None
+    hw_flops = flops.training_flops_per_token(arch, trainable_params=cost.trainable_params if frozen else 0,
+                                              frozen_base=frozen, gradient_checkpointing=gc, seq_len=computed_T,
                                               causal=False)
     tokens_per_step = b * computed_T * ga
     real_per_step = real_per_micro * ga if real_per_micro is not None else None
-
+    data_tokens = t.max_examples * mean if t.max_examples and mean else None
     epoch_tokens: float | None = None
-    data_tokens = (t.max_examples * mean_tokens_per_example
-                   if t.max_examples and mean_tokens_per_example else None)
     if t.token_budget:
         epoch_tokens = float(t.token_budget) if data_tokens is None else min(float(t.token_budget), data_tokens)
     elif data_tokens is not None:
@@ -434,46 +346,29 @@ def estimate_cell(cell: Any, device: DeviceProfile | None = None, *,
             steps = min(steps, t.max_steps)
     elif t.max_steps and real_per_step is None and epoch_tokens is None:
         steps = t.max_steps
-
-    throughput = device.throughput(kind) if device else None
+    throughput = device.throughput(cell.method.kind) if device else None
     time_step = time_epoch = wall = None
     if throughput:
         time_step = tokens_per_step * hw_flops / throughput
         if steps is not None:
             time_epoch = steps * time_step
-            extra = STARTUP_EXTRA_S.get(kind, 0.0) + (STARTUP_EXTRA_S["torch_compile"] if t.torch_compile else 0.0)
+            extra = cost.startup_extra_s + (TORCH_COMPILE_STARTUP_S if t.torch_compile else 0.0)
             wall = device.startup_s + extra + max(cell.epochs, 1) * time_epoch
-        src = device.source
-        notes.append(f"throughput {throughput / 1e12:.3g} TFLOP/s = {device.fraction(kind):.2f} of "
-                     f"{device.peak_flops / 1e12:.4g} ({src})")
+        notes.append(f"throughput {throughput / 1e12:.3g} TFLOP/s = {device.fraction(cell.method.kind):.2f} of "
+                     f"{device.peak_flops / 1e12:.4g} ({device.source})")
     elif device is None:
         notes.append("no device profile: time not predicted")
     else:
         notes.append(f"device {device.name!r} has no known peak FLOP/s: time not predicted")
-
-    return Estimate(
-        peak_memory_bytes=int(headline), peak_allocated_bytes=int(allocated), peak_process_bytes=int(process),
-        breakdown=breakdown,
-        params={"total": total, "linear": n_lin, "trainable": trainable, "quantized": quantized},
-        flops_per_token=mfu_flops, hardware_flops_per_position=hw_flops, tokens_per_step=tokens_per_step,
-        real_tokens_per_step=real_per_step, steps_per_epoch=steps, time_per_step_s=time_step,
-        time_per_epoch_s=time_epoch, cell_wall_s=wall, fits=_fits(process, device),
-        device=device.name if device else None, assumptions=notes)
+    return {"hardware_flops_per_position": hw_flops, "tokens_per_step": tokens_per_step,
+            "real_tokens_per_step": real_per_step, "steps_per_epoch": steps, "time_per_step_s": time_step,
+            "time_per_epoch_s": time_epoch, "cell_wall_s": wall}
 
 
 def _fits(process_bytes: float, device: DeviceProfile | None) -> bool | None:
     if device is None or not device.memory_bytes:
         return None
     return process_bytes <= device.memory_bytes
-
-
-def _default_optimizer(kind: str) -> str:
-    try:
-        from harness.methods.base import methods
-
-        return methods()[kind].default_optimizer
-    except Exception:
-        return DEFAULT_OPTIMIZER.get(kind, "adamw")
 
 
 def _layer_activation_bytes(d: dict[str, int], *, a: int, residual: int, norms_train: bool, full: bool,
@@ -505,100 +400,6 @@ def _layer_activation_bytes(d: dict[str, int], *, a: int, residual: int, norms_t
         sdpa += heads * seq_len * (4 + (a if a != 4 else 0))
     mlp = a * 3 * i
     return norm + inputs + sdpa + mlp + lora
-
-
-# ---------------------------------------------------------------------------------------------------- architecture
-
-def architecture_of(model: Any) -> tuple[dict[str, Any] | None, str]:
-    """(HF-style config dict, how it was found) for a ModelSpec; (None, why) when it cannot be known offline."""
-    src = model.source
-    if src == "synthetic":
-        return architecture_config(model.architecture, model.config_overrides), \
-            f"architecture {model.architecture} (synthetic){' with overrides' if model.config_overrides else ''}"
-    if src == "local":
-        cfg_path = Path(os.path.expanduser(model.path or "")) / "config.json"
-        if cfg_path.is_file():
-            return _llama_like(_read_json(str(cfg_path)), f"config.json of {model.path}")
-        return None, f"no config.json in {model.path}: architecture unknown"
-    if src == "hub":
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(model.hub_id, "config.json", revision=model.revision)
-            if isinstance(cached, str) and os.path.isfile(cached):
-                return _llama_like(_read_json(cached), f"cached config.json of {model.hub_id}")
-        except Exception:
-            pass
-        known = KNOWN_HUB_IDS.get((model.hub_id or "").lower())
-        if known:
-            return ARCHITECTURES[known], f"architecture of {model.hub_id} from the named architectures ({known})"
-        return None, f"hub model {model.hub_id} not in the local cache and not a named architecture"
-    if src == "gguf":
-        try:
-            from harness.models import gguf_location
-
-            folder, name = gguf_location(model)
-            return gguf_architecture(str(folder / name)), f"GGUF header of {name}"
-        except Exception as exc:
-            low = (model.gguf_file or model.path or "").lower()
-            for frag, known in KNOWN_GGUF.items():
-                if frag in low:
-                    return ARCHITECTURES[known], \
-                        f"GGUF header unreadable ({type(exc).__name__}); known sizes of {known}"
-            return None, f"GGUF header unreadable: {exc}"
-    return None, f"model source {src!r} not modelled"
-
-
-@lru_cache(maxsize=64)
-def _read_json(path: str) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)
-
-
-def _llama_like(cfg: dict[str, Any], where: str) -> tuple[dict[str, Any] | None, str]:
-    cfg = cfg.get("text_config") or cfg
-    needed = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-    missing = [k for k in needed if k not in cfg]
-    if missing:
-        return None, f"{where}: model type {cfg.get('model_type')!r} lacks {missing}: architecture not modelled"
-    note = where
-    if cfg.get("model_type") not in LLAMA_LIKE:
-        note += f" (model type {cfg.get('model_type')!r} costed as a Llama-style block)"
-    return dict(cfg), note
-
-
-@lru_cache(maxsize=16)
-def gguf_architecture(path: str) -> dict[str, Any]:
-    """An HF-style config dict from a GGUF file's header (gguf package; no weights are read)."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path)
-
-    def value(key: str, default: Any = None) -> Any:
-        f = reader.fields.get(key)
-        return f.contents() if f is not None else default
-
-    arch = value("general.architecture")
-    if arch is None:
-        raise ValueError(f"{path}: no general.architecture in the GGUF header")
-    heads = int(value(f"{arch}.attention.head_count"))
-    h = int(value(f"{arch}.embedding_length"))
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = value(f"{arch}.vocab_size") or (len(tokens.data) if tokens is not None else None)
-    names = {t.name for t in reader.tensors}
-    if vocab is None:
-        raise ValueError(f"{path}: vocabulary size not in the header")
-    cfg = {"model_type": arch, "hidden_size": h, "intermediate_size": int(value(f"{arch}.feed_forward_length")),
-           "num_hidden_layers": int(value(f"{arch}.block_count")), "num_attention_heads": heads,
-           "num_key_value_heads": int(value(f"{arch}.attention.head_count_kv", heads)),
-           "head_dim": int(value(f"{arch}.attention.key_length", h // heads)), "vocab_size": int(vocab),
-           "tie_word_embeddings": "output.weight" not in names}
-    return cfg
-
-
-def flops_for_cell(cell: Any) -> float | None:
-    """Model FLOPs per real token of a cell (what its MFU counts), from the configuration alone."""
-    return estimate_cell(cell).flops_per_token
 
 
 # ---------------------------------------------------------------------------------------------------- calibration

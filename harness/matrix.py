@@ -27,9 +27,9 @@ from harness.config import (
     MethodEntry,
     TrainConfig,
 )
-from harness.methods.base import methods, presets
-
-DATA_DIR_ENV = "MEDBENCH_DATA_DIR"
+from harness.formatting import lr_text
+from harness.methods.base import methods, presets, trains, untrained_kind
+from harness.paths import DATA_DIR_ENV, resolve_data_dir, resolve_data_path
 
 
 class MatrixError(ValueError):
@@ -114,17 +114,6 @@ class LoadedMatrix:
     raw_text: str  # the file as written, for provenance
 
 
-def resolve_data_dir(given: str | os.PathLike[str] | None, matrix: Matrix, matrix_path: Path) -> Path:
-    """--data-dir, else $MEDBENCH_DATA_DIR, else the matrix's own `data_dir` (relative to the file), else ./data."""
-    if given is not None:
-        return Path(given)
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV])
-    if matrix.data_dir:
-        return matrix_path.parent / matrix.data_dir
-    return Path("data")
-
-
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
@@ -193,11 +182,6 @@ def _check_data_files(matrix: Matrix, trains: list[tuple[tuple[Any, ...], TrainC
             problems.append(f"eval.include_path: task folder not found: {p}")
 
 
-def resolve_data_path(path: str, data_dir: Path) -> Path:
-    p = Path(os.path.expanduser(path))
-    return p if p.is_absolute() else (data_dir / p)
-
-
 def load_matrix(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
                 check_files: bool = True) -> LoadedMatrix:
     path = Path(path)
@@ -239,10 +223,10 @@ def load_matrix(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] |
                                      problems)
                 if vt and "datasets" in variant.train:
                     trains.append((("variants", j, "train"), vt))
-    if not matrix.train.datasets and any(r.config.kind != "base" for r in resolved):
+    if not matrix.train.datasets and any(trains(r.config.kind) for r in resolved):
         if not any(r.train.datasets for r in resolved):
             problems.append("train.datasets: missing; a matrix that trains needs at least one dataset")
-    ddir = resolve_data_dir(data_dir, matrix, path)
+    ddir = resolve_data_dir(data_dir, matrix.data_dir, path)
     if check_files and not problems:
         _check_data_files(matrix, trains, ddir, problems)
     if problems:
@@ -277,18 +261,14 @@ def config_hash(config: CellConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _lr_text(lr: float) -> str:
-    return f"{lr:.0e}".replace("e-0", "e-").replace("e+0", "e")
-
-
 def cell_slug(config: CellConfig) -> str:
-    if config.method.kind == "base":
+    if not trains(config.method.kind):
         parts = [config.model.id, config.method.name]
     else:
         parts = [config.model.id, config.method.name]
         if config.variant != "default":
             parts.append(config.variant)
-        parts += [f"e{config.epochs}", f"lr{_lr_text(config.learning_rate)}", f"s{config.seed}"]
+        parts += [f"e{config.epochs}", f"lr{lr_text(config.learning_rate)}", f"s{config.seed}"]
     return "_".join(parts)
 
 
@@ -320,11 +300,13 @@ def expand(loaded: LoadedMatrix, runtime: CellRuntime) -> list[Cell]:
     if runtime.timeout_s is None and m.timeout_minutes:
         runtime = runtime.model_copy(update={"timeout_s": m.timeout_minutes * 60})
     cells: list[Cell] = []
-    trained = [r for r in loaded.methods if r.config.kind != "base"]
-    explicit_base = [r for r in loaded.methods if r.config.kind == "base"]
-    base_methods = explicit_base or ([ResolvedMethod(MethodEntry(name="base"),
-                                                     MethodConfig(name="base", kind="base", options={}),
-                                                     m.train)] if m.eval.base_rows and m.eval.tasks else [])
+    trained = [r for r in loaded.methods if trains(r.config.kind)]
+    explicit_base = [r for r in loaded.methods if not trains(r.config.kind)]
+    # every model gets an untrained reference row, named as its kind (ids stay the same as before)
+    base = untrained_kind()
+    base_methods = explicit_base or ([ResolvedMethod(MethodEntry(name=base), MethodConfig(name=base, kind=base,
+                                                                                          options={}), m.train)]
+                                     if m.eval.base_rows and m.eval.tasks else [])
     base_train_raw = m.train.model_dump(mode="json")
     for model in m.models:
         for rm in base_methods:

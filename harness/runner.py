@@ -18,10 +18,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from harness.matrix import Cell
 from harness.results import (
@@ -225,7 +226,7 @@ def _parent_result(cell: Cell, outcome: ChildOutcome, log_path: Path, timeout_s:
                                                      if sig == "SIGKILL" else "")
     else:
         status, reason = "failed", f"cell process exited with code {outcome.returncode} without writing a result"
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     return CellResult(cell_id=cell.id, config_hash=cell.config_hash, matrix=cell.config.matrix, status=status,
                       reason=reason, traceback=_log_tail(log_path) or None, config=cell.config.model_dump(mode="json"),
                       timings={"wall_s": outcome.wall_s, "finished_at": now},

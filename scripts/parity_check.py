@@ -121,6 +121,7 @@ def run_harness(args: argparse.Namespace, tasks: list[str], work: Path) -> tuple
 
     from harness.config import CellConfig, CellRuntime, EvalConfig, MethodConfig, ModelSpec, TrainConfig
     from harness.evaluation import evaluate_model, read_items
+    from harness.methods.base import untrained_kind
     from harness.models import package_dir
 
     t0 = time.perf_counter()
@@ -131,7 +132,8 @@ def run_harness(args: argparse.Namespace, tasks: list[str], work: Path) -> tuple
     cell = CellConfig(
         matrix="parity", model=ModelSpec(id="smollm2-135m-instruct", source="gguf", package=GGUF_PACKAGE,
                                          gguf_file=GGUF_FILE, eval_batch_size=args.batch_size),
-        method=MethodConfig(name="base", kind="base", options={}), variant="default", epochs=0, learning_rate=0.0,
+        method=MethodConfig(name=untrained_kind(), kind=untrained_kind(), options={}), variant="default", epochs=0,
+        learning_rate=0.0,
         seed=0, train=TrainConfig(), eval=EvalConfig(tasks=tasks, limit=args.limit, limit_strategy="first"),
         runtime=CellRuntime(data_dir=str(args.data_dir), results_dir=str(work), cache_dir=str(args.cache_dir)))
     t0 = time.perf_counter()

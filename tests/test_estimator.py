@@ -14,17 +14,16 @@ import pytest
 from harness import flops
 from harness.config import CellConfig, CellRuntime, EvalConfig, MethodConfig, ModelSpec, TrainConfig
 from harness.estimator import (
-    ABSMAX_DOUBLE_QUANT_BYTES,
     LOGITS_BYTES,
-    NF4_BYTES,
     WORKSPACE_BYTES,
     DeviceProfile,
     Estimate,
     calibrate,
     estimate_cell,
-    gguf_architecture,
     profile_from_environment,
 )
+from harness.methods.qlora import ABSMAX_DOUBLE_QUANT_BYTES, NF4_BYTES
+from harness.models.sources.gguf import gguf_architecture
 from harness.models.architectures import ARCHITECTURES, count_parameters
 from harness.results import CellResult
 
@@ -214,7 +213,7 @@ def test_base_rows_and_unknown_kinds():
     base = est("base", {})
     assert base.peak_memory_bytes > 0 and base.time_per_epoch_s is None
     odd = est("mystery", {"foo": 1})
-    assert odd.peak_memory_bytes is None and "not modelled" in odd.assumptions[0]
+    assert odd.peak_memory_bytes is None and "not registered" in odd.assumptions[0]
 
 
 # ---------------------------------------------------------------------------------------------------- truth

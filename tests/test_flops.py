@@ -92,12 +92,7 @@ def test_lora_costs_less_than_full():
                 assert lora(arch, nt, gc=gc) < full(arch, gc=gc)
 
 
-def test_lora_trainable_params_match_the_closed_form_of_the_lora_method():
-    from harness.methods.lora import expected_lora_params
-
-    shapes = flops.linear_shapes(LLAMA)
-    per_layer = [shapes[m] for m in ALL_LORA]
-    assert flops.lora_trainable_params(LLAMA, 16, ALL_LORA) == 16 * expected_lora_params(per_layer, 16)
+def test_lora_trainable_params_of_llama_3_2_1b():
     # Llama-3.2-1B, r=16, all linear layers: 11,272,192 (what peft reports)
     assert flops.lora_trainable_params(LLAMA, 16, ALL_LORA) == 11_272_192
     with pytest.raises(ValueError, match="unknown target"):

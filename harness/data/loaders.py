@@ -275,7 +275,7 @@ def records_to_examples(records: Iterable[tuple[str | None, Any]], *, fmt: str, 
 
 def load_examples(spec: Any, data_dir: Path) -> tuple[list[Example], Path | None]:
     """The examples of one `DatasetSpec` (first `limit` records) and the file they came from (None for hub)."""
-    from harness.matrix import resolve_data_path
+    from harness.paths import resolve_data_path
 
     if spec.path:
         path = resolve_data_path(spec.path, Path(data_dir)).resolve()

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.cache import cache_key, load_entry, save_entry, sha256_json, tokenizer_identity
-from harness.hashing import sha256_file
 from harness.data.clean import clean_examples
 from harness.data.examples import DataError, Example
 from harness.data.format import IGNORE_INDEX, encode_examples
 from harness.data.loaders import load_examples, read_hub_records
+from harness.hashing import sha256_file
 
 
 @dataclass
@@ -38,7 +38,7 @@ def _with_system_prompt(ex: Example, system_prompt: str | None) -> Example:
 
 
 def _data_files(train, data_dir: Path) -> dict[str, str]:
-    from harness.matrix import resolve_data_path
+    from harness.paths import resolve_data_path
 
     files: dict[str, str] = {}
     for i, spec in enumerate(train.datasets):

@@ -15,7 +15,8 @@ The model is put in eval mode for the run and its previous mode is restored afte
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def _prompt_and_reference(example: Any) -> tuple[list[dict[str, str]], str]:

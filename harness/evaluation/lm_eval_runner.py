@@ -75,7 +75,7 @@ def _builtin_config(task: BuiltinTask) -> dict[str, Any]:
 
 def _resolve_builtin(task: BuiltinTask, spec_data: str | None, num_fewshot: int, limit: int | None,
                      key: str, data_dir: Path, cache_dir: Path, limit_strategy: str = "first") -> ResolvedTask:
-    from harness.matrix import resolve_data_path
+    from harness.paths import resolve_data_path
 
     cfg = _builtin_config(task)
     path = resolve_data_path(spec_data or task.default_data, data_dir)
@@ -139,7 +139,7 @@ def include_dir(eval_cfg: EvalConfig, data_dir: Path) -> Path | None:
     """The task folder of `eval.include_path` (relative to the data dir, like every path of a matrix)."""
     if not eval_cfg.include_path:
         return None
-    from harness.matrix import resolve_data_path
+    from harness.paths import resolve_data_path
 
     p = resolve_data_path(eval_cfg.include_path, data_dir)
     if not p.is_dir():

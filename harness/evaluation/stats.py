@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 Z95 = 1.959963984540054  # two-sided 95 % quantile of the standard normal
 CI_METHOD = "95% paired normal (Wald) interval on per-item differences: diff ± 1.96·sd(d)/√n"
@@ -185,7 +186,9 @@ def compare_cells(results_dir: Path, cell_a: str, cell_b: str, tasks: Iterable[s
 
 
 def _is_base(record: Any) -> bool:
-    return (record.config.get("method") or {}).get("kind") == "base"
+    from harness.methods.base import trains
+
+    return not trains((record.config.get("method") or {}).get("kind") or "")
 
 
 def _model_id(record: Any) -> str | None:

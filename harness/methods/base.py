@@ -1,14 +1,19 @@
 """The interface every fine-tuning method implements, and the registry that finds them.
 
-A method is one module in `harness/methods/` defining a `Method` subclass decorated with `@register`.
-Class attributes describe it without importing torch (for validation and `--dry-run`); `prepare` does the
-heavy work inside the cell's own process.
+A method is one module in `harness/methods/` (or in a `$MEDBENCH_PLUGINS` folder, see `harness.plugins`) defining a
+`Method` subclass decorated with `@register`. Everything about the method lives in that file:
+
+- class attributes that describe it without importing torch (options, presets, default optimizer, display order
+  and label for the report);
+- `training_cost`: what it holds in memory while training, in the estimator's terms (`TrainingCost`), so that
+  `--dry-run` predicts its memory and time with no method-specific branch in `harness.estimator`;
+- `prepare`: the heavy work, inside the cell's own process.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,9 +25,19 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters of a live torch module: the one place parameters are counted."""
+    trainable = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
 @dataclass
 class PreparedModel:
-    """A model ready to train (or to evaluate, for `base`), as a method hands it to the training loop."""
+    """A model ready to train (or to evaluate, for an untrained row), as a method hands it to the training loop."""
 
     model: Any
     tokenizer: Any
@@ -34,19 +49,62 @@ class PreparedModel:
     for_eval: Any = None
     notes: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, model: Any, tokenizer: Any, **kwargs: Any) -> "PreparedModel":
+        trainable, total = count_parameters(model)
+        return cls(model=model, tokenizer=tokenizer, trainable_params=trainable, total_params=total, **kwargs)
+
+
+@dataclass(frozen=True)
+class AdapterShape:
+    """Low-rank adapters on a frozen base: which projections, which rank, which dropout."""
+
+    targets: tuple[str, ...]
+    rank: int
+    dropout: float
+
+
+@dataclass
+class TrainingCost:
+    """What a method holds in memory while training one cell, in the terms of `harness.estimator` (its module doc
+    gives the memory model). Bytes are totals unless named per parameter or per element."""
+
+    trainable_params: int
+    weights_bytes: float  # every parameter as held during training, trainable ones included
+    state_bytes_per_param: int  # a gradient, and each AdamW state, per trainable parameter (fp32: 4, bf16: 2)
+    residual_bytes: int  # bytes per element of the residual stream (4 when fp32 weights or upcast norms sit on it)
+    autocast_copy_bytes: float = 0.0  # low-precision copies autocast keeps of fp32 weights for the backward
+    adapter: AdapterShape | None = None  # None: every weight trains (each projection saves its input)
+    norms_train: bool = False
+    quantized_params: int = 0
+    # Who decides activation checkpointing: "train" (train.gradient_checkpointing), or the method itself:
+    # "none", "blocks" (each block's input kept, one block recomputed), "offloaded" (block inputs in host memory).
+    checkpointing: Literal["train", "none", "blocks", "offloaded"] = "train"
+    logits_bytes_per_element: float | None = None  # None: transformers' loss (see the estimator)
+    startup_extra_s: float = 0.0  # start-up beyond a plain model load (quantising, patching)
+    notes: list[str] = field(default_factory=list)
+
 
 class Method:
     kind: ClassVar[str]
+    label: ClassVar[str] = ""  # how the report names the kind (default: the kind)
+    display_order: ClassVar[int] = 50  # where the report puts the kind: untrained 0, full 10, LoRA 20, ...
     Options: ClassVar[type[BaseModel]] = NoOptions
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # preset name -> options of this kind
     default_optimizer: ClassVar[str] = "adamw"
-    trains: ClassVar[bool] = True  # False for `base` (evaluation only)
+    trains: ClassVar[bool] = True  # False for the untrained reference row (evaluation only)
     # False where an eval-mode forward between epochs would corrupt training (QLoRA's 4-bit repacking):
     # validation loss is then computed once, after the last epoch.
     eval_between_epochs: ClassVar[bool] = True
 
     def preflight(self, options: BaseModel) -> str | None:
         """Why this method cannot run on this machine (a skip reason), without importing torch; None if it can."""
+        return None
+
+    def training_cost(self, arch: dict[str, Any], options: Any, *, precision: str) -> TrainingCost | None:
+        """Memory terms of training with these options on an architecture (an HF-style config dict), with
+        `precision` the resolved compute precision ("fp32", "bf16" or "fp16"). None: not modelled (the plan then
+        shows no estimate for the cell, and says why)."""
         return None
 
     def prepare(self, cell: "CellConfig", options: BaseModel, device: str, dtype: Any) -> PreparedModel:
@@ -69,16 +127,14 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def _discover() -> None:
-    # Importing every module of this package registers its methods: adding a method is one new file.
+    # Importing every module of this package (and of the plug-in folders) registers its methods: adding a method is
+    # one new file.
     global _DISCOVERED
-    import importlib
-    import pkgutil
-
     import harness.methods as pkg
+    from harness.plugins import import_package_modules, load_plugins
 
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in ("base",) and not info.name.startswith("_"):
-            importlib.import_module(f"harness.methods.{info.name}")
+    import_package_modules(pkg, skip=("base",))
+    load_plugins()
     _DISCOVERED = True
 
 
@@ -90,6 +146,29 @@ def methods() -> dict[str, type[Method]]:
 
 def get_method(kind: str) -> Method:
     return methods()[kind]()
+
+
+def method_class(kind: str) -> type[Method] | None:
+    """The registered class of a kind, or None (e.g. a kind in old results whose file is gone)."""
+    return methods().get(kind)
+
+
+def trains(kind: str) -> bool:
+    cls = method_class(kind)
+    return True if cls is None else cls.trains
+
+
+def display_order(kind: str) -> int:
+    cls = method_class(kind)
+    return cls.display_order if cls is not None else 90
+
+
+def untrained_kind() -> str:
+    """The kind of the untrained reference row that every model gets (the one method that does not train)."""
+    kinds = [k for k, cls in methods().items() if not cls.trains]
+    if len(kinds) != 1:
+        raise RuntimeError(f"exactly one registered method must have trains = False; found {kinds}")
+    return kinds[0]
 
 
 def presets() -> dict[str, tuple[str, dict[str, Any]]]:

@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.methods.base import Method, PreparedModel, register
+from harness import flops
+from harness.methods.base import Method, PreparedModel, TrainingCost, register
+from harness.models.architectures import count_parameters
 
 
 class FullOptions(BaseModel):
@@ -19,9 +21,24 @@ class FullOptions(BaseModel):
 @register
 class Full(Method):
     kind = "full"
+    label = "full fine-tuning"
+    display_order = 10
     Options = FullOptions
     presets = {"full-bf16": {"weights_dtype": "bf16"}}
     default_optimizer = "adamw"
+
+    def training_cost(self, arch: dict[str, Any], options: FullOptions, *, precision: str) -> TrainingCost:
+        total = count_parameters(arch)["total"]
+        act = 4 if precision == "fp32" else 2
+        master = 4 if (precision == "fp32" or options.weights_dtype == "fp32") else 2
+        mixed = master == 4 and act == 2
+        what = "fp32 master weights with bf16 autocast" if mixed else "bf16 weights" if master == 2 else "fp32 weights"
+        return TrainingCost(
+            trainable_params=total, weights_bytes=master * total, state_bytes_per_param=master,
+            residual_bytes=master if act == 2 else 4,
+            # autocast keeps a bf16 copy of every matmul weight for the backward
+            autocast_copy_bytes=2 * flops.linear_params(arch) if mixed else 0, norms_train=True,
+            notes=[f"full fine-tuning: {what} ({master} B/param weights and gradients)"])
 
     def prepare(self, cell: Any, options: FullOptions, device: str, dtype: Any) -> PreparedModel:
         import torch
@@ -35,8 +52,6 @@ class Full(Method):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         model.train()
-        n = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        return PreparedModel(model=model, tokenizer=tokenizer, trainable_params=trainable, total_params=n,
-                             save=lambda out: (model.save_pretrained(out), tokenizer.save_pretrained(out)),
-                             for_eval=lambda: model.eval())
+        return PreparedModel.of(model, tokenizer, save=lambda out: (model.save_pretrained(out),
+                                                                    tokenizer.save_pretrained(out)),
+                                for_eval=lambda: model.eval())

@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.methods.base import Method, PreparedModel, register
+from harness import flops
+from harness.methods.base import AdapterShape, Method, PreparedModel, TrainingCost, register
+from harness.models.architectures import count_parameters
 
 # The seven linear projections of a Llama-style block, and the attention-only subset.
 TARGET_SETS = {
@@ -48,26 +50,28 @@ def peft_config(options: LoraOptions) -> Any:
                       use_rslora=options.use_rslora, use_dora=options.use_dora, bias="none")
 
 
-def expected_lora_params(linear_shapes: list[tuple[int, int]], r: int, dora: bool = False) -> int:
-    """Closed form: each adapted Linear(in, out) gains A (r x in) and B (out x r); DoRA adds a magnitude per output."""
-    return sum(r * (i + o) + (o if dora else 0) for i, o in linear_shapes)
-
-
-def count_params(model: Any) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
-
-
 def adapter_prepared(model: Any, tokenizer: Any, **notes: Any) -> PreparedModel:
-    trainable, total = count_params(model)
-    return PreparedModel(model=model, tokenizer=tokenizer, trainable_params=trainable, total_params=total,
-                         save=lambda out: model.save_pretrained(out), for_eval=lambda: model.eval(), notes=notes)
+    return PreparedModel.of(model, tokenizer, save=lambda out: model.save_pretrained(out),
+                            for_eval=lambda: model.eval(), notes=notes)
+
+
+def adapter_cost(arch: dict[str, Any], options: LoraOptions, *, precision: str, frozen_weights_bytes: float,
+                 residual_bytes: int, quantized_params: int = 0) -> TrainingCost:
+    """Adapters in fp32 on a frozen base (peft's autocast_adapter_dtype=True); the caller says how the base is held."""
+    trainable = flops.lora_trainable_params(arch, options.r, options.modules, dora=options.use_dora)
+    act = 4 if precision == "fp32" else 2
+    return TrainingCost(
+        trainable_params=trainable, weights_bytes=frozen_weights_bytes + 4 * trainable, state_bytes_per_param=4,
+        residual_bytes=residual_bytes, autocast_copy_bytes=2 * trainable if act == 2 else 0,
+        adapter=AdapterShape(tuple(options.modules), options.r, options.dropout), quantized_params=quantized_params,
+        notes=[f"LoRA r={options.r} on {','.join(options.modules)}: {trainable:,} trainable fp32 parameters"])
 
 
 @register
 class Lora(Method):
     kind = "lora"
+    label = "LoRA"
+    display_order = 20
     Options = LoraOptions
     presets = {
         "lora-r8": {"r": 8, "alpha": 16},
@@ -75,6 +79,11 @@ class Lora(Method):
         "lora-r64": {"r": 64, "alpha": 128},
     }
     default_optimizer = "adamw"
+
+    def training_cost(self, arch: dict[str, Any], options: LoraOptions, *, precision: str) -> TrainingCost:
+        act = 4 if precision == "fp32" else 2  # the frozen base is kept in the compute dtype
+        return adapter_cost(arch, options, precision=precision,
+                            frozen_weights_bytes=act * count_parameters(arch)["total"], residual_bytes=act)
 
     def prepare(self, cell: Any, options: LoraOptions, device: str, dtype: Any) -> PreparedModel:
         from peft import get_peft_model

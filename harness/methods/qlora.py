@@ -11,8 +11,29 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.methods.base import Method, PreparedModel, register
-from harness.methods.lora import LoraOptions, adapter_prepared, peft_config
+from harness import flops
+from harness.methods.base import Method, PreparedModel, TrainingCost, register
+from harness.methods.lora import LoraOptions, adapter_cost, adapter_prepared, peft_config
+from harness.models.architectures import count_parameters
+
+NF4_BYTES = 0.5
+ABSMAX_DOUBLE_QUANT_BYTES = 1 / 64 + 4 / (64 * 256)  # 8-bit absmax per 64-block + fp32 per 256 blocks = 0.127 bit
+ABSMAX_BYTES = 4 / 64  # fp32 absmax per 64-block without double quantisation
+
+
+def four_bit_cost(arch: dict[str, Any], options: LoraOptions, *, precision: str, double_quant: bool,
+                  other_bytes: int, residual_bytes: int, note: str) -> TrainingCost:
+    """Adapters on a base whose block projections are NF4 (bitsandbytes); every other parameter (embeddings, untied
+    head, norms) is held in `other_bytes` per parameter."""
+    counts = count_parameters(arch)
+    blocks = flops.block_linear_params(arch)
+    per = NF4_BYTES + (ABSMAX_DOUBLE_QUANT_BYTES if double_quant else ABSMAX_BYTES)
+    frozen = blocks * per + (counts["total"] - blocks) * other_bytes
+    cost = adapter_cost(arch, options, precision=precision, frozen_weights_bytes=frozen,
+                        residual_bytes=residual_bytes, quantized_params=blocks)
+    cost.notes.insert(0, f"4-bit NF4 blocks ({per:.4f} B/param{' with double quantisation' if double_quant else ''}); "
+                         f"embeddings/head/norms {other_bytes} B/param{note}")
+    return cost
 
 
 class QloraOptions(LoraOptions):
@@ -25,10 +46,22 @@ class QloraOptions(LoraOptions):
 @register
 class Qlora(Method):
     kind = "qlora"
+    label = "QLoRA"
+    display_order = 30
     Options = QloraOptions
     presets = {"qlora-r8": {"r": 8, "alpha": 16}, "qlora-r64": {"r": 64, "alpha": 128}}
     default_optimizer = "paged_adamw_8bit"
     eval_between_epochs = False
+
+    def training_cost(self, arch: dict[str, Any], options: QloraOptions, *, precision: str) -> TrainingCost:
+        # peft's prepare_model_for_kbit_training upcasts every non-4-bit parameter to fp32 (that is why QLoRA saves
+        # little at 1B), and the fp32 residual stream follows
+        cost = four_bit_cost(arch, options, precision=precision, double_quant=options.double_quant, other_bytes=4,
+                             residual_bytes=4, note=" (peft prepare_model_for_kbit_training upcasts them to fp32)")
+        if precision != "fp32":
+            cost.autocast_copy_bytes += 2 * count_parameters(arch)["embedding"]  # the fp32 LM head, cast to bf16
+        cost.startup_extra_s = 5.0  # quantising the weights at load
+        return cost
 
     def preflight(self, options: QloraOptions) -> str | None:
         import importlib.util

@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from harness.methods.base import Method, PreparedModel, SkipCell, register
-from harness.methods.lora import LoraOptions, adapter_prepared
+from harness.methods.base import Method, PreparedModel, SkipCell, TrainingCost, register
+from harness.methods.lora import LoraOptions, adapter_cost, adapter_prepared
+from harness.methods.qlora import four_bit_cost
+from harness.models.architectures import count_parameters
 
 NOT_INSTALLED = ("unsloth is not installed: it is an optional extra for CUDA machines "
                  "(pip install 'medbench[unsloth]'; never on CPU-only machines, it replaces torch)")
@@ -27,9 +29,26 @@ class UnslothOptions(LoraOptions):
 @register
 class Unsloth(Method):
     kind = "unsloth"
+    label = "Unsloth"
+    display_order = 40
     Options = UnslothOptions
     presets = {"unsloth-16bit": {"load_in_4bit": False}}
     default_optimizer = "adamw_8bit"
+
+    def training_cost(self, arch: dict[str, Any], options: UnslothOptions, *, precision: str) -> TrainingCost:
+        act = 4 if precision == "fp32" else 2  # Unsloth keeps non-quantised parameters in the compute dtype
+        if options.load_in_4bit:
+            cost = four_bit_cost(arch, options, precision=precision, double_quant=True, other_bytes=act,
+                                 residual_bytes=act, note="")
+        else:
+            cost = adapter_cost(arch, options, precision=precision,
+                                frozen_weights_bytes=act * count_parameters(arch)["total"], residual_bytes=act)
+        gc = options.gradient_checkpointing
+        cost.checkpointing = "offloaded" if gc == "unsloth" else "blocks" if gc else "none"
+        cost.logits_bytes_per_element = 2.0  # its fused cross-entropy: bf16 logits, gradient written in place
+        cost.notes.append("Unsloth's fused cross-entropy: ≈ bf16 logits, gradient in place")
+        cost.startup_extra_s = 40.0  # patching transformers / peft and compiling its kernels
+        return cost
 
     def preflight(self, options: UnslothOptions) -> str | None:
         from harness.environment import cuda_visible_without_torch
@@ -47,7 +66,7 @@ class Unsloth(Method):
             raise SkipCell(NO_GPU)
         if importlib.util.find_spec("unsloth") is None:
             raise SkipCell(NOT_INSTALLED)
-        from unsloth import FastLanguageModel  # noqa: I001  (patches transformers/peft: this process only)
+        from unsloth import FastLanguageModel
 
         from harness.models import hub_kwargs, resolve_model_path
 

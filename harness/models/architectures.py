@@ -6,7 +6,12 @@ not on the weights, so a random-initialised copy measures them offline. Accuracy
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from typing import Any
+
+# model types costed exactly as a Llama-style block (others are costed as one, and the estimate says so)
+LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "olmo", "olmo2", "granite"}
 
 _LLAMA_COMMON = {"model_type": "llama", "hidden_act": "silu", "rms_norm_eps": 1e-5, "attention_bias": False,
                  "mlp_bias": False}
@@ -61,3 +66,22 @@ def count_parameters(cfg: dict[str, Any]) -> dict[str, int]:
     total = embed + n * per_layer + h + head
     return {"total": total, "embedding": embed, "lm_head": head, "per_layer": per_layer, "layers": n,
             "linear_per_layer": attn + mlp}
+
+
+@lru_cache(maxsize=64)
+def read_json(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+def llama_like(cfg: dict[str, Any], where: str) -> tuple[dict[str, Any] | None, str]:
+    """(config, note) when an HF config has the fields a Llama-style cost model needs; (None, why) otherwise."""
+    cfg = cfg.get("text_config") or cfg
+    needed = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+    missing = [k for k in needed if k not in cfg]
+    if missing:
+        return None, f"{where}: model type {cfg.get('model_type')!r} lacks {missing}: architecture not modelled"
+    note = where
+    if cfg.get("model_type") not in LLAMA_LIKE:
+        note += f" (model type {cfg.get('model_type')!r} costed as a Llama-style block)"
+    return dict(cfg), note

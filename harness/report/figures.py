@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from harness.report.loader import lr_text, task_label, value
+from harness.formatting import lr_text, value
+from harness.report.loader import task_label
 from harness.report.pareto import pareto_front
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -113,7 +113,8 @@ def _threshold(thresholds: Any, name: str) -> float:
 
 
 def _cells_from_folder(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    from harness.report.loader import load_report_data, value
+    from harness.formatting import value
+    from harness.report.loader import load_report_data
 
     data = load_report_data(results_dir)
     df = data.cells

@@ -57,12 +57,6 @@ def _num(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def lr_text(lr: float | None) -> str:
-    if lr is None or lr == 0:
-        return "–"
-    return f"{lr:.0e}".replace("e-0", "e-").replace("e+0", "e")
-
-
 def cell_key(config: dict[str, Any]) -> str:
     """A key that names the cell by what it is (survives changes of the config hash):
     model/method/variant/e<epochs>/lr<lr>/s<seed>."""
@@ -100,10 +94,10 @@ def _load_comparisons(folder: Path, notes: list[str]) -> dict[str, Any]:
 
 
 def normalize_comparisons(data: Any, notes: list[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-    """`{cell_id: {task: {base_cell, diff, ci_low, ci_high, p_value, n, b, c}}}` from either shape of
-    comparisons.json: the list written by `harness.evaluation.stats.compute_comparisons`
+    """`{cell_id: {task: {base_cell, diff, ci_low, ci_high, p_value, n, b, c}}}` from the
+    comparisons.json written by `harness.evaluation.stats.compute_comparisons`
     (`{"comparisons": [{"cell", "task", "diff", "ci_low", "ci_high", "mcnemar_p", "n_only_a", ...}],
-    "problems": [...]}`) or that mapping itself. Anything else is ignored with a note."""
+    "problems": [...]}`). Anything else is ignored with a note."""
     notes = notes if notes is not None else []
     out: dict[str, dict[str, dict[str, Any]]] = {}
     if isinstance(data, dict) and isinstance(data.get("comparisons"), list):
@@ -121,16 +115,13 @@ def normalize_comparisons(data: Any, notes: list[str] | None = None) -> dict[str
             notes.append(f"comparisons.json: {len(problems)} cell/task pair(s) could not be compared with their "
                          f"base row, e.g. " + "; ".join(reasons[:3]))
         return out
-    if isinstance(data, dict):
-        for cell, per_task in data.items():
-            if isinstance(per_task, dict):
-                out[str(cell)] = {str(t): v for t, v in per_task.items() if isinstance(v, dict)}
-        return out
     notes.append("comparisons.json has an unknown shape; differences vs base are unpaired and have no CI")
     return {}
 
 
 def _row(rec: CellResult) -> dict[str, Any]:
+    from harness.methods.base import trains
+
     cfg = rec.config or {}
     m = rec.metrics or {}
     train = m.get("train") if isinstance(m.get("train"), dict) else {}
@@ -156,7 +147,7 @@ def _row(rec: CellResult) -> dict[str, Any]:
         "architecture": get(cfg, "model.architecture"),
         "method": str(get(cfg, "method.name", "?")),
         "kind": kind,
-        "is_base": kind == "base",
+        "is_base": not trains(kind),
         "r": _num(r),
         "variant": str(cfg.get("variant") or "default"),
         "epochs": epochs,
@@ -282,17 +273,3 @@ def _attach_deltas(df: pd.DataFrame, tasks: list[str], comparisons: dict[str, An
 
 def _isnan(x: Any) -> bool:
     return isinstance(x, float) and math.isnan(x)
-
-
-def value(x: Any) -> Any:
-    """A DataFrame cell as a plain Python value: NaN / NA become None."""
-    if x is None:
-        return None
-    try:
-        import pandas as pd
-
-        if pd.isna(x):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return x

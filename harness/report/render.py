@@ -11,89 +11,26 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.report.loader import (
-    ReportData,
-    chance_level,
-    get,
-    load_report_data,
+from harness.formatting import (
+    fmt_bytes,
+    fmt_count,
+    fmt_num,
+    fmt_p,
+    fmt_pct,
+    fmt_pts,
+    fmt_seconds,
     lr_text,
-    task_label,
+    p_text,
     value,
 )
+from harness.report.loader import ReportData, chance_level, get, load_report_data, task_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.report.gate import GateResult
 
 TEMPLATE = "report.html.j2"
-KIND_ORDER = {"base": 0, "full": 1, "lora": 2, "qlora": 3, "unsloth": 4}
 ALPHA = 0.05
 TRACEBACK_LINES = 40
-
-
-# ---------------------------------------------------------------------------------------------------- formatting
-
-def fmt_bytes(b: Any) -> str:
-    b = value(b)
-    if b is None:
-        return "–"
-    b = float(b)
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(b) >= size:
-            return f"{b / size:.2f} {unit}" if unit == "GiB" else f"{b / size:.1f} {unit}"
-    return f"{b:.0f} B"
-
-
-def fmt_seconds(s: Any) -> str:
-    s = value(s)
-    if s is None:
-        return "–"
-    s = float(s)
-    if s < 100:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {int(round(s % 60)):02d} s"
-    return f"{int(s // 3600)} h {int(round((s % 3600) / 60)):02d} min"
-
-
-def fmt_pct(x: Any, digits: int = 1) -> str:
-    x = value(x)
-    return "–" if x is None else f"{100 * float(x):.{digits}f} %"
-
-
-def fmt_pts(x: Any, digits: int = 1) -> str:
-    x = value(x)
-    if x is None:
-        return "–"
-    return f"{100 * float(x):+.{digits}f}".replace("-", "−")
-
-
-def fmt_p(p: Any) -> str:
-    p = value(p)
-    if p is None:
-        return "–"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
-
-
-def p_text(p: Any) -> str:
-    """ "p = 0.013" or "p < 0.001" """
-    text = fmt_p(p)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
-
-
-def fmt_count(n: Any) -> str:
-    n = value(n)
-    if n is None:
-        return "–"
-    n = float(n)
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}" if unit != "k" else f"{n / size:.1f} k"
-    return f"{n:.0f}"
-
-
-def fmt_num(x: Any, digits: int = 0) -> str:
-    x = value(x)
-    return "–" if x is None else f"{float(x):,.{digits}f}"
 
 
 def _int(x: Any) -> int | None:
@@ -113,13 +50,16 @@ def _sortable(x: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------- helpers
 
 def method_order(df: Any) -> list[str]:
-    """Names of the trained methods: full, LoRA by rank, QLoRA, Unsloth, others; ties by name (base rows,
-    which are never drawn as a method, are left out so that they take no colour)."""
+    """Names of the trained methods in their kinds' display order (`Method.display_order`: full, LoRA, QLoRA,
+    Unsloth, others), by rank within a kind, ties by name (untrained rows, which are never drawn as a method, are
+    left out so that they take no colour)."""
+    from harness.methods.base import display_order
+
     if df.empty:
         return []
     seen: dict[str, tuple[Any, ...]] = {}
     for r in df[~df["is_base"].astype(bool)][["method", "kind", "r"]].to_dict("records"):
-        key = (KIND_ORDER.get(r["kind"], 9), value(r["r"]) or 0, r["method"])
+        key = (display_order(r["kind"]), value(r["r"]) or 0, r["method"])
         seen[r["method"]] = min(seen.get(r["method"], key), key)
     return sorted(seen, key=lambda m: seen[m])
 
@@ -278,17 +218,17 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
                 {"label": "trainable", "title": "trainable parameters (share of all)"},
                 {"label": "saved", "title": "size of what the method ships (adapter or checkpoint)"},
                 {"label": "status", "title": ""}]
-    order_m = {"base": 0, **{m: i + 1 for i, m in enumerate(methods)}}
+    order_m = {m: i + 1 for i, m in enumerate(methods)}  # untrained rows: 0 (below)
     order_model = {m: i for i, m in enumerate(_model_order(df))}
     recs = df.to_dict("records")
-    recs.sort(key=lambda r: (order_model.get(r["model"], 99), order_m.get(r["method"], 99), r["variant"],
+    recs.sort(key=lambda r: (order_model.get(r["model"], 99), 0 if r["is_base"] else order_m.get(r["method"], 99), r["variant"],
                              value(r["epochs"]) or 0, value(r["lr"]) or 0, value(r["seed"]) or 0))
     rows = []
     for r in recs:
         syn = bool(r["synthetic"])
         cells = [{"text": r["model"], "sort": r["model"], "badge": "synthetic" if syn else "",
                   "title": f"{r['cell_id']} ({r['source']})"},
-                 {"text": r["method"], "sort": f"{order_m.get(r['method'], 99):03d} {r['method']}",
+                 {"text": r["method"], "sort": f"{0 if r['is_base'] else order_m.get(r['method'], 99):03d} {r['method']}",
                   "title": r["kind"]}]
         if show_r:
             cells.append({"text": str(_int(r["r"])) if value(r["r"]) is not None else "", "sort": _sortable(r["r"])})

@@ -1,4 +1,4 @@
-"""`base`: the untrained model, evaluated as it is (the reference row of every model)."""
+"""`base`: the untrained model, evaluated as it is (the reference row every model gets)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from harness.methods.base import Method, PreparedModel, register
 
 
 @register
-class Untrained(Method):
+class BaseRow(Method):
     kind = "base"
+    label = "untrained"
+    display_order = 0
     trains = False
 
     def prepare(self, cell: Any, options: BaseModel, device: str, dtype: Any) -> PreparedModel:
@@ -19,5 +21,6 @@ class Untrained(Method):
 
         model, tokenizer = load_model(cell.model, device=device, dtype=dtype, cache_dir=cell.runtime.cache_dir)
         model.eval()
-        n = sum(p.numel() for p in model.parameters())
-        return PreparedModel(model=model, tokenizer=tokenizer, trainable_params=0, total_params=n)
+        prepared = PreparedModel.of(model, tokenizer)
+        prepared.trainable_params = 0  # evaluated, never trained
+        return prepared
