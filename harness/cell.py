@@ -29,17 +29,14 @@ def _utc_now() -> str:
 
 
 def _eval_data_files(cfg: CellConfig) -> dict[str, str]:
-    from harness.evaluation.registry import builtin_task
-    from harness.paths import resolve_data_path
+    from harness.evaluation.registry import task_data_path
+    from harness.paths import display_data_path
 
     out = {}
     for task in cfg.eval.tasks:
-        builtin = builtin_task(task.name)
-        rel = task.data or (builtin.default_data if builtin else None)
-        if rel:
-            p = resolve_data_path(rel, Path(cfg.runtime.data_dir))
-            if p.is_file():
-                out[str(p)] = sha256_file(p)
+        p = task_data_path(task, Path(cfg.runtime.data_dir))
+        if p is not None and p.is_file():
+            out[display_data_path(p, cfg.runtime.data_dir)] = sha256_file(p)
     return out
 
 

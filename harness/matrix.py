@@ -157,7 +157,7 @@ def _resolve_method(entry: MethodEntry, index: int, problems: list[str]) -> Meth
 
 def _check_data_files(matrix: Matrix, trains: list[tuple[tuple[Any, ...], TrainConfig]], data_dir: Path,
                       problems: list[str]) -> None:
-    from harness.evaluation.registry import builtin_task
+    from harness.evaluation.registry import builtin_task, task_data_path
 
     hint = f"(relative paths resolve against --data-dir, ${DATA_DIR_ENV} or the matrix's data_dir; now {data_dir})"
     seen: set[Path] = set()
@@ -170,9 +170,8 @@ def _check_data_files(matrix: Matrix, trains: list[tuple[tuple[Any, ...], TrainC
                     problems.append(f"{_loc_str(where + ('datasets', i, 'path'))}: data file not found: {p} {hint}")
     for i, task in enumerate(matrix.eval.tasks):
         builtin = builtin_task(task.name)
-        rel = task.data or (builtin.default_data if builtin else None)
-        if rel:
-            p = resolve_data_path(rel, data_dir)
+        p = task_data_path(task, data_dir)
+        if p is not None:
             if not p.is_file():
                 how = f"; {builtin.how_to_obtain}" if builtin else ""
                 problems.append(f"eval.tasks[{i}].data: data file for task '{task.name}' not found: {p} {hint}{how}")

@@ -198,13 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-    from harness.evaluation.registry import BUILTIN_TASKS
+    from harness.evaluation.registry import builtin_task
 
     data_dir = args.data_dir.resolve()
-    files = {t: data_dir / BUILTIN_TASKS[t].default_data for t in args.tasks}
+    files = {t: data_dir / builtin_task(t).default_data for t in args.tasks}
     for t, p in files.items():
         if not p.is_file():
-            print(f"{t}: data file not found: {p} ({BUILTIN_TASKS[t].how_to_obtain})", file=sys.stderr)
+            print(f"{t}: data file not found: {p} ({builtin_task(t).how_to_obtain})", file=sys.stderr)
             return 2
     work = args.keep.resolve() if args.keep else Path(tempfile.mkdtemp(prefix="medbench-parity-"))
     include = work / "include"

@@ -23,8 +23,8 @@ from harness.estimator import (
     profile_from_environment,
 )
 from harness.methods.qlora import ABSMAX_DOUBLE_QUANT_BYTES, NF4_BYTES
-from harness.models.sources.gguf import gguf_architecture
 from harness.models.architectures import ARCHITECTURES, count_parameters
+from harness.models.sources.gguf import gguf_architecture
 from harness.results import CellResult
 
 ROOT = Path(__file__).resolve().parent.parent

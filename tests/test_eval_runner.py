@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from harness.config import CellConfig, CellRuntime, EvalConfig, MethodConfig, ModelSpec, TrainConfig
-from harness.evaluation.data import load_medqa_jsonl, load_pubmedqa_json
-from harness.evaluation.tasks.utils import medqa_doc_to_text
+from harness.evaluation.registry import builtin_task
+from harness.evaluation.tasks.medqa.utils import medqa_doc_to_text
+
+load_medqa_jsonl = builtin_task("medqa").load
+load_pubmedqa_json = builtin_task("pubmedqa").load
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
 MEDQA = FIX / "medqa_tiny.jsonl"

@@ -19,7 +19,6 @@ from harness.evaluation.stats import (
 )
 from harness.results import CellResult, write_result
 
-
 # ---------------------------------------------------------------------------------------------------- McNemar
 
 @pytest.mark.parametrize("b, c, p", [

@@ -9,10 +9,21 @@ from pathlib import Path
 import pytest
 
 from harness.config import EvalConfig
-from harness.evaluation.data import EvalDataError, load_medqa_jsonl, load_pubmedqa_json, prepare_local_data
+from harness.evaluation.data import EvalDataError, prepare_local_data
 from harness.evaluation.lm_eval_runner import EvalTaskError, resolve_tasks
 from harness.evaluation.registry import BUILTIN_TASKS, builtin_task
-from harness.evaluation.tasks import utils as task_utils
+from harness.evaluation.tasks.medqa import utils as medqa_utils
+from harness.evaluation.tasks.pubmedqa import utils as pubmedqa_utils
+
+
+def _module_of(fn):
+    import sys
+
+    return sys.modules[fn.__module__]
+
+
+load_medqa_jsonl = builtin_task("medqa").load
+load_pubmedqa_json = builtin_task("pubmedqa").load
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
 MEDQA = FIX / "medqa_tiny.jsonl"
@@ -66,7 +77,7 @@ def test_registry_keeps_its_interface():
 def test_medqa_prompt_is_byte_identical_to_lm_eval():
     theirs = builtin_config("medqa/medqa.yaml")["doc_to_text"]
     for raw, rec in zip(raw_medqa(), load_medqa_jsonl(MEDQA), strict=True):
-        ours = task_utils.medqa_doc_to_text(rec)
+        ours = medqa_utils.medqa_doc_to_text(rec)
         assert ours == theirs(medqa_hub_schema(raw))
         assert ours.startswith("Question: ") and ours.endswith("\nAnswer:")
 
@@ -75,7 +86,7 @@ def test_pubmedqa_prompt_is_byte_identical_to_lm_eval():
     theirs = builtin_config("pubmedqa/pubmedqa.yaml")["doc_to_text"]
     raw = json.loads(PUBMEDQA.read_text())
     for rec in load_pubmedqa_json(PUBMEDQA):
-        assert task_utils.pubmedqa_doc_to_text(rec) == theirs(raw[rec["id"]])
+        assert pubmedqa_utils.pubmedqa_doc_to_text(rec) == theirs(raw[rec["id"]])
 
 
 @pytest.mark.parametrize("ours_name, builtin_rel", [("medqa", "medqa/medqa.yaml"),
@@ -134,7 +145,7 @@ def test_pubmedqa_task_renders_like_the_builtin_through_lm_eval(tmp_path):
 @pytest.mark.parametrize("letter, index", [("A", 0), ("B", 1), ("C", 2), ("D", 3)])
 def test_medqa_label_mapping(letter, index):
     doc = {"question": "q", "options": dict(zip("ABCD", "wxyz")), "answer_idx": letter}
-    assert task_utils.medqa_doc_to_target(doc) == index
+    assert medqa_utils.medqa_doc_to_target(doc) == index
     assert ["A", "B", "C", "D"][index] == letter
     builtin_target = builtin_config("medqa/medqa.yaml")["doc_to_target"]
     assert builtin_target(medqa_hub_schema(doc)) == index
@@ -193,7 +204,7 @@ def test_no_file_and_online_uses_the_hub_copy(tmp_path, monkeypatch):
     medqa, pubmedqa = resolve_tasks(EvalConfig(tasks=["medqa", "pubmedqa"]), data_dir=tmp_path,
                                     cache_dir=tmp_path / "cache")
     assert medqa.data["kind"] == "hub" and medqa.spec["dataset_path"] == "GBaker/MedQA-USMLE-4-options-hf"
-    assert "dataset_kwargs" not in medqa.spec and medqa.spec["process_docs"] is task_utils.medqa_from_hub
+    assert "dataset_kwargs" not in medqa.spec and medqa.spec["process_docs"] is builtin_task("medqa").from_hub
     assert pubmedqa.spec["dataset_path"] == "bigbio/pubmed_qa"
     assert pubmedqa.spec["dataset_name"] == "pubmed_qa_labeled_fold0_source"
     # an explicitly given file that is missing is an error even online
@@ -204,11 +215,11 @@ def test_no_file_and_online_uses_the_hub_copy(tmp_path, monkeypatch):
 
 def test_hub_records_map_onto_the_local_schema():
     for i, (raw, rec) in enumerate(zip(raw_medqa(), load_medqa_jsonl(MEDQA))):
-        mapped = task_utils.medqa_record_from_hub(medqa_hub_schema(raw), i)
+        mapped = _module_of(builtin_task("medqa").from_hub).record_from_hub(medqa_hub_schema(raw), i)
         assert mapped == rec
     raw = json.loads(PUBMEDQA.read_text())
     for i, rec in enumerate(load_pubmedqa_json(PUBMEDQA)):
-        assert task_utils.pubmedqa_record_from_hub({"pubid": rec["id"], **raw[rec["id"]]}, i) == rec
+        assert _module_of(builtin_task("pubmedqa").from_hub).record_from_hub({"pubid": rec["id"], **raw[rec["id"]]}, i) == rec
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -235,7 +246,7 @@ GOOD_MEDQA = json.dumps({"question": "Q?", "options": {"A": "a", "B": "b", "C": 
 def test_malformed_medqa_names_file_line_and_field(tmp_path, line, fragments):
     path = _write(tmp_path, "bad.jsonl", GOOD_MEDQA + "\n" + line + "\n")
     with pytest.raises(EvalDataError) as err:
-        prepare_local_data("medqa_jsonl", path, tmp_path / "cache")
+        prepare_local_data(builtin_task("medqa"), path, tmp_path / "cache")
     msg = str(err.value)
     assert msg.startswith(str(path))
     for f in fragments:
@@ -257,7 +268,7 @@ GOOD_PUB = {"QUESTION": "Q?", "CONTEXTS": ["c1", "c2"], "final_decision": "yes",
 def test_malformed_pubmedqa_names_file_record_and_field(tmp_path, text, fragments):
     path = _write(tmp_path, "bad.json", text)
     with pytest.raises(EvalDataError) as err:
-        prepare_local_data("pubmedqa_json", path, tmp_path / "cache")
+        prepare_local_data(builtin_task("pubmedqa"), path, tmp_path / "cache")
     msg = str(err.value)
     assert msg.startswith(str(path))
     for f in fragments:
@@ -274,21 +285,21 @@ def test_malformed_file_fails_in_resolve_before_any_model_work(tmp_path):
 # ---------------------------------------------------------------------------------------------------- normalised copies
 
 def test_normalised_copy_keeps_order_ids_and_is_keyed_by_content(tmp_path):
-    prep = prepare_local_data("pubmedqa_json", PUBMEDQA, tmp_path / "cache")
+    prep = prepare_local_data(builtin_task("pubmedqa"), PUBMEDQA, tmp_path / "cache")
     assert prep.ids == tuple(json.loads(PUBMEDQA.read_text()).keys())
     rows = [json.loads(line) for line in prep.path.read_text().splitlines()]
     assert [r["id"] for r in rows] == list(prep.ids)
     assert set(rows[0]) == {"id", "QUESTION", "CONTEXTS", "final_decision", "LONG_ANSWER"}
     assert prep.sha256[:20] in prep.path.name
     # medqa: blank lines are skipped, ids are the record index
-    m = prepare_local_data("medqa_jsonl", MEDQA, tmp_path / "cache")
+    m = prepare_local_data(builtin_task("medqa"), MEDQA, tmp_path / "cache")
     assert m.ids == tuple(range(6)) and "\n\n" in MEDQA.read_text()
     # a changed file gets a new copy
     copy = tmp_path / "m.jsonl"
     shutil.copy(MEDQA, copy)
     with open(copy, "a") as f:
         f.write(GOOD_MEDQA + "\n")
-    m2 = prepare_local_data("medqa_jsonl", copy, tmp_path / "cache")
+    m2 = prepare_local_data(builtin_task("medqa"), copy, tmp_path / "cache")
     assert m2.path != m.path and m2.n == 7
 
 

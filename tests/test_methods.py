@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness.methods.base import get_method  # noqa: E402
 from harness import flops  # noqa: E402
+from harness.methods.base import get_method  # noqa: E402
 from harness.methods.lora import TARGET_SETS  # noqa: E402
 from harness.precision import resolve_precision  # noqa: E402
 

@@ -122,7 +122,7 @@ class CDP:
     def close(self) -> None:
         try:
             self.send("Browser.close")
-        except Exception:  # noqa: BLE001 - closing anyway
+        except Exception:
             pass
         try:
             self.proc.wait(timeout=10)

@@ -38,7 +38,7 @@ def _with_system_prompt(ex: Example, system_prompt: str | None) -> Example:
 
 
 def _data_files(train, data_dir: Path) -> dict[str, str]:
-    from harness.paths import resolve_data_path
+    from harness.paths import display_data_path, resolve_data_path
 
     files: dict[str, str] = {}
     for i, spec in enumerate(train.datasets):
@@ -46,7 +46,7 @@ def _data_files(train, data_dir: Path) -> dict[str, str]:
             path = resolve_data_path(spec.path, Path(data_dir)).resolve()
             if not path.is_file():
                 raise DataError(f"{path}: data file not found (train.datasets[{i}].path)")
-            files[str(path)] = sha256_file(path)
+            files[display_data_path(path, data_dir)] = sha256_file(path)
         else:
             # a hub dataset has no file to hash here: hash its records (read from the local datasets cache)
             records = read_hub_records(spec.hub_id, spec.hub_config, spec.split, spec.limit)

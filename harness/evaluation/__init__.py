@@ -16,7 +16,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from harness.evaluation.registry import BUILTIN_TASKS, BuiltinTask, builtin_task
+from harness.evaluation.registry import BuiltinTask, builtin_task, builtin_tasks, task_data_path
 
 _LAZY = {
     "evaluate_model": "lm_eval_runner",
@@ -35,7 +35,7 @@ _LAZY = {
     "read_items": "stats",
 }
 
-__all__ = ["BUILTIN_TASKS", "BuiltinTask", "builtin_task", *_LAZY]
+__all__ = ["BuiltinTask", "builtin_task", "builtin_tasks", "task_data_path", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,7 +3,7 @@
 Flow, per cell:
   1. `resolve_tasks` turns `cell.eval` into lm-eval task specs before any model work, so a missing or malformed
      data file fails fast:
-     - a built-in task (`harness.evaluation.registry`) is the shipped YAML (`tasks/<name>.yaml`, loaded with
+     - a built-in task (`harness.evaluation.registry`) is the shipped YAML (`tasks/<name>/*.yaml`, loaded with
        lm-eval's own YAML loader) with exactly one runtime change: `dataset_kwargs.data_files` points at the
        validated, normalised copy of the local file (`harness.evaluation.data`). With no local file given or
        found and the machine online, the Hub copy is used instead (`dataset_path` / `dataset_name` /
@@ -34,13 +34,13 @@ from typing import Any
 from harness.config import CellConfig, EvalConfig
 from harness.evaluation.data import (
     EvalDataError,
-    PreparedData,
+    PreparedTaskData,
     is_offline,
     missing_file_error,
     prepare_local_data,
     spread_indices,
 )
-from harness.evaluation.registry import BUILTIN_TASKS, BuiltinTask
+from harness.evaluation.registry import BuiltinTask, builtin_task, builtin_tasks, task_data_path
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +73,20 @@ def _builtin_config(task: BuiltinTask) -> dict[str, Any]:
     return load_yaml(task.yaml_path, resolve_func=True)
 
 
-def _resolve_builtin(task: BuiltinTask, spec_data: str | None, num_fewshot: int, limit: int | None,
+def _resolve_builtin(task: BuiltinTask, spec: Any, num_fewshot: int, limit: int | None,
                      key: str, data_dir: Path, cache_dir: Path, limit_strategy: str = "first") -> ResolvedTask:
-    from harness.paths import resolve_data_path
+    from harness.paths import display_data_path, resolve_data_path
 
     cfg = _builtin_config(task)
-    path = resolve_data_path(spec_data or task.default_data, data_dir)
+    path = task_data_path(spec, data_dir)
     if not path.is_file():
-        if spec_data is None and task.hub_dataset and not is_offline():
+        if spec.data is None and task.hub_dataset and task.from_hub and not is_offline():
             return _resolve_hub(task, cfg, num_fewshot, limit, key)
-        raise missing_file_error(task, path, data_dir, spec_data)
+        raise missing_file_error(task, path, data_dir, spec.data)
 
-    prepared = prepare_local_data(task.data_format, path, cache_dir)
-    data = {"kind": "local", "path": str(path.resolve()), "sha256": prepared.sha256, "n_file": prepared.n}
+    prepared = prepare_local_data(task, path, cache_dir)
+    data = {"kind": "local", "path": display_data_path(path, data_dir), "sha256": prepared.sha256,
+            "n_file": prepared.n}
     lm_eval_limit, samples, expected_ids = limit, None, prepared.ids
     if limit is not None and limit_strategy == "spread" and limit < prepared.n:
         # lm-eval's limit keeps the first N items; a label-sorted file (PubMedQA's test split) would then be
@@ -99,10 +100,10 @@ def _resolve_builtin(task: BuiltinTask, spec_data: str | None, num_fewshot: int,
     if num_fewshot > 0:
         shots = resolve_data_path(task.fewshot_data, data_dir) if task.fewshot_data else None
         if shots is not None and shots.is_file():
-            fs: PreparedData = prepare_local_data(task.data_format, shots, cache_dir)
+            fs: PreparedTaskData = prepare_local_data(task, shots, cache_dir)
             data_files["train"] = str(fs.path)
             cfg["training_split"] = "train"  # as lm-eval's built-in: few-shot examples from the training split
-            fewshot_source = f"train split: {shots} (sha256 {fs.sha256})"
+            fewshot_source = f"train split: {display_data_path(shots, data_dir)} (sha256 {fs.sha256})"
         else:
             # lm-eval excludes the evaluated item from the examples only when the few-shot split is the test split
             cfg["fewshot_split"] = "test"
@@ -116,16 +117,13 @@ def _resolve_builtin(task: BuiltinTask, spec_data: str | None, num_fewshot: int,
 
 def _resolve_hub(task: BuiltinTask, cfg: dict[str, Any], num_fewshot: int, limit: int | None,
                  key: str) -> ResolvedTask:
-    from harness.evaluation.tasks import utils as task_utils
-
     cfg = dict(cfg)
     cfg.pop("dataset_kwargs", None)
     cfg["dataset_path"] = task.hub_dataset
     if task.hub_name:
         cfg["dataset_name"] = task.hub_name
     cfg["test_split"] = task.hub_split
-    cfg["process_docs"] = {"medqa_jsonl": task_utils.medqa_from_hub,
-                           "pubmedqa_json": task_utils.pubmedqa_from_hub}[task.data_format]
+    cfg["process_docs"] = task.from_hub
     fewshot_source = None
     if num_fewshot > 0:
         cfg["training_split"] = "train"
@@ -155,14 +153,14 @@ def resolve_tasks(eval_cfg: EvalConfig, data_dir: Path, cache_dir: Path,
     for spec in eval_cfg.tasks:
         shots = spec.num_fewshot if spec.num_fewshot is not None else eval_cfg.num_fewshot
         limit = spec.limit if spec.limit is not None else eval_cfg.limit
-        builtin = BUILTIN_TASKS.get(spec.name)
+        builtin = builtin_task(spec.name)
         if builtin is not None:
-            resolved.append(_resolve_builtin(builtin, spec.data, shots, limit, spec.name, data_dir, cache_dir,
+            resolved.append(_resolve_builtin(builtin, spec, shots, limit, spec.name, data_dir, cache_dir,
                                              eval_cfg.limit_strategy))
             continue
         if spec.data:
             raise EvalTaskError(f"eval.tasks: task '{spec.name}' is not a built-in task "
-                                f"({', '.join(BUILTIN_TASKS)}), so 'data' cannot be set: the task's YAML says "
+                                f"({', '.join(builtin_tasks())}), so 'data' cannot be set: the task's YAML says "
                                 f"where its data is")
         resolved.append(ResolvedTask(key=spec.name, lm_eval_name=spec.name, spec=spec.name, num_fewshot=shots,
                                      limit=limit, data={"kind": "lm-eval", "task": spec.name}))
@@ -177,7 +175,7 @@ def resolve_tasks(eval_cfg: EvalConfig, data_dir: Path, cache_dir: Path,
                 close = difflib.get_close_matches(t.lm_eval_name, tm.all_tasks, n=5)
                 raise EvalTaskError(
                     f"eval.tasks: unknown task '{t.lm_eval_name}': not a built-in task "
-                    f"({', '.join(BUILTIN_TASKS)}), not an lm-eval task"
+                    f"({', '.join(builtin_tasks())}), not an lm-eval task"
                     + (f", not in the task folder {inc}" if inc else " (no eval.include_path given)")
                     + (f"; did you mean {', '.join(close)}?" if close else ""))
             entry = tm.task_index[t.lm_eval_name]
@@ -192,7 +190,7 @@ def make_task_manager(eval_cfg: EvalConfig, data_dir: Path) -> Any:
     """lm-eval's TaskManager: with lm-eval's own task index (slow, ~6 s) only when a non-built-in task needs it."""
     from lm_eval.tasks import TaskManager
 
-    if all(spec.name in BUILTIN_TASKS for spec in eval_cfg.tasks):
+    if all(builtin_task(spec.name) for spec in eval_cfg.tasks):
         return TaskManager(include_defaults=False)  # built-in tasks are passed as full configs
     inc = include_dir(eval_cfg, data_dir)
     return TaskManager(include_path=str(inc) if inc else None, include_defaults=True)

@@ -1,14 +1,23 @@
-"""Built-in evaluation tasks shipped with the harness (light: no lm_eval import).
+"""Built-in evaluation tasks: one folder each, found by scanning (light: no lm_eval import).
 
-Each built-in task is one lm-eval task YAML in `harness/evaluation/tasks/` whose prompt, choices, target and
-metrics are copied from lm-eval's own built-in task (`lm_eval_builtin`), but which reads the original local data
-file (validated and normalised by `harness.evaluation.data`) instead of the Hub copy.
+A built-in task is a folder `harness/evaluation/tasks/<name>/` (or `<plug-in folder>/tasks/<name>/`, see
+`harness.plugins`) holding:
+- the lm-eval task YAML, whose prompt, choices, target and metrics are copied from lm-eval's own built-in task
+  (`lm_eval_builtin`), and the `utils.py` its `!function` entries name;
+- `task.py`, which defines `TASK = BuiltinTask(...)`: the local-file loader (validating and normalising the original
+  file), the Hub mapping used only when online and no local file is given, its label and chance levels.
+Adding a built-in task is adding a folder: the matrix validation, the evaluation runner and the report's labels and
+chance lines all read this registry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 
@@ -16,51 +25,97 @@ TASKS_DIR = Path(__file__).parent / "tasks"
 @dataclass(frozen=True)
 class BuiltinTask:
     name: str  # the name used in matrix files
-    lm_eval_task: str  # the task name in the shipped YAML folder
+    label: str  # how the report names it
+    yaml_file: str  # the lm-eval task YAML in the task's folder
+    lm_eval_builtin: str  # the lm-eval built-in task whose prompt / choices / target / metrics we copy
     default_data: str  # relative to the data dir
     how_to_obtain: str
-    # --- added for the evaluation runner (all have defaults so older call sites keep working)
-    data_format: str = ""  # the loader in harness.evaluation.data: "medqa_jsonl" | "pubmedqa_json"
-    lm_eval_builtin: str = ""  # the lm-eval built-in task whose prompt / choices / target / metrics we copy
+    load: Callable[[Path], list[dict[str, Any]]]  # validated, normalised records of a local file, each with `id`
+    display_order: int = 50  # the report shows tasks in this order
     hub_dataset: str | None = None  # used only when online and no local file is given or found
     hub_name: str | None = None
     hub_split: str = "test"
+    from_hub: Callable[[Any], Any] | None = None  # lm-eval `process_docs` mapping the Hub copy onto the local schema
     # Few-shot examples: a local file of the same format (relative to the data dir), the same split lm-eval's
     # built-in task draws its few-shot examples from. None: there is none; few-shot examples then come from the
     # evaluated split itself, never the item being evaluated (lm-eval's sampler excludes it).
     fewshot_data: str | None = None
+    chance: float | None = None  # accuracy of uniform guessing
+    majority: float | None = None  # accuracy of always giving the most frequent answer, where it differs
+    folder: Path = field(default=TASKS_DIR)  # set by the registry: the task's folder
 
     @property
     def yaml_path(self) -> Path:
-        return TASKS_DIR / f"{self.lm_eval_task}.yaml"
+        return self.folder / self.yaml_file
+
+    @property
+    def lm_eval_task(self) -> str:
+        """The task's name inside lm-eval (the YAML's `task:` key)."""
+        import yaml
+
+        class _Loader(yaml.SafeLoader):  # lm-eval's YAML uses a `!function` tag; only `task:` is read here
+            pass
+
+        _Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+        return str(yaml.load(self.yaml_path.read_text(), Loader=_Loader)["task"])
 
 
-BUILTIN_TASKS: dict[str, BuiltinTask] = {
-    "medqa": BuiltinTask(
-        name="medqa",
-        lm_eval_task="medbench_medqa_4options",
-        default_data="medqa_usmle_4opt/test.jsonl",
-        how_to_obtain="MedQA (USMLE, 4 options) test split as JSONL with question / options / answer_idx, "
-        "from https://github.com/jind11/MedQA (data_clean/questions/US/4_options/phrases_no_exclude_test.jsonl)",
-        data_format="medqa_jsonl",
-        lm_eval_builtin="medqa_4options",
-        hub_dataset="GBaker/MedQA-USMLE-4-options-hf",
-        fewshot_data=None,  # no MedQA train split ships with the data dir
-    ),
-    "pubmedqa": BuiltinTask(
-        name="pubmedqa",
-        lm_eval_task="medbench_pubmedqa",
-        default_data="pubmedqa/test_set.json",
-        how_to_obtain="PubMedQA PQA-L official test split (PMID-keyed JSON, test_set.json) from "
-        "https://github.com/pubmedqa/pubmedqa (data/ori_pqal.json split with preprocess/split_dataset.py)",
-        data_format="pubmedqa_json",
-        lm_eval_builtin="pubmedqa",
-        hub_dataset="bigbio/pubmed_qa",
-        hub_name="pubmed_qa_labeled_fold0_source",
-        fewshot_data="pubmedqa/pqal_fold0/train_set.json",  # lm-eval's pubmedqa: training_split = fold-0 train
-    ),
-}
+_cache: dict[tuple[Path, ...], dict[str, BuiltinTask]] = {}
+
+
+def _task_folders() -> list[Path]:
+    from harness.plugins import plugin_task_dirs
+
+    roots = [TASKS_DIR, *plugin_task_dirs()]
+    return [d for root in roots for d in sorted(root.iterdir()) if (d / "task.py").is_file()]
+
+
+def _load_task(folder: Path) -> BuiltinTask:
+    name = f"medbench_task_{folder.name}_{abs(hash(str(folder.resolve()))) % 10**8}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, folder / "task.py")
+        if spec is None or spec.loader is None:
+            raise ImportError(f"{folder / 'task.py'}: cannot be imported")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    task = getattr(sys.modules[name], "TASK", None)
+    if not isinstance(task, BuiltinTask):
+        raise TypeError(f"{folder / 'task.py'} must define TASK = BuiltinTask(...)")
+    if not task.yaml_path.name or not (folder / task.yaml_file).is_file():
+        raise FileNotFoundError(f"{folder}: the task YAML {task.yaml_file!r} named by task.py is not in the folder")
+    object.__setattr__(task, "folder", folder)
+    return task
+
+
+def builtin_tasks() -> dict[str, BuiltinTask]:
+    """Every built-in task by name, in display order (scanned once per set of plug-in folders)."""
+    folders = tuple(_task_folders())
+    if folders not in _cache:
+        tasks = [_load_task(f) for f in folders]
+        names = [t.name for t in tasks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"built-in task name(s) {dup} defined by more than one task folder")
+        _cache[folders] = {t.name: t for t in sorted(tasks, key=lambda t: (t.display_order, t.name))}
+    return _cache[folders]
 
 
 def builtin_task(name: str) -> BuiltinTask | None:
-    return BUILTIN_TASKS.get(name)
+    return builtin_tasks().get(name)
+
+
+def task_data_path(task: Any, data_dir: Path) -> Path | None:
+    """Where a task spec's (`eval.tasks[]`) local data is: its `data`, else a built-in task's default file (both
+    relative to the data dir unless absolute); None for tasks whose YAML names their own data."""
+    from harness.paths import resolve_data_path
+
+    builtin = builtin_task(task.name)
+    rel = task.data or (builtin.default_data if builtin else None)
+    return resolve_data_path(rel, data_dir) if rel else None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BUILTIN_TASKS":  # the registry as a mapping, scanned on first use
+        return builtin_tasks()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,10 +17,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from harness.results import CellResult
 
-TASK_ORDER = ("medqa", "pubmedqa")  # shown first, in this order; other tasks follow alphabetically
-TASK_LABELS = {"medqa": "MedQA", "pubmedqa": "PubMedQA"}
-# chance levels (GUIDE §4): uniform guessing, and the majority answer where it differs
-CHANCE = {"medqa": (0.25, None), "pubmedqa": (1 / 3, 0.552)}
 NUMERIC_COLUMNS = ("r", "epochs", "lr", "seed", "max_seq_length", "mem_headline", "mem_allocated", "mem_reserved",
                    "mem_nvml", "mem_rss", "time_per_epoch", "train_time", "wall_s", "tokens_per_s", "mfu",
                    "trainable_params", "total_params", "trainable_share", "saved_bytes", "est_memory",
@@ -28,14 +24,21 @@ NUMERIC_COLUMNS = ("r", "epochs", "lr", "seed", "max_seq_length", "mem_headline"
 
 
 def task_label(task: str) -> str:
-    return TASK_LABELS.get(task, task)
+    """A built-in task's label (from its folder, harness/evaluation/tasks/<name>/task.py), else the task's name."""
+    from harness.evaluation.registry import builtin_task
+
+    builtin = builtin_task(task)
+    return builtin.label if builtin else task
 
 
 def chance_level(task: str) -> tuple[float, float | None] | None:
-    for key, value in CHANCE.items():
-        if task == key or task.startswith(key + "_") or task.startswith("medbench_" + key):
-            return value
-    return None
+    """(uniform guessing, always the majority answer or None) of a built-in task, as its folder declares them."""
+    from harness.evaluation.registry import builtin_task
+
+    builtin = builtin_task(task)
+    if builtin is None or builtin.chance is None:
+        return None
+    return builtin.chance, builtin.majority
 
 
 def get(obj: Any, path: str, default: Any = None) -> Any:
@@ -192,7 +195,10 @@ def _row(rec: CellResult) -> dict[str, Any]:
 
 
 def _order_tasks(tasks: set[str]) -> list[str]:
-    first = [t for t in TASK_ORDER if t in tasks]
+    """Built-in tasks first, in their display order; other tasks alphabetically."""
+    from harness.evaluation.registry import builtin_tasks
+
+    first = [t for t in builtin_tasks() if t in tasks]
     return first + sorted(tasks - set(first))
 
 

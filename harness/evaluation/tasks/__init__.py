@@ -1,1 +1,2 @@
-"""lm-eval task YAML files shipped with the harness, and the functions they reference (`utils.py`)."""
+"""Built-in evaluation tasks: one folder each (`<name>/task.py` + the lm-eval YAML + `utils.py`), found by
+`harness.evaluation.registry`."""

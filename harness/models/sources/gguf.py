@@ -153,7 +153,7 @@ class GgufSource(ModelSource):
         try:
             folder, name = gguf_location(spec)
             return gguf_architecture(str(folder / name)), f"GGUF header of {name}"
-        except Exception as exc:  # noqa: BLE001 - fall back on the known sizes, and say so
+        except Exception as exc:
             low = (spec.gguf_file or spec.path or "").lower()
             for frag, known in KNOWN_GGUF.items():
                 if frag in low:

@@ -27,7 +27,7 @@ def cached_config(spec: Any) -> str | None:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(spec.hub_id, "config.json", revision=spec.revision)
-    except Exception:  # noqa: BLE001 - an unusable cache is the same as no cache here
+    except Exception:
         return None
     return cached if isinstance(cached, str) and os.path.isfile(cached) else None
 
