@@ -185,7 +185,7 @@ def _apply_liger(cfg: CellConfig) -> None:
 
 def _save(prepared: Any, cfg: CellConfig, workdir: Path) -> int:
     """Save what this method would ship, return its size; keep it only when asked (`train.save: keep`)."""
-    from harness.meters import folder_size_bytes
+    from harness.paths import folder_size_bytes
 
     if cfg.train.save == "keep":
         out = workdir / "checkpoint"

@@ -129,11 +129,6 @@ def training_flops_per_token(arch: dict[str, Any], *, trainable_params: int, fro
     return total
 
 
-def forward_flops_per_token(arch: dict[str, Any], seq_len: int, *, causal: bool = True) -> float:
-    """One forward pass (inference / evaluation): 2·N + A/3."""
-    return 2.0 * linear_params(arch) + attention_flops_per_token(arch, seq_len, causal=causal) / 3.0
-
-
 def lora_trainable_params(arch: dict[str, Any], r: int, target_modules: list[str], *, dora: bool = False) -> int:
     """Adapter parameters: each adapted Linear(in, out) gains A (r×in) and B (out×r) per layer (+ out for DoRA)."""
     shapes = linear_shapes(arch)

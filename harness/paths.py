@@ -37,3 +37,13 @@ def display_data_path(path: str | os.PathLike[str], data_dir: str | os.PathLike[
         return str(p.resolve().relative_to(Path(data_dir).resolve()))
     except ValueError:
         return p.name
+
+
+def folder_size_bytes(path: str | os.PathLike[str]) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            fp = os.path.join(root, name)
+            if not os.path.islink(fp):
+                total += os.path.getsize(fp)
+    return total

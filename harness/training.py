@@ -8,6 +8,7 @@ and packing do not change what one optimizer step means.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import CellConfig
-from harness.meters import MemoryMeter, Stopwatch
+from harness.measures import TrainCounters, throughput
+from harness.meters import Stopwatch, measuring, readings
 from harness.precision import Precision
 from harness.results import atomic_write_text
 
@@ -89,14 +91,7 @@ def _model_inputs(batch: Any, device: str, vocab: int) -> dict[str, Any]:
         # folding ids keeps shapes, and so speed and memory, exact; the text is meaningless anyway.
         ids = ids % vocab
         labels = labels.where(labels < 0, labels % vocab)
-    # use_cache=False: with a KV cache transformers ignores packed position ids (cross-example attention).
-    inputs = {"input_ids": ids.to(device, non_blocking=True), "labels": labels.to(device, non_blocking=True),
-              "use_cache": False}
-    if batch.position_ids is not None:
-        inputs["position_ids"] = batch.position_ids.to(device, non_blocking=True)
-    if batch.attention_mask is not None:
-        inputs["attention_mask"] = batch.attention_mask.to(device, non_blocking=True)
-    return inputs
+    return dataclasses.replace(batch, input_ids=ids, labels=labels).model_kwargs(device)
 
 
 def _autocast(device: str, precision: Precision) -> Any:
@@ -137,11 +132,9 @@ def validation_loss(model: Any, examples: list[dict], cell: CellConfig, device: 
 
 def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, precision: Precision, optimizer_name: str,
                 eval_between_epochs: bool = True, progress: ProgressFile | None = None) -> dict[str, Any]:
-    """Train `prepared.model` on `data.train`; return the `train` and `memory` metric groups."""
+    """Train `prepared.model` on `data.train`; return the `train` metric group and one group per meter."""
     import torch
     from transformers import get_scheduler
-
-    from harness import flops
 
     model, t = prepared.model, cell.train
     pad_id = prepared.tokenizer.pad_token_id
@@ -167,7 +160,7 @@ def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, prec
     real_tokens = padded_tokens = label_tokens_seen = 0
     step = 0
     model.train()
-    with MemoryMeter(device) as mem:
+    with measuring("train", device) as meters:
         for epoch, plan in enumerate(plans):
             watch = Stopwatch(device)
             with watch:
@@ -211,17 +204,15 @@ def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, prec
             progress.update(force=True, phase="train", epoch=epoch + 1, epochs=cell.epochs, step=step,
                             total_steps=total_steps, loss=loss_curve[-1][1], val_loss=val_losses[-1])
 
-    train_time = sum(epoch_times)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    arch = base.config.to_dict()
-    frozen = prepared.trainable_params < prepared.total_params
-    # Some methods checkpoint on their own (Unsloth): the recomputed forward counts as work done.
-    checkpointing = bool(t.gradient_checkpointing or prepared.notes.get("gradient_checkpointing"))
-    fpt = flops.training_flops_per_token(arch, trainable_params=prepared.trainable_params, frozen_base=frozen,
-                                         gradient_checkpointing=checkpointing, seq_len=t.max_seq_length)
-    tokens_per_s = real_tokens / train_time if train_time > 0 else None
-    device_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
-    peak = flops.peak_flops(device_name, precision.name)
+    counters = TrainCounters(real_tokens=real_tokens, padded_tokens=padded_tokens, label_tokens=label_tokens_seen,
+                             epoch_times_s=epoch_times)
+    derived = throughput(
+        counters, arch=base.config.to_dict(), trainable_params=prepared.trainable_params,
+        total_params=prepared.total_params, seq_len=t.max_seq_length, dtype=precision.name,
+        # Some methods checkpoint on their own (Unsloth): the recomputed forward counts as work done.
+        gradient_checkpointing=bool(t.gradient_checkpointing or prepared.notes.get("gradient_checkpointing")),
+        device_name=torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu")
     train_metrics = {
         "epochs": cell.epochs,
         "steps": step,
@@ -232,9 +223,7 @@ def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, prec
         "label_tokens": label_tokens_seen,
         "padded_tokens": padded_tokens,
         "padding_fraction": padded_tokens / max(real_tokens + padded_tokens, 1),
-        "tokens_per_s": tokens_per_s,
         "epoch_times_s": epoch_times,
-        "time_per_epoch_s": train_time / len(epoch_times),
         "loss_curve": loss_curve,
         "initial_loss": loss_curve[0][1],
         "final_train_loss": loss_curve[-1][1],
@@ -242,9 +231,7 @@ def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, prec
         "trainable_params": prepared.trainable_params,
         "total_params": prepared.total_params,
         "trainable_share": prepared.trainable_params / max(prepared.total_params, 1),
-        "flops_per_token": fpt,
-        "peak_flops": peak,
-        "mfu": flops.mfu(tokens_per_s, fpt, peak) if tokens_per_s else None,
         "method_notes": prepared.notes,
+        **derived,
     }
-    return {"train": train_metrics, "memory": mem.reading.as_dict()}
+    return {"train": train_metrics, **readings(meters)}

@@ -3,7 +3,7 @@
     prepared = prepare_data(cell.train, tokenizer, data_dir, cache_dir, seed)
     for batch in iter_batches(prepared.train, batch_size=..., max_seq_length=..., packing=..., pad_to_max_length=...,
                               pad_token_id=tokenizer.pad_token_id, seed=seed, epoch=epoch):
-        loss = model(**batch.to(device).model_kwargs()).loss
+        loss = model(**batch.model_kwargs(device)).loss
 
 Modules: `loaders` (file types and formats -> Example), `clean` (de-dup, PII, short responses), `format` (chat or
 plain template, labels), `pack` (batches, packing, padding statistics), `cache` (content-hashed entries),

@@ -22,10 +22,6 @@ class Example:
     def response(self) -> str:
         return self.messages[-1]["content"]
 
-    @property
-    def prompt_messages(self) -> list[dict[str, str]]:
-        return self.messages[:-1]
-
     def to_dict(self) -> dict[str, Any]:
         return {"messages": self.messages, "source": self.source, "record_id": self.record_id}
 

@@ -39,21 +39,17 @@ class Batch:
     padded_tokens: int  # B*T - real_tokens
     examples: int = 0  # examples in the batch
 
-    def model_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `model(**kwargs)`. `use_cache=False`: with a cache, transformers ignores packing."""
-        kwargs: dict[str, Any] = {"input_ids": self.input_ids, "labels": self.labels, "use_cache": False}
+    def model_kwargs(self, device: Any = None) -> dict[str, Any]:
+        """Keyword arguments for `model(**kwargs)`, moved to `device` when given. `use_cache=False`: with a cache,
+        transformers ignores packing."""
+        kwargs: dict[str, Any] = {"input_ids": self.input_ids, "labels": self.labels}
         if self.position_ids is not None:
             kwargs["position_ids"] = self.position_ids
         if self.attention_mask is not None:
             kwargs["attention_mask"] = self.attention_mask
-        return kwargs
-
-    def to(self, device: Any) -> "Batch":
-        def move(t: Any) -> Any:
-            return None if t is None else t.to(device, non_blocking=True)
-
-        return Batch(move(self.input_ids), move(self.labels), move(self.position_ids), move(self.attention_mask),
-                     self.real_tokens, self.label_tokens, self.padded_tokens, self.examples)
+        if device is not None:
+            kwargs = {k: t.to(device, non_blocking=True) for k, t in kwargs.items()}
+        return {**kwargs, "use_cache": False}
 
 
 # ---------------------------------------------------------------------------------------------------- planning

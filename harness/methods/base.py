@@ -163,6 +163,12 @@ def display_order(kind: str) -> int:
     return cls.display_order if cls is not None else 90
 
 
+def kind_label(kind: str) -> str:
+    """How the report names a method kind: the method's `label`, else the kind itself."""
+    cls = method_class(kind)
+    return (cls.label if cls is not None else "") or kind
+
+
 def untrained_kind() -> str:
     """The kind of the untrained reference row that every model gets (the one method that does not train)."""
     kinds = [k for k, cls in methods().items() if not cls.trains]

@@ -17,10 +17,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from harness.results import CellResult
 
-NUMERIC_COLUMNS = ("r", "epochs", "lr", "seed", "max_seq_length", "mem_headline", "mem_allocated", "mem_reserved",
-                   "mem_nvml", "mem_rss", "time_per_epoch", "train_time", "wall_s", "tokens_per_s", "mfu",
-                   "trainable_params", "total_params", "trainable_share", "saved_bytes", "est_memory",
-                   "est_time_per_epoch")
+from harness.report.columns import measurement_columns, read_column
+
+# numeric columns besides the measurement columns (harness/report/columns.py)
+NUMERIC_COLUMNS = ("r", "epochs", "lr", "seed", "max_seq_length", "train_time", "wall_s", "trainable_share",
+                   "est_memory", "est_time_per_epoch")
 
 
 def task_label(task: str) -> str:
@@ -131,12 +132,7 @@ def _row(rec: CellResult) -> dict[str, Any]:
     mem = m.get("memory") if isinstance(m.get("memory"), dict) else {}
     est = rec.estimate if isinstance(rec.estimate, dict) else {}
     kind = str(get(cfg, "method.kind", "?"))
-    epochs = _num(cfg.get("epochs"))
-    tpe = _num(train.get("time_per_epoch_s"))
     train_s = _num(get(rec.timings, "train_s"))
-    if tpe is None and train_s and epochs:
-        tpe = train_s / epochs
-    total_train = train_s if train_s else (tpe * epochs if tpe is not None and epochs else None)
     r = get(cfg, "method.options.r")
     row: dict[str, Any] = {
         "cell_id": rec.cell_id,
@@ -153,37 +149,31 @@ def _row(rec: CellResult) -> dict[str, Any]:
         "is_base": not trains(kind),
         "r": _num(r),
         "variant": str(cfg.get("variant") or "default"),
-        "epochs": epochs,
+        "epochs": _num(cfg.get("epochs")),
         "lr": _num(cfg.get("learning_rate")),
         "seed": _num(cfg.get("seed")),
         "max_seq_length": _num(get(cfg, "train.max_seq_length")),
         "packing": get(cfg, "train.packing"),
         "mem_device": mem.get("device"),
         "mem_headline_name": mem.get("headline"),
-        "mem_headline": _num(mem.get("headline_bytes")),
-        "mem_allocated": _num(mem.get("max_allocated_bytes")),
-        "mem_reserved": _num(mem.get("max_reserved_bytes")),
-        "mem_nvml": _num(mem.get("nvml_process_peak_bytes")),
-        "mem_rss": _num(mem.get("peak_rss_bytes")),
-        "time_per_epoch": tpe,
-        "train_time": total_train,
         "wall_s": _num(get(rec.timings, "wall_s")),
-        "tokens_per_s": _num(train.get("tokens_per_s")),
-        "mfu": _num(train.get("mfu")),
-        "trainable_params": _num(train.get("trainable_params")),
-        "total_params": _num(train.get("total_params")),
-        "trainable_share": _num(train.get("trainable_share")),
-        "saved_bytes": _num(train.get("saved_bytes")),
         "loss_curve": train.get("loss_curve") or [],
         "val_loss": train.get("val_loss") or [],
         "est_memory": _num(est.get("peak_memory_bytes")),
         "est_time_per_epoch": _num(est.get("time_per_epoch_s")),
     }
-    if row["mem_headline"] is None:  # fall back on any measured peak, best first
-        for name in ("mem_reserved", "mem_allocated", "mem_nvml", "mem_rss"):
-            if row[name] is not None:
-                row["mem_headline"], row["mem_headline_name"] = row[name], name
-                break
+    for col in measurement_columns():
+        row[col.key] = _num(read_column(m, col))
+    if row["mem_headline_name"] is None:
+        row["mem_headline_name"] = next((n for n in ("max_reserved_bytes", "max_allocated_bytes",
+                                                     "nvml_process_peak_bytes", "peak_rss_bytes")
+                                         if _num(mem.get(n)) is not None), None)
+    epochs = row["epochs"]
+    if row["time_per_epoch"] is None and train_s and epochs:
+        row["time_per_epoch"] = train_s / epochs
+    tpe = row["time_per_epoch"]
+    row["train_time"] = train_s if train_s else (tpe * epochs if tpe is not None and epochs else None)
+    row["trainable_share"] = _num(train.get("trainable_share"))
     if row["trainable_share"] is None and row["trainable_params"] and row["total_params"]:
         row["trainable_share"] = row["trainable_params"] / row["total_params"]
     for task, ev in (m.get("eval") or {}).items():
@@ -226,7 +216,7 @@ def load_report_data(results_dir: Path) -> ReportData:
             if f"{prefix}:{task}" not in df:
                 df[f"{prefix}:{task}"] = None
             df[f"{prefix}:{task}"] = pd.to_numeric(df[f"{prefix}:{task}"], errors="coerce").astype(float)
-    for col in NUMERIC_COLUMNS:
+    for col in [*NUMERIC_COLUMNS, *(c.key for c in measurement_columns())]:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     _attach_deltas(df, ordered, comparisons)

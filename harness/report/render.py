@@ -23,6 +23,8 @@ from harness.formatting import (
     p_text,
     value,
 )
+from harness.methods.base import kind_label
+from harness.report.columns import measurement_columns
 from harness.report.loader import ReportData, chance_level, get, load_report_data, task_label
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -208,16 +210,9 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
         columns.append({"label": f"Δ {task_label(task)}",
                         "title": "difference to the model's base row in points; * = p < 0.05 and 95 % CI "
                                  "excludes 0 (paired test); hover for CI and p"})
-    columns += [{"label": "peak mem", "title": "headline peak memory (see the metric in the cell's tooltip)"},
-                {"label": "allocated", "title": "torch max_memory_allocated"},
-                {"label": "reserved", "title": "torch max_memory_reserved"},
-                {"label": "process / RSS", "title": "NVML process peak on GPU, else peak RSS of the cell process"},
-                {"label": "time / epoch", "title": "wall time per epoch, device synchronized, no eval or saving"},
-                {"label": "tokens/s", "title": "real (non-padding) training tokens per second"},
-                {"label": "MFU", "title": "model FLOPs utilisation, where the peak FLOP/s is known"},
-                {"label": "trainable", "title": "trainable parameters (share of all)"},
-                {"label": "saved", "title": "size of what the method ships (adapter or checkpoint)"},
-                {"label": "status", "title": ""}]
+    measured = [c for c in measurement_columns() if c.in_table]
+    columns += [{"label": c.label, "title": c.title} for c in measured]
+    columns.append({"label": "status", "title": ""})
     order_m = {m: i + 1 for i, m in enumerate(methods)}  # untrained rows: 0 (below)
     order_model = {m: i for i, m in enumerate(_model_order(df))}
     recs = df.to_dict("records")
@@ -229,7 +224,7 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
         cells = [{"text": r["model"], "sort": r["model"], "badge": "synthetic" if syn else "",
                   "title": f"{r['cell_id']} ({r['source']})"},
                  {"text": r["method"], "sort": f"{0 if r['is_base'] else order_m.get(r['method'], 99):03d} {r['method']}",
-                  "title": r["kind"]}]
+                  "title": f"{kind_label(r['kind'])} ({r['kind']})"}]
         if show_r:
             cells.append({"text": str(_int(r["r"])) if value(r["r"]) is not None else "", "sort": _sortable(r["r"])})
         if show_variant:
@@ -257,25 +252,25 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
                           "sort": "" if syn else _sortable(d),
                           "cls": ("muted" if syn else ("pos" if sig and d > 0 else "neg" if sig else "")),
                           "title": title})
-        proc = value(r["mem_nvml"]) if value(r["mem_nvml"]) is not None else value(r["mem_rss"])
-        proc_name = "NVML process peak" if value(r["mem_nvml"]) is not None else "peak RSS"
-        share = value(r["trainable_share"])
-        cells += [
-            {"text": fmt_bytes(r["mem_headline"]), "sort": _sortable(r["mem_headline"]),
-             "title": f"{r.get('mem_headline_name') or ''} on {r.get('mem_device') or '?'}"},
-            {"text": fmt_bytes(r["mem_allocated"]), "sort": _sortable(r["mem_allocated"])},
-            {"text": fmt_bytes(r["mem_reserved"]), "sort": _sortable(r["mem_reserved"])},
-            {"text": fmt_bytes(proc), "sort": _sortable(proc), "title": proc_name if proc is not None else ""},
-            {"text": fmt_seconds(r["time_per_epoch"]), "sort": _sortable(r["time_per_epoch"])},
-            {"text": fmt_num(r["tokens_per_s"]), "sort": _sortable(r["tokens_per_s"])},
-            {"text": fmt_pct(r["mfu"]), "sort": _sortable(r["mfu"])},
-            {"text": (fmt_count(r["trainable_params"]) + (f" ({100 * share:.2g} %)" if share is not None else ""))
-             if value(r["trainable_params"]) is not None else "–", "sort": _sortable(r["trainable_params"])},
-            {"text": fmt_bytes(r["saved_bytes"]), "sort": _sortable(r["saved_bytes"])},
-            {"text": r["status"], "sort": r["status"], "badge_status": r["status"], "title": r.get("reason") or ""},
-        ]
+        cells += [_measured_cell(r, c) for c in measured]
+        cells.append({"text": r["status"], "sort": r["status"], "badge_status": r["status"],
+                      "title": r.get("reason") or ""})
         rows.append({"cells": cells, "status": r["status"], "synthetic": syn})
     return {"columns": columns, "rows": rows, "multi_seed": multi_seed}
+
+
+FORMATS = {"bytes": fmt_bytes, "seconds": fmt_seconds, "pct": fmt_pct, "num": fmt_num, "count": fmt_count}
+
+
+def _measured_cell(row: dict[str, Any], column: Any) -> dict[str, str]:
+    """One measurement cell of the table; the tooltip says which metric or share it is where that varies."""
+    v = value(row.get(column.key))
+    title = ""
+    if column.key == "mem_headline" and v is not None:
+        title = f"{row.get('mem_headline_name') or ''} on {row.get('mem_device') or '?'}"
+    elif column.key == "trainable_params" and value(row.get("trainable_share")) is not None:
+        title = f"{100 * value(row['trainable_share']):.2g} % of all parameters"
+    return {"text": FORMATS.get(column.fmt, fmt_num)(v), "sort": _sortable(v), "title": title}
 
 
 # ---------------------------------------------------------------------------------------------------- failures

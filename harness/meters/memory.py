@@ -1,10 +1,9 @@
-"""Meters: small objects wrapped around a region of code. They measure; they contain no training logic.
+"""Peak memory of the training region.
 
-- `MemoryMeter`: on CUDA, torch's peak counters (`max_memory_allocated`, `max_memory_reserved`, reset and
+`MemoryMeter`: on CUDA, torch's peak counters (`max_memory_allocated`, `max_memory_reserved`, reset and
   synchronised around the region) and the process's NVML peak sampled from a side thread; on every device the
   peak RSS of this process (the headline on CPU). The headline on CUDA is `max_reserved` (what the allocator held,
   which is what decides an out-of-memory error); all three are reported.
-- `Stopwatch`: wall time with the device synchronised at both ends.
 """
 
 from __future__ import annotations
@@ -12,55 +11,10 @@ from __future__ import annotations
 import os
 import resource
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-
-
-class Stopwatch:
-    def __init__(self, device: str = "cpu"):
-        self.device = device
-        self.elapsed = 0.0
-
-    def __enter__(self) -> "Stopwatch":
-        synchronize(self.device)
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        synchronize(self.device)
-        self.elapsed += time.perf_counter() - self._t0
-
-
-@dataclass
-class PhaseTimer:
-    """Wall time per named phase of a cell (load, data, train, eval, save); the rest is overhead."""
-
-    device: str = "cpu"
-    phases: dict[str, float] = field(default_factory=dict)
-
-    def phase(self, name: str) -> "_Phase":
-        return _Phase(self, name)
-
-
-class _Phase:
-    def __init__(self, timer: PhaseTimer, name: str):
-        self.timer, self.name = timer, name
-
-    def __enter__(self) -> None:
-        synchronize(self.timer.device)
-        self.t0 = time.perf_counter()
-
-    def __exit__(self, *exc: Any) -> None:
-        synchronize(self.timer.device)
-        self.timer.phases[self.name] = self.timer.phases.get(self.name, 0.0) + time.perf_counter() - self.t0
+from harness.meters.base import Meter, ReportColumn
 
 
 def _rss_bytes() -> int:
@@ -138,11 +92,28 @@ class MemoryReading:
         return d
 
 
-class MemoryMeter:
+class MemoryMeter(Meter):
+    group = "memory"
+    order = 10
+    columns = (
+        # older records without a headline: any measured peak, best first
+        ReportColumn("mem_headline", ("memory.headline_bytes", "memory.max_reserved_bytes",
+                                      "memory.max_allocated_bytes", "memory.nvml_process_peak_bytes",
+                                      "memory.peak_rss_bytes"),
+                     "peak mem", "headline peak memory: torch max_memory_reserved on CUDA, peak RSS on CPU", "bytes"),
+        ReportColumn("mem_allocated", "memory.max_allocated_bytes", "allocated", "torch max_memory_allocated", "bytes"),
+        ReportColumn("mem_reserved", "memory.max_reserved_bytes", "reserved", "torch max_memory_reserved", "bytes"),
+        ReportColumn("mem_process", ("memory.nvml_process_peak_bytes", "memory.peak_rss_bytes"), "process / RSS",
+                     "NVML process peak on GPU, else peak RSS of the cell process", "bytes"),
+    )
+
     def __init__(self, device: str, interval: float = 0.02):
-        self.device = device
+        super().__init__(device)
         self.interval = interval
-        self.reading = MemoryReading(device=device)
+        self.memory = MemoryReading(device=device)
+
+    def reading(self) -> dict[str, Any]:
+        return self.memory.as_dict()
 
     def __enter__(self) -> "MemoryMeter":
         self._rss = _Sampler(_rss_bytes, self.interval)
@@ -161,7 +132,7 @@ class MemoryMeter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        r = self.reading
+        r = self.memory
         if self.device.startswith("cuda"):
             import torch
 
@@ -172,13 +143,3 @@ class MemoryMeter:
                 r.nvml_process_peak_bytes = self._nvml.stop() or None
         r.region_peak_rss_bytes = self._rss.stop()
         r.peak_rss_bytes = peak_rss_bytes()
-
-
-def folder_size_bytes(path: str | os.PathLike[str]) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            fp = os.path.join(root, name)
-            if not os.path.islink(fp):
-                total += os.path.getsize(fp)
-    return total
