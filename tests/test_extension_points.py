@@ -81,22 +81,10 @@ def test_builtin_meter_is_found_and_measures_a_region() -> None:
 
 @pytest.mark.slow
 def test_plugins_run_end_to_end_method_meter_and_task_scored(tmp_path: Path, cache_dir: Path) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(ROOT / "tests" / "fixtures" / "ci_data", data)
-    (data / "yesno.jsonl").write_text("".join(
-        json.dumps({"question": f"Is {n} an even number?", "answer": "yes" if n % 2 == 0 else "no"}) + "\n"
-        for n in range(12)))
-    (tmp_path / "m.yaml").write_text(
-        "name: plug\nmodels: [{id: tiny, source: synthetic, architecture: tiny-llama, eval_batch_size: 8}]\n"
-        "methods: [norm-tuning]\nepochs: [1]\nlearning_rates: [1.0e-3]\n"
-        "train: {datasets: [{path: train_instructions.json, format: instruction}], max_seq_length: 128,"
-        " batch_size: 4, precision: fp32, save: none}\n"
-        "eval: {tasks: [{name: yesno}]}\ndata_dir: data\n")
-    out = run([str(ROOT / "run_matrix.py"), "m.yaml", "--results", "res", "--report", "r.html", "--no-progress",
-               "--cache-dir", str(cache_dir)], tmp_path)
+    out = run([str(ROOT / "run_matrix.py"), str(PLUGINS / "demo.yaml"), "--results", "res", "--report", "r.html",
+               "--no-progress", "--cache-dir", str(cache_dir), "--only", "norm-tuning"], tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    (result,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("*.json")
-                 if p.name != "comparisons.json" and "norm-tuning" in p.name]
+    (result,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("*norm-tuning*.json")]
     assert result["status"] == "success"
     assert result["metrics"]["region_clock"]["cpu_s"] > 0
     assert result["metrics"]["eval"]["yesno"]["n"] == 12
