@@ -1,28 +1,26 @@
 #!/usr/bin/env bash
-# GPU speed and memory benchmark (matrices/gpu_bench.yaml) in one command on a lent GPU machine (no network).
+# GPU speed and memory benchmark in ONE device call of at most 8 minutes (no network on the GPU machine).
 #
 # Here, once (PyPI access, ../shared/data):
 #   bash scripts/prepare_gpu_wheels.sh        # .whl/: the wheels the GPU machine lacks (~30 MiB)
-#   bash scripts/gpu_bench.sh --prepare       # .gpu/data, .gpu/tokenizer; checks sizes; prints the plan
-# On the GPU machine (the device tool's `run`, carry: [".whl", ".gpu"]):
-#   bash scripts/gpu_bench.sh --part 1        # parts 1, 2, 3 each fit one 10-minute call (scripts/gpu/plan.py)
-#   bash scripts/gpu_bench.sh [run_matrix.py arguments, e.g. --only 'llama-3.2-1b_full_*']
+#   bash scripts/gpu_bench.sh --prepare       # .gpu/data, .gpu/tokenizer; checks sizes; prints the ordered plan
+# On the GPU machine (the device tool's `run`, carry: [".whl", ".gpu"], timeout_s 540):
+#   bash scripts/gpu_bench.sh
+# Back here, with the folder the call returned (the device tool's files_at):
+#   bash scripts/gpu_bench.sh --collect FILES_AT   # results into .gpu/results (a second call continues where the
+#                                                  # first stopped) and into results/gpu/<date>-<device>/ to commit
 #
-# On the machine it installs .whl/*.whl into /tmp/site (--no-index --no-deps), prints nvidia-smi and versions, runs
-#   python3 run_matrix.py matrices/gpu_bench.yaml --data-dir .gpu/data --results .gpu/results/gpu_bench ...
-# under a time budget (GPU_BENCH_BUDGET_S, default 530 s from the start of the script) so that it always ends in
-# time to pack what it measured, then writes to $OUT (at most 5 files): gpu_bench-<tag>.log (everything printed),
-# results-<tag>.tar.gz (results/gpu_bench/*.json + cell logs), report-<tag>.html, summary-<tag>.json, and prints
-# a summary table last. Results carried in .gpu/results are skipped (done), so after extracting a returned tar
-# into .gpu/ (tar xzf results-<tag>.tar.gz -C .gpu) the same command resumes where a call stopped.
+# On the machine it installs .whl/*.whl into /tmp/site (--no-index --no-deps), prints nvidia-smi and versions, then
+# scripts/gpu/bench.py runs the cells of scripts/gpu/plan.py in value order within GPU_BENCH_BUDGET_S (default 450 s
+# from the start of this script), copying every finished cell (result JSON, per-item files, log) and a running
+# summary table into $OUT as soon as the cell ends. Everything printed goes to $OUT/gpu_bench.log.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
-MATRIX=${GPU_BENCH_MATRIX:-matrices/gpu_bench.yaml}
 DATA_DIR=${GPU_BENCH_DATA_DIR:-.gpu/data}
-RESULTS=${GPU_BENCH_RESULTS:-.gpu/results/gpu_bench}
+RESULTS=${GPU_BENCH_RESULTS:-.gpu/results}
 WHL_DIR=${WHL_DIR:-.whl}
-BUDGET_S=${GPU_BENCH_BUDGET_S:-530}
+BUDGET_S=${GPU_BENCH_BUDGET_S:-450}
 TREE_LIMIT_MIB=64
 START=$(date +%s)
 
@@ -49,8 +47,33 @@ prepare() {
     echo "error: over the device tool's ${TREE_LIMIT_MIB} MiB limit" >&2
     return 1
   fi
-  "$py" scripts/gpu/plan.py "$MATRIX" | tail -4
-  echo "ready: run on the GPU machine  bash scripts/gpu_bench.sh --part 1  (then 2, 3) with carry [\".whl\", \".gpu\"]"
+  "$py" scripts/gpu/plan.py --budget-s "$BUDGET_S"
+  echo "ready: run on the GPU machine  bash scripts/gpu_bench.sh  with carry [\".whl\", \".gpu\"]"
+}
+
+collect() {  # FILES_AT: what a call returned -> .gpu/results (to continue) and results/gpu/<date>-<device>/ (to commit)
+  local from=${1:?usage: gpu_bench.sh --collect FILES_AT} py=${PYTHON:-.venv/bin/python}
+  [ -d "$from/results" ] || { echo "error: $from/results not found (nothing finished in that call?)" >&2; return 1; }
+  mkdir -p "$RESULTS" && cp -r "$from/results/." "$RESULTS/"
+  local device dest
+  device=$("$py" - "$from/results" <<'PY'
+import json, re, sys
+from pathlib import Path
+for p in sorted(Path(sys.argv[1]).rglob("*.json")):
+    dev = json.loads(p.read_text()).get("environment", {}).get("device", {})
+    name = dev.get("name") if isinstance(dev, dict) else None
+    if name:
+        print(re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")); break
+else:
+    print("unknown-device")
+PY
+)
+  dest=results/gpu/$(date -u +%Y-%m-%d)-$device
+  mkdir -p "$dest" && cp -r "$from/results/." "$dest/"
+  for f in "$from"/summary.txt "$from"/summary.json "$from"/gpu_bench.log "$from"/report-*.html; do
+    [ -f "$f" ] && cp "$f" "$dest/"
+  done
+  echo "collected into $RESULTS (a second call skips these cells) and $dest (commit it)"
 }
 
 if [ "${1:-}" = "--prepare" ]; then
@@ -58,23 +81,17 @@ if [ "${1:-}" = "--prepare" ]; then
   prepare "$@"
   exit $?
 fi
+if [ "${1:-}" = "--collect" ]; then
+  shift
+  collect "$@"
+  exit $?
+fi
 
 # ------------------------------------------------------------------------------------------ on the GPU machine
-TAG=all
-ONLY=()
-if [ "${1:-}" = "--part" ]; then
-  [ $# -ge 2 ] || { echo "usage: gpu_bench.sh --part N [run_matrix args]" >&2; exit 2; }
-  TAG=part$2
-  mapfile -t patterns < <(python3 scripts/gpu/plan.py --patterns "$2") || true
-  [ ${#patterns[@]} -gt 0 ] || { echo "error: unknown part $2" >&2; exit 2; }
-  for p in "${patterns[@]}"; do ONLY+=(--only "$p"); done
-  shift 2
-elif [ $# -gt 0 ]; then
-  TAG=custom
-fi
+[ $# -eq 0 ] || { echo "usage: gpu_bench.sh [--prepare | --collect FILES_AT]" >&2; exit 2; }
 OUTDIR=${OUT:-$ROOT/.gpu/out}
 mkdir -p "$OUTDIR" "$RESULTS"
-LOG=$OUTDIR/gpu_bench-$TAG.log
+LOG=$OUTDIR/gpu_bench.log
 exec > >(tee -a "$LOG") 2>&1
 TEE_PID=$!
 finish() {  # let tee write the last lines before the device tool collects $OUT
@@ -83,9 +100,8 @@ finish() {  # let tee write the last lines before the device tool collects $OUT
   exit "$1"
 }
 
-echo "== gpu_bench $TAG  $(date -u +%Y-%m-%dT%H:%M:%SZ)  budget ${BUDGET_S}s"
-needs=("$DATA_DIR")
-grep -q '\.gpu/tokenizer' "$MATRIX" && needs+=(.gpu/tokenizer)
+echo "== gpu_bench  $(date -u +%Y-%m-%dT%H:%M:%SZ)  budget ${BUDGET_S}s"
+needs=("$DATA_DIR" .gpu/tokenizer)
 [ "${GPU_BENCH_SKIP_INSTALL:-0}" = 1 ] || needs+=("$WHL_DIR")
 for need in "${needs[@]}"; do
   [ -e "$need" ] || { echo "error: $need missing: run  bash scripts/gpu_bench.sh --prepare  here and carry .whl, .gpu"
@@ -129,36 +145,9 @@ except Exception as exc:
     print("bitsandbytes import failed:", exc)
 EOF
 
-echo "== plan"
-python3 run_matrix.py "$MATRIX" --data-dir "$DATA_DIR" --results "$RESULTS" --dry-run "${ONLY[@]}" "$@" | tail -40
-
-ELAPSED=$(( $(date +%s) - START ))
-REMAIN=$(( BUDGET_S - ELAPSED ))
-echo "== run (${REMAIN}s left of the budget)"
-rc=0
-if [ "$REMAIN" -gt 30 ]; then
-  timeout -s INT -k 20 "$REMAIN" python3 run_matrix.py "$MATRIX" --data-dir "$DATA_DIR" --results "$RESULTS" \
-    --report "$OUTDIR/report-$TAG.html" --cache-dir "$MEDBENCH_CACHE_DIR" --no-progress "${ONLY[@]}" "$@"
-  rc=$?
-  [ $rc -eq 124 ] && echo "== budget reached: stopped; finished cells are saved, run the same command again to resume"
-else
-  echo "== no time left to run cells"; rc=124
-fi
-
-echo "== packing results"
-TAR=$OUTDIR/results-$TAG.tar.gz
-RES_PARENT=$(dirname "$RESULTS")
-RES_NAME=$(basename "$RESULTS")
-EXCLUDES=(--exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='checkpoint*' --exclude='.*.tmp*'
-          --exclude='.lock' --exclude='progress.json')
-tar -czf "$TAR" -C "$(dirname "$RES_PARENT")" "${EXCLUDES[@]}" "$(basename "$RES_PARENT")/$RES_NAME"
-if [ "$(stat -c %s "$TAR")" -gt $(( 15 * 1048576 )) ]; then
-  echo "results tar over 15 MiB: packing without cell logs"
-  tar -czf "$TAR" -C "$(dirname "$RES_PARENT")" "${EXCLUDES[@]}" --exclude='*.log' \
-    "$(basename "$RES_PARENT")/$RES_NAME"
-fi
-ls -la "$OUTDIR"
-
-python3 scripts/gpu/summary.py "$RESULTS" --json "$OUTDIR/summary-$TAG.json" || true
-echo "== done in $(( $(date +%s) - START ))s, run_matrix exit code $rc"
+echo "== run (plan, then every cell in value order; each one is in \$OUT as soon as it ends)"
+python3 scripts/gpu/bench.py --out "$OUTDIR" --budget-s "$BUDGET_S" --started-at "$START" --data-dir "$DATA_DIR" \
+  --results "$RESULTS" --cache-dir "$MEDBENCH_CACHE_DIR"
+rc=$?
+echo "== done in $(( $(date +%s) - START ))s, bench exit code $rc"
 finish $rc

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import fnmatch
 import hashlib
 import importlib.util
 import io
@@ -30,6 +29,7 @@ GPU = ROOT / "scripts" / "gpu"
 def load_script(name: str):
     spec = importlib.util.spec_from_file_location(f"gpu_{name}", GPU / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -48,48 +48,44 @@ def cells():
 def test_matrix_validates_against_the_schema():
     raw = yaml.safe_load(MATRIX.read_text())
     m = Matrix.model_validate(raw)
-    assert {x.id for x in m.models} >= {"llama-3.2-1b", "tinyllama-1.1b"}
+    assert {x.id for x in m.models} == {"llama-3.2-1b", "tinyllama-1.1b"}
     assert all(x.source == "synthetic" for x in m.models)
-    assert [x.name for x in m.methods] == ["full", "lora-r8", "lora-r16", "lora-r64", "qlora", "unsloth"]
-    assert m.train.token_budget and m.train.precision == "bf16" and m.eval.tasks == []
-    assert {"seq1024-packed", "seq2048-packed", "seq2048-padded"} <= {v.name for v in m.variants}
+    assert m.train.token_budget and m.train.precision == "bf16" and m.eval.tasks == [] and not m.eval.base_rows
+    assert {"packed", "padded", "packed-compile", "packed-liger", "packed-gc"} == {v.name for v in m.variants}
 
 
-def test_matrix_expands_to_the_planned_cells(cells):
-    ids = [c.id for c in cells]
-    assert len(ids) == len(set(ids)) == 26
-    assert not any(c.model == "smollm2-1.7b" for c in cells)  # behind its exclude rule
-    speed = [c for c in cells if c.config.variant.endswith(("-gc", "-compile", "-liger", "-eager"))]
-    assert {c.model for c in speed} == {"llama-3.2-1b"}
-    assert {c.method for c in speed} == {"lora-r16", "full"}
-    padded = [c for c in cells if not c.config.train.packing]
-    assert {(c.model, c.method) for c in padded} == {("llama-3.2-1b", m) for m in ("full", "lora-r16", "qlora")}
-    assert all(c.config.train.pad_to_max_length for c in padded)
-    # every cell computes the same number of positions per optimizer step
-    assert {c.config.train.batch_size * c.config.train.max_seq_length for c in cells} == {8192}
-
-
-def test_every_cell_is_in_exactly_one_part_and_each_part_fits_a_device_call(cells):
+def test_every_cell_is_in_the_value_order_exactly_once(cells):
     plan = load_script("plan")
+    ordered = plan.ordered_cells()
+    assert [c.label for c in ordered][:5] == ["LoRA r16, Llama-3.2-1B, seq 2048 packed, bf16",
+                                               "the same, padded to 2048", "full fine-tuning bf16", "QLoRA r16 (NF4)",
+                                               "Unsloth LoRA r16 (bf16 base)"]
+    bench_ids = [c.cell_id for c in ordered if c.matrix_name == "gpu_bench"]
+    assert sorted(bench_ids) == sorted(c.id for c in cells)  # every training cell, once
+    assert ordered[-1].matrix_name == "gpu_eval_speed"
+
+
+def test_each_cell_is_sized_to_under_45_s_of_training_on_an_h200(cells):
     from harness.estimator import DeviceProfile, estimate_cell
 
-    h100 = DeviceProfile.for_device("NVIDIA H100 80GB HBM3", startup_s=15.0, achievable_fraction=0.25)
-    per_part: dict[str, float] = {}
+    plan = load_script("plan")
+    h200 = DeviceProfile.for_device("NVIDIA H200")
     for c in cells:
-        hits = [name for name, pats in plan.PARTS.items() if any(fnmatch.fnmatchcase(c.id, p) for p in pats)]
-        assert len(hits) == 1, (c.id, hits)
-        e = estimate_cell(c.config, h100, mean_tokens_per_example=plan.MEAN_TOKENS)
-        assert e.fits, c.id  # fits the H100's memory
-        per_part[hits[0]] = per_part.get(hits[0], 0.0) + e.cell_wall_s
-    # even at a pessimistic 25 % of peak each part stays inside one 10-minute call, with margin for packing
-    assert all(secs + plan.INSTALL_S < 8.5 * 60 for secs in per_part.values()), per_part
+        e = estimate_cell(c.config, h200, mean_tokens_per_example=plan.MEAN_TOKENS)
+        assert e.fits, c.id
+        assert e.time_per_epoch_s < plan.CELL_LIMIT_S, (c.id, e.time_per_epoch_s)
+    # the first, most valuable cells fit one call's budget with their start-ups (the rest: a second call)
+    ordered = plan.ordered_cells()
+    assert plan.INSTALL_S + sum(c.wall_s for c in ordered[:9]) < 450
 
 
 def test_data_limits_agree_with_the_slice_the_script_copies():
     prepare = load_script("prepare_data")
     raw = yaml.safe_load(MATRIX.read_text())
     limits = {d["path"]: d["limit"] for d in raw["train"]["datasets"]}
-    assert limits == {rel: n for rel, _, n in prepare.SLICES}
+    assert limits == {rel: n for rel, kind, n in prepare.SLICES if kind != "copy"}
+    evals = yaml.safe_load((ROOT / "matrices" / "gpu_eval_speed.yaml").read_text())["eval"]["tasks"]
+    assert {t["data"] for t in evals} == {rel for rel, kind, _ in prepare.SLICES if kind == "copy"}
 
 
 # ---------------------------------------------------------------------------------------------------- shell
@@ -130,17 +126,19 @@ def test_wheel_list_never_carries_the_cuda_stack():
     assert bad.returncode == 2
 
 
-def test_bench_script_rejects_an_unknown_part(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "OUT": str(tmp_path), "HOME": str(tmp_path)}
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--part", "9"], capture_output=True, text=True,
-                       env={**env, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
-    assert r.returncode == 2 and "unknown part" in r.stderr
+def test_bench_script_rejects_unknown_arguments(tmp_path):
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OUT": str(tmp_path), "HOME": str(tmp_path)}
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--part", "1"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 2 and "usage" in r.stderr
 
 
-def test_plan_prints_the_part_patterns():
-    r = subprocess.run([sys.executable, str(GPU / "plan.py"), "--patterns", "2"], capture_output=True, text=True,
+def test_plan_prints_the_ordered_cells_with_the_budget():
+    r = subprocess.run([sys.executable, str(GPU / "plan.py"), "--budget-s", "200"], capture_output=True, text=True,
                        check=True)
-    assert r.stdout.split() == ["tinyllama-1.1b_*"]
+    lines = r.stdout.splitlines()
+    assert "llama-3.2-1b_lora-r16_packed_" in lines[1] and "next call" not in lines[1]
+    assert "next call" in r.stdout and "min predicted on NVIDIA H200" in lines[-1]
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -158,6 +156,13 @@ def _fixture_data(root: Path) -> None:
             f.write(json.dumps({"id": str(i), "question": f"What is condition {i}?", "answer": f"It is {i}."}) + "\n")
             if i == 3:
                 f.write("\n")  # blank lines are skipped
+    (root / "medqa_usmle_4opt").mkdir()
+    (root / "medqa_usmle_4opt" / "test.jsonl").write_text("".join(json.dumps(
+        {"question": f"Q{i}?", "options": {k: f"{k}{i}" for k in "ABCD"}, "answer_idx": "ABCD"[i % 4]}) + "\n"
+        for i in range(8)))
+    (root / "pubmedqa").mkdir()
+    (root / "pubmedqa" / "test_set.json").write_text(json.dumps(
+        {str(1000 + i): {"QUESTION": f"Q{i}?", "CONTEXTS": ["c"], "final_decision": "yes"} for i in range(5)}))
 
 
 def test_prepare_data_copies_the_slice(tmp_path):
@@ -173,6 +178,8 @@ def test_prepare_data_copies_the_slice(tmp_path):
     assert (dest / "chatdoctor5k" / "LICENSE").read_text() == "fixture license\n"
     manifest = json.loads((dest / "MANIFEST.json").read_text())
     assert manifest["files"]["medquad/medquad.jsonl"]["of"] == 700
+    assert manifest["files"]["pubmedqa/test_set.json"]["records"] == 5  # eval files: whole
+    assert (dest / "medqa_usmle_4opt" / "test.jsonl").read_bytes() == (src / "medqa_usmle_4opt" / "test.jsonl").read_bytes()
     assert not (tmp_path / "out" / "tokenizer").exists()
 
 
@@ -183,7 +190,8 @@ def test_prepared_slice_loads_as_the_matrix_reads_it(tmp_path):
     _fixture_data(src)
     subprocess.run([sys.executable, str(GPU / "prepare_data.py"), "--src", str(src), "--dest", str(dest),
                     "--no-tokenizer"], check=True, capture_output=True)
-    load_matrix(MATRIX, data_dir=dest, check_files=True)  # every data file the matrix names is there
+    load_matrix(MATRIX, data_dir=dest, check_files=True)  # every data file the matrices name is there
+    load_matrix(ROOT / "matrices" / "gpu_eval_speed.yaml", data_dir=dest, check_files=True)
 
 
 def test_prepare_data_reports_missing_sources(tmp_path):
@@ -303,3 +311,52 @@ def test_summary_reads_results(tmp_path, cells, capsys):
     assert len(data["rows"]) == 4
     assert data["profile"]["achievable_fraction"] == pytest.approx(0.35)
     assert summary.main([str(tmp_path / "empty")]) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- the driver
+
+
+@pytest.fixture
+def bench_on_tiny_cells(tmp_path, monkeypatch):
+    """scripts/gpu/bench.py with its value order pointed at two tiny CPU cells (the real driver, real cells)."""
+    from conftest import CI_DATA, matrix_yaml
+
+    matrix = tmp_path / "tiny.yaml"
+    matrix.write_text(matrix_yaml("[full, lora-r8]", train="token_budget: 1000\n", name="tiny_gpu")
+                      + "eval: {tasks: [], base_rows: false}\n")
+    monkeypatch.syspath_prepend(str(GPU))
+    import bench
+    import plan
+
+    monkeypatch.setattr(plan, "VALUE_ORDER", [("full", str(matrix), "*_full_*"), ("lora", str(matrix), "*_lora-r8_*")])
+    args = ["--data-dir", str(CI_DATA), "--results", str(tmp_path / "results"), "--device", "NVIDIA H200",
+            "--cache-dir", str(tmp_path / "cache")]
+    return bench, args, tmp_path
+
+
+def test_bench_passes_over_cells_that_do_not_fit_the_time_left(bench_on_tiny_cells, capsys):
+    bench, args, tmp_path = bench_on_tiny_cells
+    assert bench.run([*args, "--out", str(tmp_path / "out"), "--budget-s", "25"]) == 4
+    text = capsys.readouterr().out
+    assert text.count("passed over (next call)") == 2 and "run the same command again" in text
+    assert not (tmp_path / "out" / "results").exists()
+
+
+@pytest.mark.slow
+def test_bench_streams_each_cell_and_a_second_call_continues(bench_on_tiny_cells, capsys):
+    bench, args, tmp_path = bench_on_tiny_cells
+    out1 = tmp_path / "out1"
+    assert bench.run([*args, "--out", str(out1), "--budget-s", "600", "--order", "1"]) == 0  # only cell 1 asked for
+    (first,) = (out1 / "results" / "tiny_gpu").glob("*.json")
+    assert json.loads(first.read_text())["status"] == "success" and "_full_" in first.name
+    assert (out1 / "results" / "tiny_gpu" / first.stem / "cell.log").is_file()
+    assert "tiny " in (out1 / "summary.txt").read_text() and "full" in (out1 / "summary.txt").read_text()
+    assert json.loads((out1 / "summary.json").read_text())["rows"][0]["status"] == "success"
+    capsys.readouterr()
+    out2 = tmp_path / "out2"  # the continuation: the finished cell is skipped, the other one runs
+    assert bench.run([*args, "--out", str(out2), "--budget-s", "600"]) == 0
+    text = capsys.readouterr().out
+    assert "already success (carried), skipped" in text
+    assert [p.name for p in (out2 / "results" / "tiny_gpu").glob("*.json")] == \
+        [p.name for p in (tmp_path / "results" / "tiny_gpu").glob("*lora-r8*.json")]
+    assert (out2 / "report-tiny_gpu.html").is_file()

