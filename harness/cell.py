@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = json.loads(Path(argv[0]).read_text())
     cfg = CellConfig.model_validate(spec["config"])
+    from harness.offline import apply_cell_env
+
+    apply_cell_env(cfg)  # before transformers / datasets load: no telemetry; offline when every file is local
     Path(cfg.runtime.cache_dir).mkdir(parents=True, exist_ok=True)
     result = run_cell(cfg, spec["cell_id"], spec["config_hash"])
     write_result(Path(cfg.runtime.results_dir), result)
