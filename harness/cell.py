@@ -37,6 +37,9 @@ def _eval_data_files(cfg: CellConfig) -> dict[str, str]:
         p = task_data_path(task, Path(cfg.runtime.data_dir))
         if p is not None and p.is_file():
             out[display_data_path(p, cfg.runtime.data_dir)] = sha256_file(p)
+    from harness.evaluation.custom import custom_task_files
+
+    out.update(custom_task_files(cfg))  # a custom task folder's files and data (eval.include_path)
     return out
 
 

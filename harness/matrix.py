@@ -29,7 +29,7 @@ from harness.config import (
 )
 from harness.formatting import lr_text
 from harness.methods.base import methods, presets, trains, untrained_kind
-from harness.methods.base import trains as _trains  # `trains` is also a local name in load_matrix
+from harness.methods.base import trains as _trains  # `trains` is also a local list in load_matrix
 from harness.paths import DATA_DIR_ENV, resolve_data_dir, resolve_data_path
 from harness.yaml_strict import DuplicateKeyError, safe_load_strict
 
@@ -226,7 +226,7 @@ def load_matrix(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] |
                                      problems)
                 if vt and "datasets" in variant.train:
                     trains.append((("variants", j, "train"), vt))
-    if not matrix.train.datasets and any(trains(r.config.kind) for r in resolved):
+    if not matrix.train.datasets and any(_trains(r.config.kind) for r in resolved):
         if not any(r.train.datasets for r in resolved):
             problems.append("train.datasets: missing; a matrix that trains needs at least one dataset")
     if not problems:
@@ -308,6 +308,12 @@ class Cell:
 def config_hash(config: CellConfig) -> str:
     """sha256 of the resolved config without machine-specific paths: the same cell has the same hash anywhere."""
     payload = config.model_dump(mode="json", exclude={"runtime"})
+    if config.eval.include_path and config.eval.tasks:  # a custom task's YAML and data are part of the cell
+        from harness.evaluation.custom import folder_digest, include_folder
+
+        folder = include_folder(config.eval.include_path, config.runtime.data_dir)
+        if folder is not None:
+            payload["eval"]["include_digest"] = folder_digest(folder)
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -157,7 +157,8 @@ def display_path(p: Path, folder: Path, data_dir: Path) -> str:
     p = Path(p).resolve()
     for base in (Path(data_dir), Path(folder)):
         try:
-            return str(p.relative_to(base.resolve()))
+            rel = str(p.relative_to(base.resolve()))
+            return rel if rel != "." else p.name
         except ValueError:
             continue
     return p.name
@@ -168,6 +169,14 @@ def folder_digest(folder: Path) -> str:
     folder = Path(folder)
     items = sorted((display_path(p, folder, folder), sha) for p, sha in folder_files(folder).items())
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()
+
+
+def custom_task_files(cfg: Any) -> dict[str, str]:
+    """{shown path: sha256} of a cell's custom task folder and the data its YAML files name (for `data_files`)."""
+    folder = include_folder(cfg.eval.include_path, cfg.runtime.data_dir) if cfg.eval.tasks else None
+    if folder is None:
+        return {}
+    return {display_path(p, folder, cfg.runtime.data_dir): sha for p, sha in folder_files(folder).items()}
 
 
 def include_folder(include_path: str | None, data_dir: str | os.PathLike[str]) -> Path | None:
