@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-minutes", type=positive_minutes, help="per-cell timeout (overrides the matrix)")
     p.add_argument("--executor", default="subprocess", help="how cells run (default: subprocess)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--skip-unreachable", action="store_true", help="record the cells of hub models that cannot be "
+                                                                    "reached as skipped instead of stopping (exit 2)")
     return p
 
 
@@ -114,6 +116,10 @@ def _main(argv: list[str] | None = None) -> int:
         if not args.no_report:
             places["report folder"] = report_path.parent
         pre = run_preflight(loaded, [p.cell for p in planned if p.action == "run"], places=places)
+        if args.skip_unreachable:
+            from harness.preflight import skip_unreachable
+
+            planned = skip_unreachable(planned, pre)
         if not pre.ok:
             print(pre.message(str(loaded.path)), file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -364,6 +364,20 @@ def writable_problem(path: Path, what: str, min_free: int = MIN_FREE_BYTES) -> s
 
 # ---------------------------------------------------------------------------------------------------- all
 
+def skip_unreachable(planned: list[Any], res: PreflightResult) -> list[Any]:
+    """`--skip-unreachable`: the cells of unreachable hub models become `skip` (recorded as skipped, with the
+    reason; a later run where the hub answers runs them), and their error is dropped from `res`."""
+    if not res.unreachable:
+        return planned
+    message = unreachable_message(res.unreachable)
+    res.errors = [e for e in res.errors if e != message]
+    for p in planned:
+        why = res.unreachable.get(p.cell.config.model.id)
+        if why and p.action == "run":
+            p.action, p.why = "skip", f"hub model unreachable: {why}"
+    return planned
+
+
 def _unique(items: Iterable[Any], key: Any) -> list[Any]:
     seen: dict[str, Any] = {}
     for it in items:

@@ -291,3 +291,36 @@ def test_full_disk_is_exit_2_naming_the_path(tmp_path, monkeypatch, capsys):
     assert err.startswith(f"error: cannot write {path}: the disk is full.") and "Traceback" not in err
     assert _fault(tmp_path, monkeypatch, OSError(errno.EROFS, "Read-only file system", path)) == EXIT_BAD_INPUT
     assert "the file system is read-only" in capsys.readouterr().err
+
+
+def test_skip_unreachable_records_skipped_cells_with_the_reason_once_per_model(tmp_path, capfd, monkeypatch):
+    import json
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    data = _data(tmp_path)
+    body = HUB_MATRIX.replace("  - {id: a, source: hub, hub_id: org/model-a}\n",
+                              "  - {id: a, source: hub, hub_id: org/model-a}\n"
+                              "  - {id: tiny, source: synthetic, architecture: tiny-llama}\n")
+    args = [str(_matrix(tmp_path, body)), "--data-dir", str(data), "--results", str(tmp_path / "r"),
+            "--cache-dir", str(tmp_path / "c"), "--skip-unreachable"]
+    import sys
+
+    import harness.cli
+
+    # print_plan's `out` default is the sys.stdout of import time; point it at this test's
+    monkeypatch.setattr(harness.cli.print_plan, "__defaults__", (sys.stdout,))
+    assert main(args + ["--dry-run"]) == EXIT_OK
+    out = capfd.readouterr().out
+    assert out.count("skip   ") == 3 and "hub model unreachable: org/model-a" in out
+    assert "run    tiny_full" in out
+
+    import harness.runner
+
+    real = harness.runner.execute
+    monkeypatch.setattr(harness.runner, "execute", lambda planned, *a, **k: real(
+        [p for p in planned if p.action != "run"], *a, **k))  # record the skips only; nothing trains here
+    assert main(args + ["--no-report", "--no-progress"]) == EXIT_OK
+    records = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json") if p.stem != "comparisons"]
+    assert sorted(r["cell_id"].split("_")[0] for r in records) == ["a", "b", "c"]
+    assert all(r["status"] == "skipped" and "HF_HUB_OFFLINE is set" in r["reason"] for r in records)
