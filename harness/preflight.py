@@ -18,13 +18,13 @@ torch, transformers or lm_eval (lm_eval only to confirm an unknown task name bef
 
 from __future__ import annotations
 
-import concurrent.futures
 import difflib
 import importlib.util
 import json
 import os
 import re
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -99,14 +99,24 @@ def _request(url: str, timeout: float, method: str = "HEAD") -> int:
 
 
 def _bounded(fn: Any, timeout: float) -> Any:
-    """fn() with a wall-clock bound (name resolution ignores socket timeouts); raises TimeoutError."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    try:
-        return pool.submit(fn).result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
-        raise TimeoutError(f"no answer within {timeout:.0f} s") from None
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    """fn() with a wall-clock bound (name resolution ignores socket timeouts); raises TimeoutError. The call runs
+    in a daemon thread, so a hung lookup never delays the exit either."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(f"no answer within {timeout:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def check_hub_models(specs: list[Any], timeout: float = HUB_TIMEOUT_S) -> tuple[dict[str, str], list[str]]:
@@ -138,21 +148,30 @@ def check_hub_models(specs: list[Any], timeout: float = HUB_TIMEOUT_S) -> tuple[
         except OSError as exc:
             return s, str(exc)
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
-        futures = [pool.submit(one, s) for s in todo]
-        for fut in concurrent.futures.as_completed(futures, timeout=timeout * 2 + 2):
-            s, status = fut.result()
-            if isinstance(status, str):
-                unreachable[s.id] = f"{s.hub_id}: {endpoint} did not answer ({status})"
-            elif status in (401, 403):
-                errors.append(f"models ({s.id}): hub model {s.hub_id} is gated or private (HTTP {status}): accept "
-                              f"its license on {endpoint}/{s.hub_id} and set HF_TOKEN, or use a local copy")
-            elif status == 404:
-                errors.append(f"models ({s.id}): hub model {s.hub_id}"
-                              + (f" at revision {s.revision}" if s.revision else "")
-                              + f" not found on {endpoint} (HTTP 404): check hub_id / revision")
-            elif status >= 500:
-                unreachable[s.id] = f"{s.hub_id}: {endpoint} answered HTTP {status}"
+    answers: dict[int, int | str] = {}
+
+    def ask(i: int, s: Any) -> None:
+        answers[i] = one(s)[1]
+
+    threads = [threading.Thread(target=ask, args=(i, s), daemon=True) for i, s in enumerate(todo)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout + 1
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    for i, s in enumerate(todo):
+        status = answers.get(i, f"no answer within {timeout:.0f} s")
+        if isinstance(status, str):
+            unreachable[s.id] = f"{s.hub_id}: {endpoint} did not answer ({status})"
+        elif status in (401, 403):
+            errors.append(f"models ({s.id}): hub model {s.hub_id} is gated or private (HTTP {status}): accept "
+                          f"its license on {endpoint}/{s.hub_id} and set HF_TOKEN, or use a local copy")
+        elif status == 404:
+            errors.append(f"models ({s.id}): hub model {s.hub_id}"
+                          + (f" at revision {s.revision}" if s.revision else "")
+                          + f" not found on {endpoint} (HTTP 404): check hub_id / revision")
+        elif status >= 500:
+            unreachable[s.id] = f"{s.hub_id}: {endpoint} answered HTTP {status}"
     return unreachable, errors
 
 
