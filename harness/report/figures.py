@@ -390,6 +390,8 @@ def heatmaps(data: ReportData, methods: list[str]) -> tuple[list[dict[str, Any]]
             continue
         cell_w = max(0.42, min(0.62, 10.6 / len(columns)))
         width = 0.85 + cell_w * len(columns) + 1.35
+        longest_title = max(len(f"{model} · {task_label(t)} accuracy (%)") for t in tasks)
+        width = max(width, 0.85 + 0.1 * longest_title)  # a narrow matrix must not cut its panel titles
         row_h = 0.34
         panel_h = row_h * len(lrs)
         # method names wrapped to their block's width (never overlapping a neighbour's)
