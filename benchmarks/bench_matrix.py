@@ -45,7 +45,8 @@ MATRIX_500 = textwrap.dedent("""\
 def matrix_500(tmp_path_factory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("bench")
     (d / "train.json").write_text("[]")
-    (d / "mq.jsonl").write_text("")
+    # a valid MedQA file: the preflight of --dry-run loads it
+    (d / "mq.jsonl").write_text((ROOT / "tests" / "fixtures" / "ci_data" / "medqa_fixture.jsonl").read_text())
     (d / "m.yaml").write_text(MATRIX_500)
     return d / "m.yaml", d
 

@@ -37,6 +37,9 @@ def _eval_data_files(cfg: CellConfig) -> dict[str, str]:
         p = task_data_path(task, Path(cfg.runtime.data_dir))
         if p is not None and p.is_file():
             out[display_data_path(p, cfg.runtime.data_dir)] = sha256_file(p)
+    from harness.evaluation.custom import custom_task_files
+
+    out.update(custom_task_files(cfg))  # a custom task folder's files and data (eval.include_path)
     return out
 
 
@@ -204,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = json.loads(Path(argv[0]).read_text())
     cfg = CellConfig.model_validate(spec["config"])
+    from harness.offline import apply_cell_env
+
+    apply_cell_env(cfg)  # before transformers / datasets load: no telemetry; offline when every file is local
     Path(cfg.runtime.cache_dir).mkdir(parents=True, exist_ok=True)
     result = run_cell(cfg, spec["cell_id"], spec["config_hash"])
     write_result(Path(cfg.runtime.results_dir), result)

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.faults import EXIT_INTERRUPTED, finished_cells, guarded, interrupted_message, positive_minutes
 from harness.formatting import fmt_bytes, fmt_seconds
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_REGRESSION = 0, 1, 2, 3
@@ -42,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="FILE", help="compare with a stored baseline; exit 3 if a threshold "
                                                       "(report.thresholds in the matrix) is crossed")
     p.add_argument("--write-baseline", metavar="FILE", help="write a baseline JSON from the results folder")
-    p.add_argument("--timeout-minutes", type=float, help="per-cell timeout (overrides the matrix)")
+    p.add_argument("--timeout-minutes", type=positive_minutes, help="per-cell timeout (overrides the matrix)")
     p.add_argument("--executor", default="subprocess", help="how cells run (default: subprocess)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--skip-unreachable", action="store_true", help="record the cells of hub models that cannot be "
+                                                                    "reached as skipped instead of stopping (exit 2)")
     return p
 
 
@@ -70,6 +73,15 @@ def print_plan(planned: list, loaded: object, results_dir: Path, out=sys.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["data"]:  # `medbench data list|fetch|verify`
+        from harness.data_catalog import main as data_main
+
+        return guarded(data_main, argv[1:])
+    return guarded(_main, argv)  # Ctrl-C and a full / read-only disk: one line, exit 130 / 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from harness.config import CellRuntime
     from harness.matrix import MatrixError, expand, load_matrix
@@ -97,9 +109,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.only and not planned:
         print(f"error: --only {' '.join(args.only)} matches none of the {len(cells)} cells", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if not args.report_only:  # everything checkable, before any cell runs (harness/preflight.py)
+        from harness.preflight import run_preflight
+
+        places = {"results folder": results_dir, "cache folder": cache_dir}
+        if not args.no_report:
+            places["report folder"] = report_path.parent
+        pre = run_preflight(loaded, [p.cell for p in planned if p.action == "run"], places=places)
+        if args.skip_unreachable:
+            from harness.preflight import skip_unreachable
+
+            planned = skip_unreachable(planned, pre)
+        if not pre.ok:
+            print(pre.message(str(loaded.path)), file=sys.stderr)
+            return EXIT_BAD_INPUT
     if args.dry_run:
         try:
             print_plan(planned, loaded, results_dir)
+            if not args.report_only:
+                print(pre.summary())
         except BrokenPipeError:  # `--dry-run | head` is fine
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -112,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         except ResultsBusy as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print(f"\n{interrupted_message(finished_cells(planned, results_dir))}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         done = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
         print(f"matrix {name}: {len(planned)} cells ({done}); ran {summary.ran} in "
               f"{fmt_seconds(time.monotonic() - t0)}; results in {results_dir}")

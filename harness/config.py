@@ -11,16 +11,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+MAX_SEQ_LENGTH = 1 << 20  # tokens; no model of this benchmark has more positions
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan / inf are never a meant value
 
 
 def _slug(value: str, what: str) -> str:
     if not SLUG.match(value):
-        raise ValueError(f"{what} {value!r} must be letters, digits, '.', '_' or '-' (and start with a letter or digit)")
+        raise ValueError(f"{what} {value!r} must be letters, digits, '.', '_' or '-' "
+                         f"(and start with a letter or digit)")
     return value
 
 
@@ -98,7 +100,7 @@ class TrainConfig(Strict):
     max_examples: int | None = Field(None, ge=1)  # after cleaning and splitting: the same examples for every cell
     token_budget: int | None = Field(None, ge=1)  # stop an epoch after this many real (non-padding) tokens
     validation_fraction: float = Field(0.05, ge=0.0, lt=1.0)
-    max_seq_length: int = Field(512, ge=8)
+    max_seq_length: int = Field(512, ge=8, le=MAX_SEQ_LENGTH)  # and at most the model's positions (preflight)
     batch_size: int = Field(4, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     packing: bool = True

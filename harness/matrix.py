@@ -29,7 +29,9 @@ from harness.config import (
 )
 from harness.formatting import lr_text
 from harness.methods.base import methods, presets, trains, untrained_kind
+from harness.methods.base import trains as _trains  # `trains` is also a local list in load_matrix
 from harness.paths import DATA_DIR_ENV, resolve_data_dir, resolve_data_path
+from harness.yaml_strict import DuplicateKeyError, safe_load_strict
 
 
 class MatrixError(ValueError):
@@ -190,7 +192,9 @@ def load_matrix(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] |
     except OSError as exc:
         raise MatrixError(source, [f"cannot read the matrix file: {exc.strerror}"]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_load_strict(text)
+    except DuplicateKeyError as exc:
+        raise MatrixError(source, [str(exc)]) from None
     except yaml.YAMLError as exc:
         raise MatrixError(source, [f"not valid YAML: {' '.join(str(exc).split())}"]) from None
     if not isinstance(raw, dict):
@@ -222,18 +226,66 @@ def load_matrix(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] |
                                      problems)
                 if vt and "datasets" in variant.train:
                     trains.append((("variants", j, "train"), vt))
-    if not matrix.train.datasets and any(trains(r.config.kind) for r in resolved):
+    if not matrix.train.datasets and any(_trains(r.config.kind) for r in resolved):
         if not any(r.train.datasets for r in resolved):
             problems.append("train.datasets: missing; a matrix that trains needs at least one dataset")
+    if not problems:
+        _check_rules(matrix, resolved, problems)
     ddir = resolve_data_dir(data_dir, matrix.data_dir, path)
     if check_files and not problems:
         _check_data_files(matrix, trains, ddir, problems)
     if problems:
         raise MatrixError(source, list(dict.fromkeys(problems)))
     loaded = LoadedMatrix(path=path, matrix=matrix, methods=resolved, data_dir=ddir, raw_text=text)
-    if not expand(loaded, CellRuntime(data_dir=str(ddir), results_dir="", cache_dir="")):
+    cells = expand(loaded, CellRuntime(data_dir=str(ddir), results_dir="", cache_dir=""))
+    if not cells:
         raise MatrixError(source, ["include/exclude: the rules leave no cell to run (empty product)"])
+    if any(_trains(r.config.kind) for r in resolved) and not any(_trains(c.config.method.kind) for c in cells):
+        raise MatrixError(source, ["include/exclude: the rules leave no trained cell (only the untrained base rows "
+                                   "would run); loosen the rules or remove the methods they exclude"])
     return loaded
+
+
+def _axis_values(matrix: Matrix, resolved: list[ResolvedMethod]) -> dict[str, list[Any]]:
+    """Every value a rule key can match: the axes of the trained cells, before include / exclude."""
+    trained = [r for r in resolved if trains(r.config.kind)]
+    return {"model": [m.id for m in matrix.models], "method": [r.config.name for r in trained],
+            "variant": [v.name for v in matrix.variants],
+            "epochs": sorted({e for r in trained for e in (r.entry.epochs or matrix.epochs)}),
+            "learning_rate": sorted({lr for r in trained for lr in (r.entry.learning_rates or matrix.learning_rates)}),
+            "seed": list(matrix.seeds)}
+
+
+def _check_rules(matrix: Matrix, resolved: list[ResolvedMethod], problems: list[str]) -> None:
+    """An include / exclude rule (or one of its values) that matches nothing is a mistake, e.g. a typo."""
+    import difflib
+
+    axes = _axis_values(matrix, resolved)
+    trained = [r for r in resolved if trains(r.config.kind)]
+    for kind in ("include", "exclude"):
+        for i, rule in enumerate(getattr(matrix, kind)):
+            bad = False
+            for key, wanted in rule.items():
+                for opt in wanted if isinstance(wanted, list) else [wanted]:
+                    if any(_rule_matches({key: opt}, {key: v}) for v in axes[key]):
+                        continue
+                    bad = True
+                    allowed = ", ".join(lr_text(v) if key == "learning_rate" else str(v) for v in axes[key])
+                    close = (difflib.get_close_matches(opt, [str(v) for v in axes[key]], n=1)
+                             if isinstance(opt, str) else [])
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    problems.append(f"{kind}[{i}].{key}: {opt!r} matches no {key.replace('_', ' ')} of this matrix; "
+                                    f"allowed: {allowed or 'none'}{hint}")
+            if bad:
+                continue
+            hit = any(_rule_matches(rule, {"model": m.id, "method": r.config.name, "variant": v.name, "epochs": e,
+                                           "learning_rate": lr, "seed": s})
+                      for m in matrix.models for r in trained for v in matrix.variants
+                      for e in (r.entry.epochs or matrix.epochs)
+                      for lr in (r.entry.learning_rates or matrix.learning_rates) for s in matrix.seeds)
+            if not hit:
+                problems.append(f"{kind}[{i}]: {json.dumps(rule, default=str)} matches no cell of this matrix (each "
+                                f"value exists, but not together: check the methods' own epochs / learning_rates)")
 
 
 # ---------------------------------------------------------------------------------------------------- cells
@@ -256,6 +308,12 @@ class Cell:
 def config_hash(config: CellConfig) -> str:
     """sha256 of the resolved config without machine-specific paths: the same cell has the same hash anywhere."""
     payload = config.model_dump(mode="json", exclude={"runtime"})
+    if config.eval.include_path and config.eval.tasks:  # a custom task's YAML and data are part of the cell
+        from harness.evaluation.custom import folder_digest, include_folder
+
+        folder = include_folder(config.eval.include_path, config.runtime.data_dir)
+        if folder is not None:
+            payload["eval"]["include_digest"] = folder_digest(folder)
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 

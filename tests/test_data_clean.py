@@ -47,6 +47,21 @@ SCRUBBED = [
     ("medical record #: 00123456", "medical record #: [MRN]", "mrn"),
     ("Medical record number: AB-123456.", "Medical record number: [MRN].", "mrn"),
     ("patient ID 99887766 admitted", "patient ID [MRN] admitted", "mrn"),
+    # issue 11: SSNs, bare numbers after "my number is", IP addresses, whole card numbers (Luhn-checked)
+    ("SSN 123-45-6789 on file", "SSN [SSN] on file", "ssn"),
+    ("his social security number is 123 45 6789.", "his social security number is [SSN].", "ssn"),
+    ("my SSN: 123456789", "my SSN: [SSN]", "ssn"),
+    ("my number is 5550104477", "my number is [PHONE]", "phone"),
+    ("you can reach me at 5550104477 after work", "you can reach me at [PHONE] after work", "phone"),
+    ("her phone number is 5550104477", "her phone number is [PHONE]", "phone"),
+    ("paid with 4111 1111 1111 1111 yesterday", "paid with [CARD] yesterday", "card"),
+    ("card 4111-1111-1111-1111.", "card [CARD].", "card"),
+    ("amex 378282246310005", "amex [CARD]", "card"),
+    ("visa 4012888888881881 exp 12/27", "visa [CARD] exp 12/27", "card"),
+    ("logged in from 192.168.10.254 at night", "logged in from [IP] at night", "ip"),
+    ("server 10.0.0.1:8080", "server [IP]", "ip"),
+    ("from 2001:db8:85a3::8a2e:370:7334 again", "from [IP] again", "ip"),
+    ("link-local fe80::1ff:fe23:4567:890a", "link-local [IP]", "ip"),
 ]
 
 
@@ -72,6 +87,15 @@ KEPT = [
     "Room 1204, bed 3; call the nurse if pain is 7/10 or worse.",
     "A 45-year-old man with a 20-pack-year history, temperature 38.5 C.",
     "Dial 112 or 999 in an emergency.",
+    # near misses of the SSN / card / IP / phone patterns
+    "Invalid SSN-like numbers 000-12-3456, 666-12-3456 and 123-00-4567 are never issued.",
+    "Batch 4111 1111 1111 1112 failed QC.",  # 16 digits, Luhn-invalid
+    "Take 1-2 tablets at 08:30:00 and 20:30:00; ratio 1:2:3.",
+    "Normal ranges 3.5-5.0 and 135-145; troponin 0.04 ng/mL; ICD-10 I21.4 and E11.65",
+    "Use std::vector in C++; scores 12.5.3 and 1.2.3",
+    "my number is 7 on the waiting list",
+    "The years 1999 2000 2001 and 2019-2020 were studied.",
+    "Dose 2.5 mg at 256.0 mL/h; lab code 300.01",
 ]
 
 
@@ -87,7 +111,7 @@ def test_several_kinds_in_one_text_are_counted():
             "blog https://example.com/people/pt-name. Dose 5 mg/kg.")
     out, counts = scrub_pii(text)
     assert out == ("Pt DOB [DOB], MRN: [MRN], phone [PHONE], mail [EMAIL], blog [URL]. Dose 5 mg/kg.")
-    assert counts == {"url": 1, "email": 1, "mrn": 1, "dob": 1, "phone": 1}
+    assert counts == {"url": 1, "email": 1, "mrn": 1, "dob": 1, "phone": 1, "ssn": 0, "card": 0, "ip": 0}
 
 
 def test_scrubbing_in_clean_examples_counts_replacements_and_examples():
@@ -95,7 +119,7 @@ def test_scrubbing_in_clean_examples_counts_replacements_and_examples():
     kept, report = clean_examples(exs, CleaningConfig())
     assert kept[0].messages[0]["content"] == "call [PHONE] please"
     assert kept[0].response == "I will, or e-mail me at [EMAIL]."
-    assert report.pii == {"url": 0, "email": 1, "mrn": 0, "dob": 0, "phone": 1}
+    assert report.pii == {"url": 0, "email": 1, "mrn": 0, "dob": 0, "phone": 1, "ssn": 0, "card": 0, "ip": 0}
     assert report.pii_examples == 1
     assert kept[1] == exs[1]
 
@@ -188,3 +212,12 @@ def test_order_is_preserved_and_input_not_mutated():
     kept, _ = clean_examples(exs, CleaningConfig())
     assert [e.record_id for e in kept] == ["0", "1", "2", "3", "4"]
     assert [e.to_dict() for e in exs] == before
+
+
+def test_new_kinds_are_counted_separately_and_cards_keep_no_digits():
+    text = ("SSN 123-45-6789, card 4111 1111 1111 1111, ip 192.168.1.20, my number is 5550104477, "
+            "mail a@b.org")
+    out, counts = scrub_pii(text)
+    assert out == "SSN [SSN], card [CARD], ip [IP], my number is [PHONE], mail [EMAIL]"
+    assert counts == {"url": 0, "email": 1, "mrn": 0, "dob": 0, "phone": 1, "ssn": 1, "card": 1, "ip": 1}
+    assert "1111" not in out

@@ -222,3 +222,24 @@ def test_hub_dataset_offline_error_mentions_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match=r"(?s)hub dataset 'medbench-test/does-not-exist'.*[Oo]ffline.*'path'"):
         load_examples(DatasetSpec(hub_id="medbench-test/does-not-exist", format="qa"), Path("."))
+
+
+# ------------------------------------------------------------------------------------ encodings (issue 11)
+
+@pytest.mark.parametrize("name, body, line", [
+    ("bad.jsonl", b'{"question": "a", "answer": "b"}\n{"question": "caf\xe9", "answer": "b"}\n', 2),
+    ("bad.json", b'[\n {"question": "a", "answer": "b"},\n {"question": "caf\xe9", "answer": "b"}\n]\n', 3),
+    ("bad.csv", b"question,answer\na,b\ncaf\xe9,b\n", 3),
+])
+def test_non_utf8_bytes_name_the_file_and_line(tmp_path, name, body, line):
+    (tmp_path / name).write_bytes(body)
+    with pytest.raises(DataError) as info:
+        read_records(tmp_path / name)
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / name}: line {line}: not UTF-8 text (byte 0xe9 at column ")
+    assert "re-save the file as UTF-8" in msg
+
+
+def test_utf8_with_bom_csv_still_reads(tmp_path):
+    (tmp_path / "ok.csv").write_bytes("question,answer\ncafé,b\n".encode("utf-8-sig"))
+    assert read_records(tmp_path / "ok.csv") == [(None, {"question": "café", "answer": "b"})]

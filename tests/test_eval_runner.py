@@ -113,7 +113,7 @@ def test_evaluate_model_end_to_end(tmp_path, tokenizer, no_network):
     med, pub, custom = res["medqa"], res["pubmedqa"], res["medbench_fixture_yesno"]
     assert (med["n"], med["limit"], med["num_fewshot"]) == (6, None, 0)
     assert (pub["n"], pub["limit"]) == (3, 3)
-    assert custom["n"] == 5 and custom["data"]["include_path"] == str(FIX / "custom_tasks")
+    assert custom["n"] == 5 and custom["data"]["include_path"] == "custom_tasks"
     assert Path(med["items"]) == (out_dir / "items" / "medqa.jsonl").resolve()  # absolute; the caller relativises
     assert med["acc_norm"] is not None and pub["acc_norm"] is None and pub["acc_norm_stderr"] is None
     assert med["data"]["kind"] == "local" and len(med["data"]["sha256"]) == 64

@@ -135,7 +135,8 @@ def test_medqa_task_renders_like_the_builtin_through_lm_eval(tmp_path):
 def test_pubmedqa_task_renders_like_the_builtin_through_lm_eval(tmp_path):
     (task,) = resolve(tmp_path, tasks=[{"name": "pubmedqa", "data": str(PUBMEDQA)}])
     records = tmp_path / "records.jsonl"
-    records.write_text("".join(json.dumps({"pubid": k, **v}) + "\n" for k, v in json.loads(PUBMEDQA.read_text()).items()))
+    records.write_text("".join(json.dumps({"pubid": k, **v}) + "\n"
+                               for k, v in json.loads(PUBMEDQA.read_text()).items()))
     ours, theirs = _tasks_from(tmp_path, task.spec, "pubmedqa/pubmedqa.yaml", records, "builtin_pubmedqa_copy")
     _assert_same_requests(ours, theirs)
 
@@ -219,7 +220,8 @@ def test_hub_records_map_onto_the_local_schema():
         assert mapped == rec
     raw = json.loads(PUBMEDQA.read_text())
     for i, rec in enumerate(load_pubmedqa_json(PUBMEDQA)):
-        assert _module_of(builtin_task("pubmedqa").from_hub).record_from_hub({"pubid": rec["id"], **raw[rec["id"]]}, i) == rec
+        from_hub = _module_of(builtin_task("pubmedqa").from_hub)
+        assert from_hub.record_from_hub({"pubid": rec["id"], **raw[rec["id"]]}, i) == rec
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -261,7 +263,8 @@ GOOD_PUB = {"QUESTION": "Q?", "CONTEXTS": ["c1", "c2"], "final_decision": "yes",
     (json.dumps([GOOD_PUB]), ["one JSON object keyed by PMID", "list"]),
     (json.dumps({"11": GOOD_PUB, "12": {**GOOD_PUB, "final_decision": "Yes"}}),
      ["record '12'", "'final_decision'", "'Yes'", "yes, no, maybe"]),
-    (json.dumps({"11": {k: v for k, v in GOOD_PUB.items() if k != "CONTEXTS"}}), ["record '11'", "'CONTEXTS'", "missing"]),
+    (json.dumps({"11": {k: v for k, v in GOOD_PUB.items() if k != "CONTEXTS"}}),
+     ["record '11'", "'CONTEXTS'", "missing"]),
     (json.dumps({"11": {**GOOD_PUB, "CONTEXTS": ["ok", 3]}}), ["record '11'", "'CONTEXTS[1]'"]),
     ("{}", ["no records"]),
 ])
@@ -303,7 +306,7 @@ def test_normalised_copy_keeps_order_ids_and_is_keyed_by_content(tmp_path):
     assert m2.path != m.path and m2.n == 7
 
 
-# ---------------------------------------------------------------------------------------------------- few-shot, limits, custom tasks
+# ------------------------------------------------------------------------------------- few-shot, limits, custom tasks
 
 def test_task_level_values_override_eval_level(tmp_path):
     med, pub = resolve(tmp_path, tasks=[{"name": "medqa", "data": str(MEDQA), "limit": 2},
@@ -337,19 +340,20 @@ def test_custom_task_folder_is_picked_up(tmp_path):
     tm = TaskManager(include_defaults=False, include_path=str(FIX / "custom_tasks"))
     (t,) = resolve_tasks(EvalConfig(tasks=["medbench_fixture_yesno"], include_path=str(FIX / "custom_tasks")),
                          data_dir=tmp_path, cache_dir=tmp_path / "cache", task_manager=tm)
-    assert t.spec == "medbench_fixture_yesno" and not t.builtin
-    assert t.data["yaml"].endswith("medbench_fixture_task.yaml")
+    assert t.spec["task"] == "medbench_fixture_yesno" and not t.builtin  # the YAML as a config, paths resolved
+    assert t.data["yaml"] == "medbench_fixture_task.yaml" and len(t.data["yaml_sha256"]) == 64
     # relative include paths resolve against the data dir, like every path of a matrix
     (t,) = resolve_tasks(EvalConfig(tasks=["medbench_fixture_yesno"], include_path="custom_tasks"),
                          data_dir=FIX, cache_dir=tmp_path / "cache", task_manager=tm)
-    assert t.data["include_path"] == str(FIX / "custom_tasks")
+    assert t.data["include_path"] == "custom_tasks"  # shown relative to the data dir: no absolute paths
 
 
 def test_unknown_task_and_missing_folder_are_clear_errors(tmp_path):
     from lm_eval.tasks import TaskManager
 
     tm = TaskManager(include_defaults=False, include_path=str(FIX / "custom_tasks"))
-    with pytest.raises(EvalTaskError, match="unknown task 'medbench_fixture_yesn'.*did you mean medbench_fixture_yesno"):
+    with pytest.raises(EvalTaskError,
+                       match="unknown task 'medbench_fixture_yesn'.*did you mean medbench_fixture_yesno"):
         resolve_tasks(EvalConfig(tasks=["medbench_fixture_yesn"], include_path=str(FIX / "custom_tasks")),
                       data_dir=tmp_path, cache_dir=tmp_path / "cache", task_manager=tm)
     with pytest.raises(EvalTaskError, match="task folder not found"):

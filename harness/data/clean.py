@@ -6,7 +6,9 @@ The length filter needs the tokenizer and lives with tokenization (`harness.data
 
 PII scrubbing replaces what it finds with a placeholder and counts it by kind. It aims at identifiers in free
 text (e-mail addresses, phone numbers, URLs that point at a person, dates of birth, medical record numbers);
-it keeps dosages, lab values, years and ordinary dates that are not said to be a birth date.
+it keeps dosages, lab values, years and ordinary dates that are not said to be a birth date. US social-security
+numbers, payment card numbers (13-19 digits passing the Luhn check, replaced whole: no last four digits kept) and
+IPv4 / IPv6 addresses are scrubbed too; cards and SSNs before phone numbers, so that no part is left behind.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.data.examples import Example
 
-PLACEHOLDERS = {"url": "[URL]", "email": "[EMAIL]", "mrn": "[MRN]", "dob": "[DOB]", "phone": "[PHONE]"}
+PLACEHOLDERS = {"url": "[URL]", "email": "[EMAIL]", "mrn": "[MRN]", "dob": "[DOB]", "phone": "[PHONE]",
+                "ssn": "[SSN]", "card": "[CARD]", "ip": "[IP]"}
 
 # ---------------------------------------------------------------------------------------------------- patterns
 
@@ -72,13 +76,58 @@ PHONE_RE = re.compile(
     r"|(?:\d{1,3}[\s.-])?(?:\(\d{2,5}\)\s?|\d{2,5}[\s.-])\d{3,4}[\s.-]\d{4}"
     rf"){_NOT_AFTER}"
 )
-# Digits with a spoken cue: "call 555-1234", "phone: 5551234567" (7+ digits).
+# Digits with a spoken cue: "call 555-1234", "phone: 5551234567", "my number is 5551234567" (7+ digits).
 CUED_PHONE_RE = re.compile(
     r"(\b(?:phone|tel(?:ephone)?|mobile|cell(?:phone)?|fax|whats\s?app|call(?:\s+me)?(?:\s+(?:at|on))?"
-    r"|text(?:\s+me)?(?:\s+(?:at|on))?)\b\.?\s*(?:number|no\.?|#)?\s*(?:is)?\s*[:#]?\s*)"
+    r"|text(?:\s+me)?(?:\s+(?:at|on))?|(?:reach|contact)\s+me(?:\s+(?:at|on))?"
+    r"|(?:my|his|her|their|our|your)\s+(?:phone\s+|cell\s+|mobile\s+|contact\s+)?number)"
+    r"\b\.?\s*(?:number|no\.?|#)?\s*(?:is)?\s*[:#]?\s*)"
     rf"(\+?\(?\d[\d\s().-]{{5,}}\d){_NOT_AFTER}",
     re.IGNORECASE,
 )
+
+
+# US social-security numbers: 3-2-4 digits with dashes or spaces (never area 000 / 666 / 9xx, group 00, serial
+# 0000), or 9 bare digits after a cue ("SSN", "social security number").
+SSN_RE = re.compile(r"(?<![\w./-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w/-]|\.\d)")
+CUED_SSN_RE = re.compile(
+    r"(\b(?:ssn|soc(?:ial)?\.?\s+sec(?:urity)?\.?(?:\s+(?:number|no\.?|#))?)\s*(?:is)?\s*[:#]?\s*)"
+    r"(\d{9})(?![\w-]|\.\d)",
+    re.IGNORECASE,
+)
+# Payment cards: 13-19 digits, alone or in groups split by single spaces / dashes; kept only if Luhn-valid.
+CARD_RE = re.compile(r"(?<![\w./+-])\d(?:[ -]?\d){12,18}(?![\w/]|[.-]\d)")
+# IPv4: four octets 0-255; IPv6: hex groups with colons (validated by the ipaddress module).
+IPV4_RE = re.compile(r"(?<![\w.:-])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+                     r"(?::\d{1,5})?(?![\w-]|\.\d)")
+IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])")
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _is_card(s: str) -> bool:
+    digits = re.sub(r"\D", "", s)
+    return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn_ok(digits)
+
+
+def _is_ipv6(s: str) -> bool:
+    import ipaddress
+
+    if s.count(":") < 2 or not any(c.isdigit() for c in s) or re.fullmatch(r"[\d:]+", s) and "::" not in s:
+        return False  # "12:30:45" is a time
+    try:
+        ipaddress.IPv6Address(s)
+    except ValueError:
+        return False
+    return True
 
 
 def _digits(s: str) -> int:
@@ -120,12 +169,36 @@ def scrub_pii(text: str) -> tuple[str, dict[str, int]]:
             return m.group(1) + PLACEHOLDERS[kind]
         return sub
 
+    def checked(kind: str, ok: Any):
+        def sub(m: re.Match[str]) -> str:
+            if not ok(m.group(0)):
+                return m.group(0)
+            counts[kind] += 1
+            return PLACEHOLDERS[kind]
+        return sub
+
     text = URL_RE.sub(url, text)  # first: URLs may contain e-mail addresses and digits
     text = EMAIL_RE.sub(whole("email"), text)
+    text = IPV6_RE.sub(checked("ip", _is_ipv6), text)
+    text = IPV4_RE.sub(whole("ip"), text)
     text = MRN_RE.sub(cued("mrn"), text)
     text = DOB_RE.sub(cued("dob"), text)
+    shielded: list[str] = []  # card-shaped numbers that are not cards (Luhn fails): no phone is cut out of them
+
+    def card(m: re.Match[str]) -> str:
+        if _is_card(m.group(0)):
+            counts["card"] += 1
+            return PLACEHOLDERS["card"]
+        shielded.append(m.group(0))
+        return f"\ue000{len(shielded) - 1}\ue001"
+
+    text = CARD_RE.sub(card, text)  # before phones: a card is not "[PHONE] 1111"
+    text = CUED_SSN_RE.sub(cued("ssn"), text)
+    text = SSN_RE.sub(whole("ssn"), text)
     text = CUED_PHONE_RE.sub(cued("phone"), text)
     text = PHONE_RE.sub(whole("phone"), text)
+    if shielded:
+        text = re.sub("\ue000(\\d+)\ue001", lambda m: shielded[int(m.group(1))], text)
     return text, counts
 
 

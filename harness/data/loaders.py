@@ -55,6 +55,18 @@ def field_names(fmt: str, fields: dict[str, str]) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------------- reading
 
+def _utf8_text(path: Path, encoding: str = "utf-8") -> str:
+    """The file's text; a byte that is not UTF-8 is an error naming the file, line and column."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 text (byte {data[exc.start]:#04x} at column {column}); "
+                        f"re-save the file as UTF-8") from None
+
+
 def read_records(path: Path) -> list[tuple[str | None, Any]]:
     """(key, record) pairs of a data file; key is the object key for JSON keyed by id, else None."""
     path = Path(path)
@@ -65,11 +77,9 @@ def read_records(path: Path) -> list[tuple[str | None, Any]]:
         raise DataError(f"{path}: unknown file type '{path.suffix}'; allowed: {', '.join(FILE_TYPES)}")
     if kind == "json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_utf8_text(path))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text: {exc}") from None
         if isinstance(data, list):
             return [(None, r) for r in data]
         if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
@@ -78,8 +88,13 @@ def read_records(path: Path) -> list[tuple[str | None, Any]]:
                         f"(got {type(data).__name__})")
     if kind == "jsonl":
         records: list[tuple[str | None, Any]] = []
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
+        with path.open("rb") as f:
+            for line_no, raw_line in enumerate(f, start=1):
+                try:
+                    line = raw_line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{path}: line {line_no}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                                    f"column {exc.start + 1}); re-save the file as UTF-8") from None
                 if not line.strip():
                     continue
                 try:
@@ -89,8 +104,12 @@ def read_records(path: Path) -> list[tuple[str | None, Any]]:
                         from None
         return records
     if kind == "csv":
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            return [(None, row) for row in csv.DictReader(f)]
+        import io
+
+        try:
+            return [(None, row) for row in csv.DictReader(io.StringIO(_utf8_text(path, "utf-8-sig"), newline=""))]
+        except csv.Error as exc:
+            raise DataError(f"{path}: not valid CSV: {exc}") from None
     import pyarrow.parquet as pq  # only for parquet files
 
     try:

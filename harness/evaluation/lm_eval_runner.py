@@ -179,11 +179,54 @@ def resolve_tasks(eval_cfg: EvalConfig, data_dir: Path, cache_dir: Path,
                     + (f", not in the task folder {inc}" if inc else " (no eval.include_path given)")
                     + (f"; did you mean {', '.join(close)}?" if close else ""))
             entry = tm.task_index[t.lm_eval_name]
-            if entry.yaml_path is not None:
-                t.data["yaml"] = str(entry.yaml_path)
-            if inc is not None:
-                t.data["include_path"] = str(inc)
+            if inc is not None and entry.yaml_path is not None and _inside(Path(entry.yaml_path), inc):
+                _resolve_custom(t, Path(entry.yaml_path), inc, data_dir, eval_cfg.limit_strategy)
+            elif entry.yaml_path is not None:
+                t.data["yaml"] = Path(entry.yaml_path).name  # one of lm-eval's own tasks
     return resolved
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _resolve_custom(t: ResolvedTask, yaml_path: Path, inc: Path, data_dir: Path, limit_strategy: str) -> None:
+    """A task of `eval.include_path`: its YAML as a full config with its relative data paths resolved against the
+    YAML's folder, its files' sha256 recorded, and `limit_strategy: spread` applied when its test split is one
+    local file (harness/evaluation/custom.py)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from harness.evaluation import custom
+
+    shown = lambda p: custom.display_path(p, inc, data_dir)
+    t.data.update({"kind": "custom", "include_path": shown(inc), "yaml": shown(yaml_path),
+                   "yaml_sha256": custom.file_sha256(yaml_path), "folder_sha256": custom.folder_digest(inc)})
+    found, _ = custom.task_data_files(yaml_path)
+    t.data["files"] = {shown(f): custom.file_sha256(f) for f in found if f.is_file()}
+    cfg = load_yaml(yaml_path, resolve_func=True)
+    if "group" in cfg or not isinstance(cfg.get("task"), str):
+        t.extra = {"limit": t.limit, "limit_strategy": "first"}
+        return  # a group of tasks: lm-eval resolves it by name
+    cfg = custom.rewrite_data_paths(cfg, yaml_path.parent)
+    t.spec = cfg
+    t.extra = {"limit": t.limit, "limit_strategy": "first"}
+    if t.limit is None or limit_strategy != "spread":
+        return
+    test_file = custom.test_split_file(custom.rewrite_data_paths(custom.read_task_yaml(yaml_path), yaml_path.parent))
+    n = custom.count_records(test_file) if test_file is not None else None
+    if n is None:
+        t.data["subset"] = (f"first {t.limit} items: limit_strategy spread needs the test split as one local "
+                            f"JSON / JSONL / CSV file without process_docs or custom_dataset")
+        return
+    t.extra["limit_strategy"] = "spread"
+    if t.limit < n:
+        t.samples = spread_indices(n, t.limit)
+        t.data["subset"] = f"spread: {t.limit} of {n} items, evenly spaced"
+        t.limit = None
 
 
 def make_task_manager(eval_cfg: EvalConfig, data_dir: Path) -> Any:

@@ -302,6 +302,8 @@ def training_curves(data: ReportData, methods: list[str]) -> list[dict[str, Any]
             ax1, ax2 = fig.subplots(1, 2, width_ratios=[1.6, 1],
                                     gridspec_kw=_margins(fig, 0.75, 0.2, 0.55, 0.35, 0.18))
             any_val = False
+            val_points: list[float] = []
+            max_epochs = 1
             for r in sorted(picks, key=lambda r: methods.index(r["method"]) if r["method"] in methods else 99):
                 label = safe(f"{method_label(r)} (lr {lr_text(r['lr'])}, {int(r['epochs'] or 0)} ep)")
                 colour = colours.get(r["method"], "grey")
@@ -311,6 +313,8 @@ def training_curves(data: ReportData, methods: list[str]) -> list[dict[str, Any]
                 if r["val_loss"]:
                     any_val = True
                     vals = [float(v) if v is not None else math.nan for v in r["val_loss"]]
+                    val_points += [v for v in vals if not math.isnan(v)]
+                    max_epochs = max(max_epochs, len(vals))
                     ax2.plot(range(1, len(vals) + 1), vals, color=colour, marker="o", lw=1.4, label=label)
             ax1.set_xlabel("optimizer step")
             ax1.set_ylabel("training loss")
@@ -321,6 +325,16 @@ def training_curves(data: ReportData, methods: list[str]) -> list[dict[str, Any]
             from matplotlib.ticker import MaxNLocator
 
             ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax2.set_xlim(0.5, max_epochs + 0.5)  # whole epochs only, even for one
+            if max_epochs <= 3:
+                ax2.set_xticks(range(1, max_epochs + 1))
+            if val_points and max_epochs == 1:
+                # one point per line needs a scale: the training-loss axis (so the two panels compare), widened
+                # to hold every validation point; never a ±5 % zoom around one value
+                lo, hi = ax1.get_ylim() if ax1.has_data() else (min(val_points), max(val_points))
+                lo, hi = min(lo, min(val_points)), max(hi, max(val_points))
+                pad = 0.05 * (hi - lo) if hi > lo else max(0.1 * abs(hi), 0.1)
+                ax2.set_ylim(lo - pad, hi + pad)
             if not any_val:
                 ax2.text(0.5, 0.5, "no validation loss recorded", ha="center", va="center",
                          transform=ax2.transAxes, color="dimgrey")
@@ -330,6 +344,19 @@ def training_curves(data: ReportData, methods: list[str]) -> list[dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------------------- heatmaps
+
+def method_block_label(label: str, width_in: float, size: float = 8.5) -> tuple[str, float]:
+    """(text, font size) of a method's name over a heatmap block `width_in` inches wide: wrapped at spaces to fit,
+    smaller type when one word alone is too wide (bold text: about 0.62 em per character)."""
+    import textwrap
+
+    for fs in (size, 7.5, 6.5):
+        chars = max(3, int(width_in * 72 / (fs * 0.62)))
+        lines = textwrap.wrap(label, width=chars, break_long_words=False, break_on_hyphens=False) or [label]
+        if max(len(line) for line in lines) <= chars:
+            return "\n".join(lines), fs
+    return "\n".join(textwrap.wrap(label, width=chars, break_long_words=True)), 6.5
+
 
 def heatmaps(data: ReportData, methods: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """Per (non-synthetic) model: learning rate x epochs heatmaps of accuracy, one block per method, one row
@@ -361,11 +388,16 @@ def heatmaps(data: ReportData, methods: list[str]) -> tuple[list[dict[str, Any]]
         columns = [(ml, ep) for ml, eps in blocks for ep in eps]
         if not lrs or not columns:
             continue
-        cell_w = min(0.62, 10.6 / len(columns))
+        cell_w = max(0.42, min(0.62, 10.6 / len(columns)))
         width = 0.85 + cell_w * len(columns) + 1.35
+        longest_title = max(len(f"{model} · {task_label(t)} accuracy (%)") for t in tasks)
+        width = max(width, 0.85 + 0.1 * longest_title)  # a narrow matrix must not cut its panel titles
         row_h = 0.34
         panel_h = row_h * len(lrs)
-        gap = 0.95  # title, method names and the epochs axis between panels
+        # method names wrapped to their block's width (never overlapping a neighbour's)
+        names = {ml: method_block_label(ml, cell_w * len(eps)) for ml, eps in blocks}
+        n_lines = max(len(t.splitlines()) for t, _ in names.values())
+        gap = 0.95 + 0.13 * (n_lines - 1)  # title, method names and the epochs axis between panels
         height = 0.25 + len(tasks) * (panel_h + gap)
         with _style():
             fig = _figure(width, height)
@@ -403,10 +435,12 @@ def heatmaps(data: ReportData, methods: list[str]) -> tuple[list[dict[str, Any]]
                 for bi, (ml, eps) in enumerate(blocks):
                     if bi:
                         ax.axvline(pos - 0.5, color="white", lw=4)
-                    ax.text(pos + (len(eps) - 1) / 2, -0.62, safe(ml), ha="center", va="bottom", fontsize=8.5,
-                            fontweight="bold")
+                    text, size = names[ml]
+                    ax.text(pos + (len(eps) - 1) / 2, -0.62, safe(text), ha="center", va="bottom", fontsize=size,
+                            fontweight="bold", linespacing=1.05)
                     pos += len(eps)
-                ax.set_title(safe(f"{model} · {task_label(task)} accuracy (%)"), pad=30, loc="left")
+                ax.set_title(safe(f"{model} · {task_label(task)} accuracy (%)"), pad=30 + 10 * (n_lines - 1),
+                             loc="left")
                 cax = fig.add_axes(((0.85 + cell_w * len(columns) + 0.15) / width, bottom / height,
                                     0.14 / width, panel_h / height))
                 fig.colorbar(im, cax=cax, label="Δ vs base (pts)" if base is not None else "Δ vs mean (pts)")

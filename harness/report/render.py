@@ -26,6 +26,7 @@ from harness.formatting import (
 from harness.methods.base import kind_label
 from harness.report.columns import measurement_columns
 from harness.report.loader import ReportData, chance_level, get, load_report_data, task_label
+from harness.report.provenance_text import cpu_text, shown_data_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.report.gate import GateResult
@@ -300,15 +301,16 @@ def build_provenance(data: ReportData, matrix_text: str | None, matrix_path: str
     envs: dict[str, dict[str, Any]] = {}
     data_files: dict[str, set[str]] = {}
     for rec in data.records.values():
+        ddir = get(rec.config or {}, "runtime.data_dir")
         for path, digest in (rec.data_files or {}).items():
-            data_files.setdefault(path, set()).add(str(digest))
+            data_files.setdefault(shown_data_path(path, ddir), set()).add(str(digest))
         env = rec.environment or {}
         if not env:
             continue
         summary = {
             "host": str(env.get("hostname") or "?"),
             "device": _device_text(env.get("device")),
-            "cpu": str(env.get("cpu") or "?"),
+            "cpu": cpu_text(env.get("cpu")),
             "platform": str(env.get("platform") or "?"),
             "python": str(env.get("python") or "?"),
             "packages": ", ".join(f"{k} {v}" for k, v in sorted((env.get("packages") or {}).items())
@@ -346,11 +348,9 @@ def _ratio(measured: Any, predicted: Any) -> str:
 
 
 def _device_text(device: Any) -> str:
-    if isinstance(device, dict):
-        name = device.get("name") or "?"
-        count = device.get("count")
-        return f"{count} × {name}" if count and count != 1 else str(name)
-    return str(device) if device else "?"
+    from harness.report.provenance_text import device_text
+
+    return device_text(device)
 
 
 # ---------------------------------------------------------------------------------------------------- gate
