@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-minutes", type=positive_minutes, help="per-cell timeout (overrides the matrix)")
     p.add_argument("--executor", default="subprocess", help="how cells run (default: subprocess)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--skip-unreachable", action="store_true", help="record the cells of hub models that cannot be "
-                                                                    "reached as skipped instead of stopping (exit 2)")
+    p.add_argument("--fail-unreachable", action="store_true", help="stop (exit 2) when a hub model cannot be "
+                                                                    "reached, instead of recording its cells as skipped")
     return p
 
 
@@ -116,9 +116,11 @@ def _main(argv: list[str] | None = None) -> int:
         if not args.no_report:
             places["report folder"] = report_path.parent
         pre = run_preflight(loaded, [p.cell for p in planned if p.action == "run"], places=places)
-        if args.skip_unreachable:
-            from harness.preflight import skip_unreachable
+        if pre.unreachable and not args.fail_unreachable:  # its cells are skipped; a later run with the hub runs them
+            from harness.preflight import skip_unreachable, unreachable_message
 
+            print(f"warning: {unreachable_message(pre.unreachable)}\n(their cells are recorded as skipped; "
+                  "--fail-unreachable stops instead)", file=sys.stderr)
             planned = skip_unreachable(planned, pre)
         if not pre.ok:
             print(pre.message(str(loaded.path)), file=sys.stderr)

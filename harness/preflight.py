@@ -384,7 +384,7 @@ def writable_problem(path: Path, what: str, min_free: int = MIN_FREE_BYTES) -> s
 # ---------------------------------------------------------------------------------------------------- all
 
 def skip_unreachable(planned: list[Any], res: PreflightResult) -> list[Any]:
-    """`--skip-unreachable`: the cells of unreachable hub models become `skip` (recorded as skipped, with the
+    """The default for unreachable hub models: their cells become `skip` (recorded as skipped, with the
     reason; a later run where the hub answers runs them), and their error is dropped from `res`."""
     if not res.unreachable:
         return planned
