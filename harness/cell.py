@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CellConfig.model_validate(spec["config"])
     Path(cfg.runtime.cache_dir).mkdir(parents=True, exist_ok=True)
     result = run_cell(cfg, spec["cell_id"], spec["config_hash"])
+    if spec.get("execution"):  # where it ran (executor, node, GPUs), as the executor tells it
+        result.environment["execution"] = spec["execution"]
     write_result(Path(cfg.runtime.results_dir), result)
     print(f"[cell] {spec['cell_id']}: {result.status}" + (f" ({result.reason})" if result.reason else ""), flush=True)
     return 0
