@@ -106,7 +106,7 @@ def run_child(spec_path: Path, log_path: Path, timeout_s: float | None, on_poll:
     """Run `python -m harness.cell SPEC` in a new session, its output appended to `log_path`; kill the whole process
     group on timeout or on any exception here (KeyboardInterrupt, a cancelled Ray task), then re-raise."""
     t0 = time.monotonic()
-    child_env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", **(env or {}))
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "harness.cell", str(spec_path)], stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env,
