@@ -164,8 +164,12 @@ def build_headline(data: ReportData) -> dict[str, Any]:
             # the cells a reader cannot tell apart from the best (within 1 SE), and the cheapest of them
             if se is not None:
                 near = cand[cand[f"acc:{task}"] >= acc - se - 1e-12]
-                t["n_near"] = len(near) - 1
-                cheap = near.sort_values(["_mem", "time_per_epoch"]).iloc[0].to_dict()
+                if "device_type" in near:  # cost is compared on one device type, never on a shared GPU
+                    near = near[(near["device_type"].fillna("") == (best.get("device_type") or ""))
+                                & ~near["shared_device"].astype(bool)]
+                    near = near if best["cell_id"] in set(near["cell_id"]) else near.iloc[0:0]
+                t["n_near"] = max(len(near) - 1, 0)
+                cheap = near.sort_values(["_mem", "time_per_epoch"]).iloc[0].to_dict() if len(near) else best
                 cheap["_multi_seed"] = multi_seed
                 if cheap["cell_id"] != best["cell_id"] and value(cheap.get("mem_headline")) is not None:
                     t["cheapest_near"] = {"cell": _cell_summary(cheap), "acc": fmt_pct(cheap[f"acc:{task}"]),
@@ -208,6 +212,11 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
         columns.append({"label": f"Δ {task_label(task)}",
                         "title": "difference to the model's base row in points; * = p < 0.05 and 95 % CI "
                                  "excludes 0 (paired test); hover for CI and p"})
+    devices = df["device_type"].dropna().unique() if "device_type" in df else []
+    shared_any = bool(df["shared_device"].astype(bool).any()) if "shared_device" in df else False
+    show_device = len(devices) > 1 or shared_any
+    if show_device:
+        columns.append({"label": "device", "title": "where the cell ran; speed and memory sort within a device type"})
     columns += [{"label": "peak mem", "title": "headline peak memory (see the metric in the cell's tooltip)"},
                 {"label": "allocated", "title": "torch max_memory_allocated"},
                 {"label": "reserved", "title": "torch max_memory_reserved"},
@@ -257,6 +266,10 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
                           "sort": "" if syn else _sortable(d),
                           "cls": ("muted" if syn else ("pos" if sig and d > 0 else "neg" if sig else "")),
                           "title": title})
+        if show_device:
+            cells.append({"text": (r.get("device_type") or "?") + (" (shared)" if r.get("shared_device") else ""),
+                          "sort": r.get("device_type") or "", "title": f"node {r.get('node') or '?'}"})
+        perf_start = len(cells)
         proc = value(r["mem_nvml"]) if value(r["mem_nvml"]) is not None else value(r["mem_rss"])
         proc_name = "NVML process peak" if value(r["mem_nvml"]) is not None else "peak RSS"
         share = value(r["trainable_share"])
@@ -274,8 +287,22 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
             {"text": fmt_bytes(r["saved_bytes"]), "sort": _sortable(r["saved_bytes"])},
             {"text": r["status"], "sort": r["status"], "badge_status": r["status"], "title": r.get("reason") or ""},
         ]
+        _perf_cells(cells[perf_start:perf_start + 7], r, grouped=len(devices) > 1)
         rows.append({"cells": cells, "status": r["status"], "synthetic": syn})
     return {"columns": columns, "rows": rows, "multi_seed": multi_seed}
+
+
+def _perf_cells(cells: list[dict[str, Any]], r: dict[str, Any], grouped: bool) -> None:
+    """Speed and memory cells: muted and never ranked on a shared GPU; sorted within their device type when the
+    table holds several (a string key "device|value" keeps each type together)."""
+    for c in cells:
+        if r.get("shared_device"):
+            c.update(cls="muted", sort="", title="ran on a shared GPU (share_gpu): not comparable")
+        elif grouped and c.get("sort") not in ("", None):
+            try:
+                c["sort"] = f"{r.get('device_type') or '?'}|{float(c['sort']):024.6f}"
+            except (TypeError, ValueError):
+                pass
 
 
 # ---------------------------------------------------------------------------------------------------- failures
