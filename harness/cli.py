@@ -130,8 +130,13 @@ def _executor(args: argparse.Namespace, loaded: object) -> object:
         options = loaded.matrix.execution.model_validate(
             {**loaded.matrix.execution.model_dump(), **{k: v for k, v in flags.items() if v is not None}})
         return executor_class(options.executor)(options)
-    except (KeyError, ValidationError, ImportError) as exc:
-        print(f"error: execution: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+    except ValidationError as exc:
+        for e in exc.errors():
+            where = ".".join(map(str, e["loc"]))
+            print(f"error: execution{'.' + where if where else ''}: {e['msg']}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyError as exc:
+        print(f"error: execution: {exc.args[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -228,7 +228,7 @@ class ExecutionConfig(Strict):
         g = self.gpus_per_cell
         if g is not None and g != int(g) and not self.share_gpu:
             raise ValueError(f"gpus_per_cell {g} is a fraction of a GPU: cells would share a device and their speed "
-                             "and memory would mean nothing; set share_gpu: true for accuracy-only runs")
+                             "and memory would mean nothing; set share_gpu: true (--share-gpu) for accuracy-only runs")
         return self
 
 

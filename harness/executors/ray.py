@@ -62,7 +62,7 @@ STREAM_INTERVAL_S = 2.0  # how often a running cell sends its new log lines and 
 STREAM_CHUNK_BYTES = 256_000
 HARD_TIMEOUT_MARGIN_S = 60.0  # a task still running this long after its cell's timeout (+ grace) is force-cancelled
 WAIT_S = 0.5
-ENV_PREFIXES = ("HF_", "MEDBENCH_", "TRANSFORMERS_", "TOKENIZERS_", "PYTORCH_", "OMP_NUM_THREADS")
+ENV_PREFIXES = ("HF_", "MEDBENCH_", "TRANSFORMERS_", "TOKENIZERS_", "PYTORCH_")  # not OMP_*: Ray sets it per task
 NOT_RETURNED = ("cell.json", "progress.json")
 
 
