@@ -96,7 +96,7 @@ def test_placement_skips_what_fits_no_device_and_puts_big_cells_first(tmp_path, 
     for cell in (huge_full, huge_lora):  # a 13B-sized model in fp32 fits no L4, trained in full or with LoRA
         assert actions[cell.id][0] == "skip"
         assert "fits no device of the cluster (largest: NVIDIA L4" in actions[cell.id][1]
-    assert priority[huge_full.id] > priority[huge_lora.id] > priority[small[0].id]  # big cells first
+    assert priority[huge_full.id] > priority[huge_lora.id] > priority[small[0].id]  # longest first
 
     placed, _ = place_cells(planned, [l4, h200])  # LoRA of the big model fits the H200, full training does not
     actions = {p.cell.id: p.action for p in placed}

@@ -20,7 +20,8 @@ reason; Ctrl-C cancels the running cells and leaves the finished ones. While a c
 Placement: cells never share a GPU unless `share_gpu` (fractional --gpus-per-cell, accuracy-only: the record says
 so and the report marks the cell's speed and memory as not comparable). The estimator predicts each cell's peak
 memory on every kind of device in the cluster; a cell that fits none is skipped in the plan with the reason, and
-the biggest cells are submitted first, so that the long ones do not end up alone at the tail of the run.
+the longest cells (predicted time, then memory) are submitted first, so that they do not end up alone at the tail
+of the run.
 
 `ray` is imported only inside functions: choosing another executor never imports it.
 """
@@ -144,7 +145,8 @@ def cluster_devices(nodes: list[dict[str, Any]], probes: dict[str, dict[str, Any
 def place_cells(planned: list[PlannedCell], kinds: list[DeviceKind]) -> tuple[list[PlannedCell],
                                                                               dict[str, tuple[float, float]]]:
     """The plan with every `run` cell that the estimator predicts to fit none of `kinds` turned into `skip` (with
-    the reason), and each cell's priority (predicted peak bytes, predicted seconds): biggest first."""
+    the reason), and each cell's priority (predicted seconds, predicted peak bytes): the longest first, which keeps
+    a long cell from running alone at the end (longest-processing-time-first list scheduling)."""
     from harness.estimator import DeviceProfile, estimate_cell
     from harness.formatting import fmt_bytes
     from harness.runner import PlannedCell
@@ -169,7 +171,7 @@ def place_cells(planned: list[PlannedCell], kinds: list[DeviceKind]) -> tuple[li
             fits.append(est.fits)
             peaks.append(float(est.peak_process_bytes or 0))
             walls.append(float(est.cell_wall_s or 0))
-        priority[p.cell.id] = (max(peaks, default=0.0), max(walls, default=0.0))
+        priority[p.cell.id] = (max(walls, default=0.0), max(peaks, default=0.0))
         if fits and all(f is False for f in fits):
             largest = max(kinds, key=lambda k: k.memory_bytes or 0)
             why = (f"predicted peak memory {fmt_bytes(min(peaks))} fits no device of the cluster (largest: "
