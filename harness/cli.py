@@ -17,6 +17,7 @@ from pathlib import Path
 from harness.formatting import fmt_bytes, fmt_seconds
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_REGRESSION = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C: running cells cancelled, finished ones kept
 CACHE_DIR_ENV = "MEDBENCH_CACHE_DIR"
 
 
@@ -166,6 +167,10 @@ def _plan_and_run(args: argparse.Namespace, loaded: object, planned: list, execu
         except ResultsBusy as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print(f"interrupted: finished cells are kept in {results_dir}; the same command goes on",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
         done = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
         print(f"matrix {name}: {len(planned)} cells ({done}); ran {summary.ran} in "
               f"{fmt_seconds(time.monotonic() - t0)}; results in {results_dir}")
