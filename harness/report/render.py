@@ -212,11 +212,6 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
         columns.append({"label": f"Δ {task_label(task)}",
                         "title": "difference to the model's base row in points; * = p < 0.05 and 95 % CI "
                                  "excludes 0 (paired test); hover for CI and p"})
-    devices = df["device_type"].dropna().unique() if "device_type" in df else []
-    shared_any = bool(df["shared_device"].astype(bool).any()) if "shared_device" in df else False
-    show_device = len(devices) > 1 or shared_any
-    if show_device:
-        columns.append({"label": "device", "title": "where the cell ran; speed and memory sort within a device type"})
     columns += [{"label": "peak mem", "title": "headline peak memory (see the metric in the cell's tooltip)"},
                 {"label": "allocated", "title": "torch max_memory_allocated"},
                 {"label": "reserved", "title": "torch max_memory_reserved"},
@@ -266,10 +261,6 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
                           "sort": "" if syn else _sortable(d),
                           "cls": ("muted" if syn else ("pos" if sig and d > 0 else "neg" if sig else "")),
                           "title": title})
-        if show_device:
-            cells.append({"text": (r.get("device_type") or "?") + (" (shared)" if r.get("shared_device") else ""),
-                          "sort": r.get("device_type") or "", "title": f"node {r.get('node') or '?'}"})
-        perf_start = len(cells)
         proc = value(r["mem_nvml"]) if value(r["mem_nvml"]) is not None else value(r["mem_rss"])
         proc_name = "NVML process peak" if value(r["mem_nvml"]) is not None else "peak RSS"
         share = value(r["trainable_share"])
@@ -287,22 +278,8 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
             {"text": fmt_bytes(r["saved_bytes"]), "sort": _sortable(r["saved_bytes"])},
             {"text": r["status"], "sort": r["status"], "badge_status": r["status"], "title": r.get("reason") or ""},
         ]
-        _perf_cells(cells[perf_start:perf_start + 7], r, grouped=len(devices) > 1)
         rows.append({"cells": cells, "status": r["status"], "synthetic": syn})
     return {"columns": columns, "rows": rows, "multi_seed": multi_seed}
-
-
-def _perf_cells(cells: list[dict[str, Any]], r: dict[str, Any], grouped: bool) -> None:
-    """Speed and memory cells: muted and never ranked on a shared GPU; sorted within their device type when the
-    table holds several (a string key "device|value" keeps each type together)."""
-    for c in cells:
-        if r.get("shared_device"):
-            c.update(cls="muted", sort="", title="ran on a shared GPU (share_gpu): not comparable")
-        elif grouped and c.get("sort") not in ("", None):
-            try:
-                c["sort"] = f"{r.get('device_type') or '?'}|{float(c['sort']):024.6f}"
-            except (TypeError, ValueError):
-                pass
 
 
 # ---------------------------------------------------------------------------------------------------- failures
@@ -385,6 +362,45 @@ def _device_text(device: Any) -> str:
     return str(device) if device else "?"
 
 
+PERF_LABELS = ("peak mem", "allocated", "reserved", "process / RSS", "time / epoch", "tokens/s", "MFU")
+
+
+def group_by_device(table: dict[str, Any], data: ReportData) -> dict[str, Any]:
+    """Speed and memory in the table, for results from several device types or shared GPUs (Ray executor): a
+    device column; each speed or memory cell sorts within its device type (a string key "device|value"), never
+    against another type; a cell that shared its GPU (share_gpu) is muted and never ranked."""
+    df = data.cells
+    if df.empty or "device_type" not in df or not table.get("columns"):
+        return table
+    types = df["device_type"].dropna().unique()
+    if len(types) < 2 and not df["shared_device"].astype(bool).any():
+        return table
+    labels = [c["label"] for c in table["columns"]]
+    perf = [i for i, label in enumerate(labels) if label in PERF_LABELS]
+    if not perf:
+        return table
+    at = perf[0]
+    table["columns"].insert(at, {"label": "device", "title": "where the cell ran; speed and memory sort within a "
+                                                             "device type, never across types"})
+    rows_by_id = {r["cell_id"]: r for r in df.to_dict("records")}
+    for row in table["rows"]:
+        r = rows_by_id.get(str(row["cells"][0].get("title", "")).split(" (")[0], {})
+        shared = bool(r.get("shared_device"))
+        dtype = r.get("device_type") or "?"
+        row["cells"].insert(at, {"text": dtype + (" (shared)" if shared else ""), "sort": dtype,
+                                 "title": f"node {r.get('node') or '?'}"})
+        for i in perf:
+            c = row["cells"][i + 1]
+            if shared:
+                c.update(cls="muted", sort="", title="ran on a shared GPU (share_gpu): not comparable")
+            elif len(types) > 1 and c.get("sort") not in ("", None):
+                try:
+                    c["sort"] = f"{dtype}|{float(c['sort']):024.6f}"
+                except (TypeError, ValueError):
+                    pass
+    return table
+
+
 # ---------------------------------------------------------------------------------------------------- gate
 
 def build_gate(gate: GateResult | None) -> dict[str, Any] | None:
@@ -446,7 +462,7 @@ def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_pa
         "gate": build_gate(gate),
         "headline": build_headline(data),
         "pareto": pareto,
-        "table": build_table(data, methods),
+        "table": group_by_device(build_table(data, methods), data),
         "curves": figures.training_curves(data, methods),
         "heatmaps": heat,
         "heatmaps_skipped": heat_skipped,
