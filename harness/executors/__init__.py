@@ -39,7 +39,7 @@ def executors() -> dict[str, type[Executor]]:
         from harness.plugins import import_package_modules, load_plugins
 
         _scanned = True
-        import_package_modules(pkg, skip=("base", "progress"))
+        import_package_modules(pkg)  # the shared modules import nothing heavy either
         load_plugins()
     return dict(_REGISTRY)
 
