@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_cell_env(cfg)  # before transformers / datasets load: no telemetry; offline when every file is local
     Path(cfg.runtime.cache_dir).mkdir(parents=True, exist_ok=True)
     result = run_cell(cfg, spec["cell_id"], spec["config_hash"])
+    if spec.get("execution"):  # where it ran (executor, node, GPUs), as the executor tells it
+        result.environment["execution"] = spec["execution"]
     write_result(Path(cfg.runtime.results_dir), result)
     print(f"[cell] {spec['cell_id']}: {result.status}" + (f" ({result.reason})" if result.reason else ""), flush=True)
     return 0

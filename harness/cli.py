@@ -44,10 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "(report.thresholds in the matrix) is crossed")
     p.add_argument("--write-baseline", metavar="FILE", help="write a baseline JSON from the results folder")
     p.add_argument("--timeout-minutes", type=positive_minutes, help="per-cell timeout (overrides the matrix)")
-    p.add_argument("--executor", default="subprocess", help="how cells run (default: subprocess)")
+    p.add_argument("--executor", help="how cells run: local (one after the other, the default) or ray (over every "
+                                      "GPU of this machine or of a Ray cluster); overrides the matrix's execution")
+    ray = p.add_argument_group("Ray executor (--executor ray; pip install -e '.[ray]')")
+    ray.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (e.g. 10.0.0.1:6379 or auto); "
+                                                           "default: start Ray on this machine")
+    ray.add_argument("--gpus-per-cell", type=float, metavar="N", help="GPUs per cell (default 1 where the "
+                                                                      "cluster has GPUs, else 0)")
+    ray.add_argument("--cpus-per-cell", type=float, metavar="N", help="CPU cores per cell (default 1)")
+    ray.add_argument("--max-concurrent", type=int, metavar="N", help="cells running at once at most")
+    ray.add_argument("--max-retries", type=int, metavar="N", help="runs again a cell whose worker or node was "
+                                                                  "lost up to N times (default 2)")
+    ray.add_argument("--share-gpu", action="store_true", default=None,
+                     help="let cells share a GPU (fractional --gpus-per-cell): accuracy-only, the report marks their "
+                          "speed and memory as not comparable")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--fail-unreachable", action="store_true", help="stop (exit 2) when a hub model cannot be "
-                                                                    "reached, instead of recording its cells as skipped")
+    p.add_argument("--fail-unreachable", action="store_true",
+                   help="stop (exit 2) when a hub model cannot be reached, instead of recording its cells as skipped")
     return p
 
 
@@ -100,15 +113,51 @@ def _main(argv: list[str] | None = None) -> int:
                           cache_dir=str(cache_dir.resolve()), timeout_s=timeout_s)
     cells = expand(loaded, runtime)
 
-    from harness.runner import EXECUTORS, ResultsBusy, execute, plan
+    from harness.runner import plan
 
-    if args.executor not in EXECUTORS:
-        print(f"error: --executor {args.executor!r}: allowed: {', '.join(EXECUTORS)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     planned = plan(cells, results_dir, rerun_failed=args.rerun_failed, only=args.only)
     if args.only and not planned:
         print(f"error: --only {' '.join(args.only)} matches none of the {len(cells)} cells", file=sys.stderr)
         return EXIT_BAD_INPUT
+    executor = None if args.report_only else _executor(args, loaded)
+    if isinstance(executor, int):
+        return executor
+    try:
+        return _plan_and_run(args, loaded, planned, executor, results_dir, report_path, cache_dir)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _executor(args: argparse.Namespace, loaded: object) -> object:
+    """The executor the flags and the matrix's `execution:` choose (flags win), or an exit code."""
+    from pydantic import ValidationError
+
+    from harness.executors import executor_class
+
+    flags = {"executor": args.executor, "ray_address": args.ray_address, "gpus_per_cell": args.gpus_per_cell,
+             "cpus_per_cell": args.cpus_per_cell, "max_concurrent": args.max_concurrent,
+             "max_retries": args.max_retries, "share_gpu": args.share_gpu}
+    try:
+        options = loaded.matrix.execution.model_validate(
+            {**loaded.matrix.execution.model_dump(), **{k: v for k, v in flags.items() if v is not None}})
+        return executor_class(options.executor)(options)
+    except ValidationError as exc:
+        for e in exc.errors():
+            where = ".".join(map(str, e["loc"]))
+            print(f"error: execution{'.' + where if where else ''}: {e['msg']}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyError as exc:
+        print(f"error: execution: {exc.args[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _plan_and_run(args: argparse.Namespace, loaded: object, planned: list, executor: object, results_dir: Path,
+                  report_path: Path, cache_dir: Path) -> int:
+    from harness.runner import ResultsBusy, execute
+
+    name = loaded.matrix.name
+    pre = None
     if not args.report_only:  # everything checkable, before any cell runs (harness/preflight.py)
         from harness.preflight import run_preflight
 
@@ -125,10 +174,16 @@ def _main(argv: list[str] | None = None) -> int:
         if not pre.ok:
             print(pre.message(str(loaded.path)), file=sys.stderr)
             return EXIT_BAD_INPUT
+    if executor is not None:
+        try:
+            planned = executor.place(planned)  # cells that fit no device of the cluster become `skip`
+        except ImportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     if args.dry_run:
         try:
             print_plan(planned, loaded, results_dir)
-            if not args.report_only:
+            if pre is not None:
                 print(pre.summary())
         except BrokenPipeError:  # `--dry-run | head` is fine
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -138,7 +193,7 @@ def _main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         t0 = time.monotonic()
         try:
-            summary = execute(planned, results_dir, executor=args.executor, progress=not args.no_progress)
+            summary = execute(planned, results_dir, executor=executor, progress=not args.no_progress)
         except ResultsBusy as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT

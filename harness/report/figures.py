@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from harness.formatting import lr_text, value
-from harness.report.loader import task_label
+from harness.report.loader import perf_rows, task_label
 from harness.report.pareto import pareto_front
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -138,7 +138,7 @@ def _time_unit(seconds: list[float]) -> tuple[float, str]:
 def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]:
     """Per task: accuracy vs peak memory and accuracy vs total training time, Pareto-optimal cells ringed
     and labelled. Synthetic models are left out. Returns per task {task, uri, fronts: {axis: [rows]}}."""
-    df = _trained_ok(data.cells)
+    df = perf_rows(_trained_ok(data.cells))  # cost axes: one device type, no shared GPUs
     out: list[dict[str, Any]] = []
     if df.empty:
         return out
@@ -454,7 +454,7 @@ def heatmaps(data: ReportData, methods: list[str]) -> tuple[list[dict[str, Any]]
 def cost_bars(data: ReportData, methods: list[str]) -> dict[str, Any] | None:
     """Peak memory and time per epoch per method and model (median over the model's cells of that method,
     whiskers: min to max). Synthetic models are included: cost does not depend on the weights."""
-    df = _trained_ok(data.cells)
+    df = perf_rows(_trained_ok(data.cells))  # one device type, no shared GPUs
     if df.empty:
         return None
     df = df.copy()

@@ -134,6 +134,8 @@ def _cells_from_folder(results_dir: Path) -> tuple[dict[str, dict[str, Any]], li
             "memory_metric": value(row.get("mem_headline_name")),
             "memory_device": value(row.get("mem_device")),
             "time_per_epoch_s": value(row.get("time_per_epoch")),
+            "device_type": value(row.get("device_type")),
+            "shared_device": bool(value(row.get("shared_device"))),
         }
         key = row["key"]
         old = cells.get(key)
@@ -198,19 +200,31 @@ def check_baseline(results_dir: Path, baseline_path: Path, thresholds: Any) -> G
             ok = change >= -limits["max_accuracy_drop"] - 1e-12
             rows.append(GateRow(key, f"acc:{task}", b_acc, c_acc, change, limits["max_accuracy_drop"], ok, cid,
                                 syn.strip()))
+        device, why_not = _same_device(b, c)
         rows += _growth_row(key, cid, "memory", b.get("memory_bytes"), c.get("memory_bytes"),
                             limits["max_memory_growth"],
-                            same=(b.get("memory_metric"), b.get("memory_device"))
+                            same=device and (b.get("memory_metric"), b.get("memory_device"))
                             == (c.get("memory_metric"), c.get("memory_device")),
-                            what=f"{b.get('memory_metric')} on {b.get('memory_device')} vs "
-                                 f"{c.get('memory_metric')} on {c.get('memory_device')}")
+                            what=why_not or f"{b.get('memory_metric')} on {b.get('memory_device')} vs "
+                                            f"{c.get('memory_metric')} on {c.get('memory_device')}")
         rows += _growth_row(key, cid, "time_per_epoch", b.get("time_per_epoch_s"), c.get("time_per_epoch_s"),
-                            limits["max_time_growth"], same=True, what="")
+                            limits["max_time_growth"], same=device, what=why_not)
     passed = not missing and all(r.ok for r in rows)
     if not base_cells:
         notes.append("the baseline holds no cells")
     return GateResult(passed=passed, rows=rows, missing=missing, new=new, thresholds=limits,
                       baseline_path=str(baseline_path), notes=notes)
+
+
+def _same_device(b: dict[str, Any], c: dict[str, Any]) -> tuple[bool, str]:
+    """Whether speed and memory of two records compare: the same device type (unknown counts as the same, for
+    baselines written before devices were recorded) and neither on a shared GPU."""
+    if b.get("shared_device") or c.get("shared_device"):
+        return False, "ran on a shared GPU (share_gpu)"
+    bt, ct = b.get("device_type"), c.get("device_type")
+    if bt and ct and bt != ct:
+        return False, f"different devices: {bt} vs {ct}"
+    return True, ""
 
 
 def _growth_row(key: str, cid: str | None, metric: str, b: Any, c: Any, limit: float, same: bool,

@@ -123,10 +123,44 @@ def normalize_comparisons(data: Any, notes: list[str] | None = None) -> dict[str
     return {}
 
 
+def device_type(device: Any) -> str | None:
+    """What speed and memory may be compared within: the GPU's name ("NVIDIA H100 80GB HBM3"), "cpu", or None."""
+    if not isinstance(device, dict):
+        return None
+    if device.get("type") == "cpu":
+        return "cpu"
+    if device.get("name"):
+        return str(device["name"])
+    return {"cuda": "GPU"}.get(str(device.get("type")), device.get("type") or None)
+
+
+def perf_rows(df: pd.DataFrame, notes: list[str] | None = None) -> pd.DataFrame:
+    """The rows whose speed and memory can be drawn against each other: not run on a shared GPU, and all of one
+    device type (the most common; the others stay in the table, grouped by device). Says what it left out."""
+    if df.empty or "device_type" not in df:
+        return df
+    out = df[~df["shared_device"].astype(bool)]
+    if notes is not None and len(out) < len(df):
+        notes.append(f"{len(df) - len(out)} cell(s) ran on a shared GPU (share_gpu): their speed and memory are not "
+                     "comparable and are left out of the speed and memory figures")
+    types = out["device_type"].dropna()
+    if types.nunique() > 1:
+        main = types.value_counts().index[0]
+        others = sorted(set(types) - {main})
+        if notes is not None:
+            notes.append(f"cells ran on {types.nunique()} device types: speed and memory figures show the cells on "
+                         f"{main}; those on {', '.join(others)} are in the table, grouped by device, never ranked "
+                         "against them")
+        out = out[out["device_type"].isna() | (out["device_type"] == main)]
+    return out
+
+
 def _row(rec: CellResult) -> dict[str, Any]:
     from harness.methods.base import trains
 
     cfg = rec.config or {}
+    env = rec.environment if isinstance(rec.environment, dict) else {}
+    execution = env.get("execution") if isinstance(env.get("execution"), dict) else {}
     m = rec.metrics or {}
     train = m.get("train") if isinstance(m.get("train"), dict) else {}
     mem = m.get("memory") if isinstance(m.get("memory"), dict) else {}
@@ -161,6 +195,9 @@ def _row(rec: CellResult) -> dict[str, Any]:
         "val_loss": train.get("val_loss") or [],
         "est_memory": _num(est.get("peak_memory_bytes")),
         "est_time_per_epoch": _num(est.get("time_per_epoch_s")),
+        "node": execution.get("node") or env.get("hostname"),
+        "device_type": device_type(env.get("device")),
+        "shared_device": bool(execution.get("share_gpu")),  # speed and memory not comparable
     }
     for col in measurement_columns():
         row[col.key] = _num(read_column(m, col))
@@ -210,7 +247,8 @@ def load_report_data(results_dir: Path) -> ReportData:
     ordered = _order_tasks(tasks)
     df = pd.DataFrame(rows)
     if df.empty:
-        df = pd.DataFrame(columns=["cell_id", "key", "status", "model", "method", "kind", "is_base", "synthetic"])
+        df = pd.DataFrame(columns=["cell_id", "key", "status", "model", "method", "kind", "is_base", "synthetic",
+                                   "device_type", "shared_device"])
     for task in ordered:
         for prefix in ("acc", "se", "n"):
             if f"{prefix}:{task}" not in df:
@@ -220,6 +258,7 @@ def load_report_data(results_dir: Path) -> ReportData:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     _attach_deltas(df, ordered, comparisons)
+    perf_rows(df[df["status"] == "success"], notes)  # notes on shared GPUs and mixed device types
     return ReportData(results_dir=folder, cells=df, tasks=ordered, comparisons=comparisons,
                       records={r.cell_id: r for r in good}, corrupt=list(bad), notes=notes)
 

@@ -167,8 +167,12 @@ def build_headline(data: ReportData) -> dict[str, Any]:
             # the cells a reader cannot tell apart from the best (within 1 SE), and the cheapest of them
             if se is not None:
                 near = cand[cand[f"acc:{task}"] >= acc - se - 1e-12]
-                t["n_near"] = len(near) - 1
-                cheap = near.sort_values(["_mem", "time_per_epoch"]).iloc[0].to_dict()
+                if "device_type" in near:  # cost is compared on one device type, never on a shared GPU
+                    near = near[(near["device_type"].fillna("") == (best.get("device_type") or ""))
+                                & ~near["shared_device"].astype(bool)]
+                    near = near if best["cell_id"] in set(near["cell_id"]) else near.iloc[0:0]
+                t["n_near"] = max(len(near) - 1, 0)
+                cheap = near.sort_values(["_mem", "time_per_epoch"]).iloc[0].to_dict() if len(near) else best
                 cheap["_multi_seed"] = multi_seed
                 if cheap["cell_id"] != best["cell_id"] and value(cheap.get("mem_headline")) is not None:
                     t["cheapest_near"] = {"cell": _cell_summary(cheap), "acc": fmt_pct(cheap[f"acc:{task}"]),
@@ -353,6 +357,45 @@ def _device_text(device: Any) -> str:
     return device_text(device)
 
 
+PERF_LABELS = ("peak mem", "allocated", "reserved", "process / RSS", "time / epoch", "tokens/s", "MFU")
+
+
+def group_by_device(table: dict[str, Any], data: ReportData) -> dict[str, Any]:
+    """Speed and memory in the table, for results from several device types or shared GPUs (Ray executor): a
+    device column; each speed or memory cell sorts within its device type (a string key "device|value"), never
+    against another type; a cell that shared its GPU (share_gpu) is muted and never ranked."""
+    df = data.cells
+    if df.empty or "device_type" not in df or not table.get("columns"):
+        return table
+    types = df["device_type"].dropna().unique()
+    if len(types) < 2 and not df["shared_device"].astype(bool).any():
+        return table
+    labels = [c["label"] for c in table["columns"]]
+    perf = [i for i, label in enumerate(labels) if label in PERF_LABELS]
+    if not perf:
+        return table
+    at = perf[0]
+    table["columns"].insert(at, {"label": "device", "title": "where the cell ran; speed and memory sort within a "
+                                                             "device type, never across types"})
+    rows_by_id = {r["cell_id"]: r for r in df.to_dict("records")}
+    for row in table["rows"]:
+        r = rows_by_id.get(str(row["cells"][0].get("title", "")).split(" (")[0], {})
+        shared = bool(r.get("shared_device"))
+        dtype = r.get("device_type") or "?"
+        row["cells"].insert(at, {"text": dtype + (" (shared)" if shared else ""), "sort": dtype,
+                                 "title": f"node {r.get('node') or '?'}"})
+        for i in perf:
+            c = row["cells"][i + 1]
+            if shared:
+                c.update(cls="muted", sort="", title="ran on a shared GPU (share_gpu): not comparable")
+            elif len(types) > 1 and c.get("sort") not in ("", None):
+                try:
+                    c["sort"] = f"{dtype}|{float(c['sort']):024.6f}"
+                except (TypeError, ValueError):
+                    pass
+    return table
+
+
 # ---------------------------------------------------------------------------------------------------- gate
 
 def build_gate(gate: GateResult | None) -> dict[str, Any] | None:
@@ -414,7 +457,7 @@ def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_pa
         "gate": build_gate(gate),
         "headline": build_headline(data),
         "pareto": pareto,
-        "table": build_table(data, methods),
+        "table": group_by_device(build_table(data, methods), data),
         "curves": figures.training_curves(data, methods),
         "heatmaps": heat,
         "heatmaps_skipped": heat_skipped,

@@ -1,0 +1,53 @@
+"""Executors: how the cells of a plan run. One module each in this package (or a `$MEDBENCH_PLUGINS` file),
+registered with `@register` and found by name (`--executor NAME` or `execution.executor` in the matrix).
+
+Every executor keeps the same contract (harness/executors/base.py): one child process per cell
+(`python -m harness.cell`), the cell's result file written atomically into the results folder as its commit point,
+a record written by the parent for a child that died without one. Adding an executor is one file: subclass
+`Executor`, set `name`, implement `run`, decorate with `@register`.
+
+    local   one cell after the other on this machine (the default)
+    ray     cells as Ray tasks over every GPU of this machine or of a Ray cluster (pip install -e '.[ray]')
+
+Nothing here imports ray or torch: an executor imports what it needs inside its methods.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.executors.base import Executor
+
+_REGISTRY: dict[str, type[Executor]] = {}
+_ALIASES = {"subprocess": "local"}  # the local executor's former name
+_scanned = False
+
+
+def register(cls: type[Executor]) -> type[Executor]:
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"executor {cls.name!r} is registered twice ({_REGISTRY[cls.name]} and {cls})")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def executors() -> dict[str, type[Executor]]:
+    """name -> class of every executor (this package's modules, then the plug-in folders)."""
+    global _scanned
+    if not _scanned:
+        import harness.executors as pkg
+        from harness.plugins import import_package_modules, load_plugins
+
+        _scanned = True
+        import_package_modules(pkg)  # the shared modules import nothing heavy either
+        load_plugins()
+    return dict(_REGISTRY)
+
+
+def executor_class(name: str) -> type[Executor]:
+    """The executor registered as `name`; KeyError with the allowed names otherwise."""
+    found = executors()
+    name = _ALIASES.get(name, name)
+    if name not in found:
+        raise KeyError(f"unknown executor {name!r}; allowed: {', '.join(sorted(found))}")
+    return found[name]

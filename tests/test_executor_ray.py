@@ -1,0 +1,219 @@
+"""The Ray executor on a real local Ray instance (`ray.init(num_cpus=2, num_gpus=2)`: two CPU slots, two logical
+GPUs), one per module: placement over the cluster's devices, logical GPUs kept apart, the same results as the local
+executor, failures (an exception, a timeout, a worker lost once, a worker lost every time), and a driver killed
+with SIGKILL and started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+from conftest import CI_DATA, matrix_yaml
+
+from harness.config import ExecutionConfig, ModelSpec
+from harness.executors.ray import RayExecutor
+from harness.matrix import Cell, config_hash
+from harness.results import load_results, read_result, result_path
+from harness.runner import execute, plan
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = "max_steps: 2\nvalidation_fraction: 0.0\n"
+EVAL = "eval:\n  tasks: [{name: medqa, data: medqa_fixture.jsonl, limit: 6}]\n  base_rows: false\n"
+HUGE = ("{id: huge, source: synthetic, architecture: tiny-llama, config_overrides: {hidden_size: 5120, "
+        "intermediate_size: 13824, num_hidden_layers: 40, num_attention_heads: 40, num_key_value_heads: 40}}")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def ray_executor(**kw) -> RayExecutor:
+    return RayExecutor(ExecutionConfig(executor="ray", **{"cpus_per_cell": 1, "gpus_per_cell": 0, **kw}))
+
+
+def broken(cell: Cell, name: str = "broken") -> Cell:
+    """A cell whose model folder does not exist: its child raises at once."""
+    cfg = cell.config.model_copy(update={"model": ModelSpec(id=name, source="local", path="/nonexistent/model")})
+    return Cell(id=f"{name}_full-{config_hash(cfg)[:8]}", config_hash=config_hash(cfg), config=cfg)
+
+
+def with_timeout(cell: Cell, seconds: float) -> Cell:
+    cfg = cell.config.model_copy(update={"runtime": cell.config.runtime.model_copy(update={"timeout_s": seconds})})
+    return Cell(id=cell.id, config_hash=cell.config_hash, config=cfg)
+
+
+def kill_workers_of(cell_id: str, times: int, after_s: float = 1.0) -> threading.Thread:
+    """Kill (SIGKILL) the Ray worker running `cell_id`'s child, `times` times: a worker or node lost mid-cell."""
+    import psutil
+
+    def watch() -> None:
+        killed: set[int] = set()
+        deadline = time.monotonic() + 300
+        while len(killed) < times and time.monotonic() < deadline:
+            for proc in psutil.process_iter(["cmdline", "ppid"]):
+                cmd = " ".join(proc.info["cmdline"] or [])
+                if "harness.cell" in cmd and cell_id in cmd and proc.info["ppid"] not in killed:
+                    time.sleep(after_s)
+                    try:
+                        os.kill(proc.info["ppid"], signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    killed.add(proc.info["ppid"])
+                    break
+            time.sleep(0.1)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+# ---------------------------------------------------------------------------------------------------- quick
+
+def test_placement_uses_the_cluster_devices(ray_session, make_cells, tmp_path):
+    (small,) = make_cells("[lora-r8]")
+    huge_yaml = tmp_path / "huge.yaml"
+    huge_yaml.write_text(matrix_yaml("[full]").replace(
+        "{id: tiny, source: synthetic, architecture: tiny-llama, eval_batch_size: 8}", HUGE))
+    from harness.matrix import expand, load_matrix
+
+    (huge,) = expand(load_matrix(huge_yaml, data_dir=CI_DATA), small.config.runtime)
+    on_cpus = ray_executor()
+    placed = {p.cell.id: p for p in on_cpus.place(plan([small, huge], tmp_path / "res"))}
+    assert placed[small.id].action == "run"
+    assert placed[huge.id].action == "skip" and "fits no device of the cluster (largest: cpu" in placed[huge.id].why
+    assert on_cpus.capacity() == {"cpu": 2}
+    on_gpus = RayExecutor(ExecutionConfig(executor="ray", cpus_per_cell=1))  # default: one GPU per cell
+    assert on_gpus.gpus_per_cell() == 1 and on_gpus.capacity() == {"GPU": 2}
+    # logical GPUs of unknown memory never rule a cell out
+    assert all(p.action == "run" for p in on_gpus.place(plan([small, huge], tmp_path / "res")))
+    with pytest.raises(ValueError, match="no node of the Ray cluster has 4 GPU"):
+        ray_executor(gpus_per_cell=4).place([])
+
+
+def test_cells_get_their_own_gpu_and_exceptions_are_recorded(ray_session, make_cells, tmp_path):
+    (cell,) = make_cells("[full]", results=tmp_path / "res")
+    cells = [broken(cell, "broken-a"), broken(cell, "broken-b")]
+    summary = execute(plan(cells, tmp_path / "res"), tmp_path / "res", executor=ray_executor(gpus_per_cell=1),
+                      progress=False)
+    assert summary.counts == {"failed": 2} and summary.ran == 2
+    records = [read_result(result_path(tmp_path / "res", c.id)) for c in cells]
+    for r in records:
+        assert "/nonexistent/model" in r.reason and "Traceback" in r.traceback
+        ex = r.environment["execution"]
+        assert ex["executor"] == "ray" and ex["node"] and ex["device"] == "GPU" and ex["attempts"] == 1
+        assert r.config["runtime"]["results_dir"] == str(tmp_path / "res")  # the driver's, not the worker's
+        assert (tmp_path / "res" / r.cell_id / "cell.log").stat().st_size > 0
+    assert sorted(r.environment["execution"]["cuda_visible_devices"] for r in records) == ["0", "1"]
+
+
+# ---------------------------------------------------------------------------------------------------- slow
+
+def _shape(record) -> tuple:
+    return (sorted(record.model_dump()), sorted(record.metrics), sorted(record.timings),
+            sorted(k for k in record.artifacts))
+
+
+@pytest.mark.slow
+def test_same_results_as_the_local_executor(ray_session, make_cells, tmp_path):
+    local = make_cells("[full, lora-r8]", train=QUICK, extra=EVAL, results=tmp_path / "local")
+    remote = make_cells("[full, lora-r8]", train=QUICK, extra=EVAL, results=tmp_path / "ray")
+    assert [c.id for c in local] == [c.id for c in remote]
+    execute(plan(local, tmp_path / "local"), tmp_path / "local", executor="local", progress=False)
+    summary = execute(plan(remote, tmp_path / "ray"), tmp_path / "ray", executor=ray_executor(), progress=False)
+    assert summary.counts == {"success": 2}
+    for cell in local:
+        a = read_result(result_path(tmp_path / "local", cell.id))
+        b = read_result(result_path(tmp_path / "ray", cell.id))
+        assert (a.status, a.config_hash) == (b.status, b.config_hash) == ("success", cell.config_hash)
+        assert a.metrics["eval"]["medqa"]["acc"] == b.metrics["eval"]["medqa"]["acc"]
+        assert a.metrics["train"]["steps"] == b.metrics["train"]["steps"] == 2
+        assert _shape(a) == _shape(b)
+        assert a.environment["execution"]["executor"] == "local"
+        assert b.environment["execution"]["executor"] == "ray" and b.environment["execution"]["node"]
+        assert b.environment["device"]["type"] == "cpu"
+        items = tmp_path / "ray" / b.metrics["eval"]["medqa"]["items"]
+        assert items.read_text() == (tmp_path / "local" / a.metrics["eval"]["medqa"]["items"]).read_text()
+    assert not list((tmp_path / "ray").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_timeouts_and_lost_workers(ray_session, make_cells, tmp_path):
+    full, r8, r16 = make_cells("[full, lora-r8, lora-r16]", train=QUICK, results=tmp_path / "res")
+    r8 = with_timeout(r8, 1.0)
+    watchers = [kill_workers_of(r16.id, times=1), kill_workers_of(full.id, times=2)]
+    summary = execute(plan([full, r8, r16], tmp_path / "res"), tmp_path / "res",
+                      executor=ray_executor(max_retries=1), progress=False)
+    for w in watchers:
+        w.join(timeout=10)
+    got = {c.id: read_result(result_path(tmp_path / "res", c.id)) for c in (full, r8, r16)}
+    assert got[r8.id].status == "timeout" and "timeout of 1 s" in got[r8.id].reason
+    assert got[r16.id].status == "success"  # its worker was lost once: the cell ran again and completed
+    assert got[r16.id].environment["execution"]["attempts"] == 2
+    assert "[ray] attempt 2" in (tmp_path / "res" / r16.id / "cell.log").read_text()
+    assert got[full.id].status == "failed"  # lost on both attempts
+    assert got[full.id].reason.startswith("Ray worker or node lost on each of 2 attempt(s) (max_retries 1)")
+    assert summary.counts == {"success": 1, "timeout": 1, "failed": 1}
+
+
+@pytest.mark.slow
+def test_driver_killed_and_restarted(tmp_path):
+    import psutil
+
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(matrix_yaml("[full, lora-r8, lora-r16]", train=QUICK))
+    results = tmp_path / "results"
+    marker = f"medbench-ray-test-{os.getpid()}-{time.monotonic_ns()}"
+    env = dict(os.environ, MEDBENCH_TEST_MARKER=marker, RAY_TMPDIR=tempfile.mkdtemp(prefix="mbr", dir="/tmp"))
+    cmd = [sys.executable, str(ROOT / "run_matrix.py"), str(matrix), "--data-dir", str(CI_DATA), "--results",
+           str(results), "--no-report", "--no-progress", "--executor", "ray", "--cpus-per-cell", "1",
+           "--cache-dir", os.environ.get("MEDBENCH_TEST_CACHE") or str(tmp_path / "cache")]
+    driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(results.glob("*.json")):
+        time.sleep(0.05)
+    assert list(results.glob("*.json")), "no cell finished in time"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(5)
+
+    def ours() -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if marker in (p.environ().get("MEDBENCH_TEST_MARKER") or ""):
+                    found.append(p)
+            except psutil.Error:
+                pass
+        return found
+
+    cells = [p for p in ours() if "harness.cell" in " ".join(p.cmdline())]
+    assert cells == []  # the running cells died with the driver's Ray session
+    for p in ours():  # Ray's own agents may outlive a SIGKILLed driver: not ours to keep
+        p.kill()
+    done_before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
+    assert all(read_result(results / name) for name in done_before)
+
+    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    good, bad = load_results(results)
+    assert bad == [] and len(good) == 3 and all(r.status == "success" for r in good)
+    for name, mtime in done_before.items():  # finished cells were not redone
+        assert (results / name).stat().st_mtime_ns == mtime
+    assert not list(results.glob(".*.tmp"))
+    for p in ours():
+        p.kill()
