@@ -85,9 +85,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+# Where a cell ran from is this machine's business: records travel (committed, shared, gathered by Ray), so the
+# runtime folders are written as these placeholders. Data files are recorded relative to the data dir, with sha256.
+PORTABLE_RUNTIME = {"data_dir": "<data dir>", "results_dir": "<results dir>", "cache_dir": "<cache dir>"}
+
+
+def portable_record(record: dict) -> dict:
+    """The record with its config's runtime folders replaced by PORTABLE_RUNTIME's placeholders."""
+    runtime = (record.get("config") or {}).get("runtime")
+    if not isinstance(runtime, dict):
+        return record
+    return {**record, "config": {**record["config"], "runtime": {**runtime, **{
+        k: v for k, v in PORTABLE_RUNTIME.items() if k in runtime}}}}
+
+
 def write_result(results_dir: Path, result: CellResult) -> Path:
     path = result_path(results_dir, result.cell_id)
-    atomic_write_text(path, json.dumps(result.model_dump(mode="json"), indent=1, sort_keys=False) + "\n")
+    record = portable_record(result.model_dump(mode="json"))
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False) + "\n")
     return path
 
 

@@ -168,3 +168,15 @@ def test_sigkill_and_resume(tmp_path):
     assert not list(results.glob(".*.tmp"))
     again = subprocess.run(cmd + ["--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "(run 0, done 3, skip 0)" in again.stdout
+
+
+def test_records_never_carry_this_machines_folders(tmp_path):
+    from harness.results import PORTABLE_RUNTIME, CellResult, read_result, write_result
+
+    runtime = {"data_dir": str(tmp_path / "data"), "results_dir": str(tmp_path / "r"), "cache_dir": "/home/x/.cache",
+               "timeout_s": 60.0}
+    path = write_result(tmp_path / "r", CellResult(cell_id="c", config_hash="h", matrix="m", status="success",
+                                                   config={"runtime": runtime, "seed": 0}))
+    text = path.read_text()
+    assert str(tmp_path) not in text and "/home/x" not in text
+    assert read_result(path).config["runtime"] == {**PORTABLE_RUNTIME, "timeout_s": 60.0}

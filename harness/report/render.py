@@ -264,6 +264,16 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
     return {"columns": columns, "rows": rows, "multi_seed": multi_seed}
 
 
+def _shown_folder(folder: Path) -> str:
+    """A folder as the report shows it: relative to the current directory when inside it (never this machine's
+    absolute path in a committed report), else its name."""
+    folder = Path(folder).resolve()
+    try:
+        return str(folder.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return folder.name
+
+
 FORMATS = {"bytes": fmt_bytes, "seconds": fmt_seconds, "pct": fmt_pct, "num": fmt_num, "count": fmt_count}
 
 
@@ -340,7 +350,7 @@ def build_provenance(data: ReportData, matrix_text: str | None, matrix_path: str
         "matrix_text": matrix_text, "matrix_path": matrix_path, "command": command,
         "estimates": estimates,
         "corrupt": [str(p) for p in data.corrupt],
-        "results_dir": str(data.results_dir),
+        "results_dir": _shown_folder(data.results_dir),
     }
 
 
@@ -446,7 +456,7 @@ def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_pa
     return {
         "title": title or (f"medbench report: {', '.join(names)}" if names else "medbench report"),
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "results_dir": str(data.results_dir),
+        "results_dir": _shown_folder(data.results_dir),
         "matrix_names": names,
         "n_cells": len(df),
         "counts": counts,
