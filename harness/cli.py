@@ -67,6 +67,9 @@ def print_plan(planned: list, loaded: object, results_dir: Path, out=sys.stdout)
         except Exception:  # an estimate is a hint; the plan must print regardless
             mem = tim = "?"
         print(f"{p.action:6} {p.cell.id:64} {p.cell.config.method.kind:8} {mem:>10} {tim:>10}  {p.why}", file=out)
+    from harness.evaluation.plan import print_plan_extras
+
+    print_plan_extras(planned, loaded, results_dir, out)
 
 
 def main(argv: list[str] | None = None) -> int:

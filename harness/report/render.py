@@ -25,6 +25,7 @@ from harness.formatting import (
 )
 from harness.methods.base import kind_label
 from harness.report.columns import measurement_columns
+from harness.report.extras import headline_extras, seed_table
 from harness.report.loader import ReportData, chance_level, get, load_report_data, task_label
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,6 +164,7 @@ def build_headline(data: ReportData) -> dict[str, Any]:
                     verdict, level = (f"Not significantly better than the untrained model: {fmt_pts(delta)} "
                                       f"points is within noise ({p_text(p)}, {ci}).", "neutral")
             t.update({"verdict": verdict, "level": level, "noise": noise})
+            t.update(headline_extras(data, model, task, n))  # detectable difference; seeds (report/extras.py)
             # the cells a reader cannot tell apart from the best (within 1 SE), and the cheapest of them
             if se is not None:
                 near = cand[cand[f"acc:{task}"] >= acc - se - 1e-12]
@@ -216,14 +218,15 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
     order_m = {m: i + 1 for i, m in enumerate(methods)}  # untrained rows: 0 (below)
     order_model = {m: i for i, m in enumerate(_model_order(df))}
     recs = df.to_dict("records")
-    recs.sort(key=lambda r: (order_model.get(r["model"], 99), 0 if r["is_base"] else order_m.get(r["method"], 99), r["variant"],
-                             value(r["epochs"]) or 0, value(r["lr"]) or 0, value(r["seed"]) or 0))
+    recs.sort(key=lambda r: (order_model.get(r["model"], 99), 0 if r["is_base"] else order_m.get(r["method"], 99),
+                             r["variant"], value(r["epochs"]) or 0, value(r["lr"]) or 0, value(r["seed"]) or 0))
     rows = []
     for r in recs:
         syn = bool(r["synthetic"])
         cells = [{"text": r["model"], "sort": r["model"], "badge": "synthetic" if syn else "",
                   "title": f"{r['cell_id']} ({r['source']})"},
-                 {"text": r["method"], "sort": f"{0 if r['is_base'] else order_m.get(r['method'], 99):03d} {r['method']}",
+                 {"text": r["method"],
+                  "sort": f"{0 if r['is_base'] else order_m.get(r['method'], 99):03d} {r['method']}",
                   "title": f"{kind_label(r['kind'])} ({r['kind']})"}]
         if show_r:
             cells.append({"text": str(_int(r["r"])) if value(r["r"]) is not None else "", "sort": _sortable(r["r"])})
@@ -419,6 +422,7 @@ def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_pa
         "heatmaps": heat,
         "heatmaps_skipped": heat_skipped,
         "cost": figures.cost_bars(data, methods),
+        "seed_table": seed_table(data),
         "failures": build_failures(data),
         "provenance": build_provenance(data, matrix_text, matrix_path, command),
         "has_comparisons": bool(data.comparisons),

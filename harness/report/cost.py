@@ -1,0 +1,5 @@
+"""Cost placeholder (filled below)."""
+
+
+def plan_cost_lines(planned, report):
+    return []
