@@ -19,6 +19,8 @@ from harness.formatting import (
     fmt_pct,
     fmt_pts,
     fmt_seconds,
+    fmt_sig,
+    fmt_signed,
     lr_text,
     p_text,
     value,
@@ -262,7 +264,8 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
     return {"columns": columns, "rows": rows, "multi_seed": multi_seed}
 
 
-FORMATS = {"bytes": fmt_bytes, "seconds": fmt_seconds, "pct": fmt_pct, "num": fmt_num, "count": fmt_count}
+FORMATS = {"bytes": fmt_bytes, "seconds": fmt_seconds, "pct": fmt_pct, "num": fmt_num, "count": fmt_count,
+           "sig": fmt_sig, "signed": fmt_signed}
 
 
 def _measured_cell(row: dict[str, Any], column: Any) -> dict[str, str]:
@@ -399,6 +402,7 @@ def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_pa
         fig["front_rows"] = {axis: [{"cell": _cell_summary({**r, "_multi_seed": False}), "model": r["model"],
                                      "acc": fmt_pct(r["acc"]),
                                      "x": fmt_bytes(r["mem_headline"]) if axis == "memory"
+                                     else fmt_signed(r.get("forgetting")) if axis == "forgetting"
                                      else fmt_seconds(r["train_time"])} for r in rows]
                              for axis, rows in fig["fronts"].items()}
     heat, heat_skipped = figures.heatmaps(data, methods)
