@@ -203,6 +203,8 @@ class ReportConfig(Strict):
     price_per_device_hour: float | None = Field(None, ge=0.0)
     price_per_kwh: float | None = Field(None, ge=0.0)
     currency: str = "USD"
+    plan_device: str | None = None  # --dry-run predicts time for this GPU (e.g. "NVIDIA H100 80GB HBM3") when no
+    # measured cell of this matrix calibrates the estimator
 
 
 # ---------------------------------------------------------------------------------------------------- matrix

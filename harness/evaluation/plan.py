@@ -11,19 +11,24 @@ from pathlib import Path
 from typing import Any, TextIO
 
 
-def task_items(task: Any, eval_cfg: Any, data_dir: Path) -> int | None:
-    """Items a task will be scored on: its limit (or eval.limit) capped by its local file's size; None if unknown."""
+def task_size(task: Any, data_dir: Path) -> int | None:
+    """Items in a built-in task's local file, or None (no file, not a built-in task)."""
     from harness.evaluation.registry import builtin_task, task_data_path
 
-    limit = task.limit or eval_cfg.limit
-    total = None
     builtin = builtin_task(task.name)
     path = task_data_path(task, data_dir)
-    if builtin is not None and path is not None and path.is_file():
-        try:
-            total = len(builtin.load(path))
-        except Exception:  # the plan must print regardless; the run itself reports a bad file
-            total = None
+    if builtin is None or path is None or not path.is_file():
+        return None
+    try:
+        return len(builtin.load(path))
+    except Exception:  # the plan must print regardless; the run itself reports a bad file
+        return None
+
+
+def task_items(task: Any, eval_cfg: Any, data_dir: Path) -> int | None:
+    """Items a task will be scored on: its limit (or eval.limit) capped by its local file's size; None if unknown."""
+    limit = task.limit or eval_cfg.limit
+    total = task_size(task, data_dir)
     if limit and total:
         return min(limit, total)
     return limit or total
@@ -40,7 +45,7 @@ def read_comparisons(results_dir: Path) -> list[dict[str, Any]]:
 
 
 def detectability_rows(loaded: Any, results_dir: Path) -> list[Any]:
-    """One `power.Detectability` per task of the matrix (None where the number of items is unknown)."""
+    """(task, `power.Detectability` or None where the number of items is unknown, items in the task's file)."""
     from harness.evaluation.power import detectability, discordance_for
 
     matrix = loaded.matrix
@@ -49,7 +54,8 @@ def detectability_rows(loaded: Any, results_dir: Path) -> list[Any]:
     for task in matrix.eval.tasks:
         n = task_items(task, matrix.eval, Path(loaded.data_dir))
         disc = discordance_for(task.name, comparisons, matrix.report.assumed_discordance)
-        rows.append((task.name, None if not n else detectability(task.name, n, disc, matrix.report.target_difference)))
+        rows.append((task.name, None if not n else detectability(task.name, n, disc, matrix.report.target_difference),
+                     task_size(task, Path(loaded.data_dir))))
     return rows
 
 
@@ -61,11 +67,11 @@ def print_detectability(loaded: Any, results_dir: Path, out: TextIO = sys.stdout
     if not rows:
         return
     print("\nsmallest detectable difference (paired McNemar test vs the base row):", file=out)
-    for name, d in rows:
+    for name, d, available in rows:
         if d is None:
             print(f"  {task_label(name)}: number of items unknown (no local file and no limit)", file=out)
         else:
-            print(f"  {sentence(d, task_label(name))}", file=out)
+            print(f"  {sentence(d, task_label(name), available)}", file=out)
 
 
 def print_plan_extras(planned: list, loaded: Any, results_dir: Path, out: TextIO = sys.stdout) -> None:

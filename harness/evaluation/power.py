@@ -189,8 +189,9 @@ def detectability(task: str, n: int, discordance: Discordance, target: float = 0
     return Detectability(task, n, discordance, mdd, target, need, alpha, power)
 
 
-def sentence(d: Detectability, label: str | None = None) -> str:
-    """e.g. "MedQA, 100 items: differences under ≈ 12.4 points are invisible; ≈ 1742 items would show 3 points"."""
+def sentence(d: Detectability, label: str | None = None, available: int | None = None) -> str:
+    """e.g. "MedQA, 100 items: differences under ≈ 12.4 points are invisible; ≈ 1742 items would show 3 points".
+    `available`: the items the task has in all; said when the items needed exceed it."""
     name = label or d.task
     target = f"{100 * d.target:g} points"
     if d.mdd is None:
@@ -204,6 +205,8 @@ def sentence(d: Detectability, label: str | None = None) -> str:
         tail = f"{target} are visible already (≈ {d.items_for_target} items suffice)"
     else:
         tail = f"≈ {d.items_for_target} items would show {target}"
+        if available and d.items_for_target > available:
+            tail += f" (more than the {available} the task has)"
     return f"{head}; {tail} [α = {d.alpha:g}, power {d.power:.0%}, {d.discordance.text()}]"
 
 

@@ -27,6 +27,7 @@ from harness.formatting import (
 )
 from harness.methods.base import kind_label
 from harness.report.columns import measurement_columns
+from harness.report.cost import cost_section
 from harness.report.extras import headline_extras, seed_table
 from harness.report.loader import ReportData, chance_level, get, load_report_data, task_label
 
@@ -427,6 +428,7 @@ def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_pa
         "heatmaps_skipped": heat_skipped,
         "cost": figures.cost_bars(data, methods),
         "seed_table": seed_table(data),
+        "money": cost_section(data, matrix_text),
         "failures": build_failures(data),
         "provenance": build_provenance(data, matrix_text, matrix_path, command),
         "has_comparisons": bool(data.comparisons),
