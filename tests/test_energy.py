@@ -99,3 +99,28 @@ def test_energy_columns_are_report_columns() -> None:
 
     keys = [c.key for c in measurement_columns()]
     assert {"energy_j", "tokens_per_joule", "eval_energy_j", "forgetting"} <= set(keys)
+
+
+def test_nvml_path_reads_the_total_energy_counter_at_both_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU here: NVML and the device synchronisation are faked; the meter's arithmetic and record are real."""
+    import pynvml
+
+    from harness.meters import timing
+
+    counter = iter([1_000_000, 1_250_500])  # millijoules since the driver loaded
+    monkeypatch.setattr(energy, "_nvml_handle", lambda device: "handle")
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEnergyConsumption", lambda handle: next(counter))
+    monkeypatch.setattr(timing, "synchronize", lambda device: None)
+    with EnergyMeter("cuda:0") as meter:
+        pass
+    r = meter.reading()
+    assert r["available"] and r["source"] == "nvml" and r["joules"] == pytest.approx(250.5)
+
+    def unsupported(handle: object) -> int:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEnergyConsumption", unsupported)
+    with EnergyMeter("cuda:0") as meter:
+        pass
+    r = meter.reading()
+    assert r["available"] is False and r["joules"] is None and "NVML total-energy counter unavailable" in r["reason"]
