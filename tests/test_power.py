@@ -74,16 +74,24 @@ def test_sentence_reads_as_the_plan_prints_it() -> None:
                            "show 3 points")
 
 
-def test_seed_aware_sizing_reduces_to_items_only_without_seed_spread() -> None:
-    za, zb = 1.959963984540054, 0.8416212335729143
-    # no seed spread: the paired Wald form n = (za + zb)^2 (psi - d^2) / d^2
-    assert pw.items_needed_with_seeds(0.1, 0.2, 0.0, 1) == math.ceil((za + zb) ** 2 * 0.19 / 0.01)
+def test_seed_aware_sizing_is_connor_without_seed_spread_and_costs_with_it() -> None:
+    # no seed spread: exactly Connor's figures
+    assert pw.items_needed_with_seeds(0.1, 0.2, 0.0, 1) == pw.required_items(0.1, 0.2) == 155
+    assert pw.mdd_with_seeds(100, 0.2, 0.0, 1) == pytest.approx(pw.minimum_detectable_difference(100, 0.2), abs=1e-7)
+    # any seed spread makes the detectable difference larger and the items needed more
+    assert pw.mdd_with_seeds(100, 0.2, 0.02, 3) > pw.minimum_detectable_difference(100, 0.2)
+    n = pw.items_needed_with_seeds(0.05, 0.2, 0.01, 3)
+    assert n > pw.required_items(0.05, 0.2)
+    # hand check of the condition d = za sqrt(psi/n + s2) + zb sqrt((psi - d^2)/n + s2) at n and n - 1
+    za, zb, s2 = 1.959963984540054, 0.8416212335729143, 0.01 ** 2 / 3
+
+    def gap(m: int) -> float:
+        return 0.05 - za * math.sqrt(0.2 / m + s2) - zb * math.sqrt((0.2 - 0.0025) / m + s2)
+
+    assert gap(n) >= 0 > gap(n - 1)
     # a seed sd of 3 points with one seed hides 3 points whatever the number of items; 10 seeds do not
     assert pw.items_needed_with_seeds(0.03, 0.2, 0.03, 1) is None
     assert pw.items_needed_with_seeds(0.03, 0.2, 0.03, 10) is not None
-    # hand-computed: room = (0.03 / 2.8016)^2 - 0.015^2 / 3; n = 0.1991 / room
-    room = (0.03 / (za + zb)) ** 2 - 0.015 ** 2 / 3
-    assert pw.items_needed_with_seeds(0.03, 0.2, 0.015, 3) == math.ceil(0.1991 / room)
     assert pw.seeds_needed(0.03, 100, 0.2, 0.015) is None  # 100 items cannot show 3 points
     k = pw.seeds_needed(0.05, 2000, 0.2, 0.02)
     assert k is not None and pw.mdd_with_seeds(2000, 0.2, 0.02, k) <= 0.05 + 1e-9
@@ -96,5 +104,5 @@ def test_sizing_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "100 items: differences under ≈ 12.4 points are invisible; ≈ 1742 items would show 3 points" in out
     assert sizing_main(["--items", "1273", "--target", "3", "--seed-sd", "1.5", "--seeds", "3"]) == 0
     out = capsys.readouterr().out
-    assert "3 points with 3 seeds: ≈ 5020 items" in out
+    assert "3 points with 3 seeds: ≈ 5036 items" in out and "differences under ≈ 4.3 points" in out
     assert sizing_main([]) == 2

@@ -213,12 +213,20 @@ def sentence(d: Detectability, label: str | None = None, available: int | None =
 # ---------------------------------------------------------------------------------------------------- seeds
 
 # With several training seeds the estimate of a configuration's gain is the mean over k seeds of (trained - base) on
-# the same n items. Its variance is about (ψ - δ²)/n from the items plus σ_s²/k from the seeds, where σ_s is the
-# standard deviation of the accuracy across seeds (same items). A normal approximation then gives the detectable
-# difference and what it takes to reach a target; with σ_s = 0 it is the paired Wald test on the items.
+# the same n items. Its variance is about ψ/n (under no difference; (ψ - δ²)/n under δ) from the items plus σ_s²/k from
+# the seeds, where σ_s is the standard deviation of the accuracy across seeds on the same items. Connor's condition
+# then reads
+#
+#     δ = z_{1-α/2}·√(ψ/n + σ_s²/k) + z_{1-β}·√((ψ - δ²)/n + σ_s²/k)
+#
+# which is Connor (1987) exactly when σ_s = 0. A measured σ_s (on n items) also holds some item noise, so the figures
+# for more items than it was measured on are conservative.
 
-def _zsum(alpha: float, power: float) -> float:
-    return _z(1 - alpha / 2) + _z(power)
+def _seed_gap(d: float, n: float, discordance: float, seed_sd: float, seeds: float, alpha: float,
+              power: float) -> float:
+    s2 = seed_sd ** 2 / seeds
+    return (d - _z(1 - alpha / 2) * math.sqrt(discordance / n + s2)
+            - _z(power) * math.sqrt(max(discordance - d * d, 0.0) / n + s2))
 
 
 def mdd_with_seeds(n: int, discordance: float, seed_sd: float, seeds: int, alpha: float = ALPHA,
@@ -227,31 +235,43 @@ def mdd_with_seeds(n: int, discordance: float, seed_sd: float, seeds: int, alpha
     from scipy.optimize import brentq
 
     _check(discordance, alpha, power)
-    zs = _zsum(alpha, power)
-
-    def gap(d: float) -> float:
-        return d - zs * math.sqrt(max(discordance - d * d, 0.0) / n + seed_sd ** 2 / seeds)
-
-    if gap(discordance) < 0:
+    if _seed_gap(discordance, n, discordance, seed_sd, seeds, alpha, power) < 0:
         return None
-    return float(brentq(gap, 0.0, discordance, xtol=1e-10))
+    return float(brentq(lambda d: _seed_gap(d, n, discordance, seed_sd, seeds, alpha, power), 1e-12, discordance,
+                        xtol=1e-10))
 
 
 def items_needed_with_seeds(delta: float, discordance: float, seed_sd: float, seeds: int, alpha: float = ALPHA,
                             power: float = POWER) -> int | None:
     """Items for `seeds` runs to detect δ; None when the seed noise alone hides δ (more seeds are needed)."""
-    room = (abs(delta) / _zsum(alpha, power)) ** 2 - seed_sd ** 2 / seeds
-    if room <= 0:
+    from scipy.optimize import brentq
+
+    _check(discordance, alpha, power)
+    d = abs(delta)
+    if d == 0 or d > discordance or d - _zsum(alpha, power) * seed_sd / math.sqrt(seeds) <= 0:
         return None
-    return math.ceil((discordance - delta * delta) / room - 1e-9)
+    if seed_sd == 0:
+        return required_items(d, discordance, alpha, power)
+    hi = 1.0
+    while _seed_gap(d, hi, discordance, seed_sd, seeds, alpha, power) < 0:
+        hi *= 2
+        if hi > 1e12:
+            return None
+    n = brentq(lambda m: _seed_gap(d, m, discordance, seed_sd, seeds, alpha, power), 1e-9, hi, xtol=1e-6)
+    return math.ceil(n - 1e-6)
 
 
 def seeds_needed(delta: float, n: int, discordance: float, seed_sd: float, alpha: float = ALPHA,
-                 power: float = POWER) -> int | None:
+                 power: float = POWER, max_seeds: int = 1000) -> int | None:
     """Seeds for n items to detect δ; None when the items alone cannot (more items are needed)."""
-    room = (abs(delta) / _zsum(alpha, power)) ** 2 - (discordance - delta * delta) / n
-    if room <= 0:
+    d = abs(delta)
+    if d == 0 or d > discordance or _seed_gap(d, n, discordance, 0.0, 1, alpha, power) <= 0:
         return None
-    if seed_sd == 0:
-        return 1
-    return max(1, math.ceil(seed_sd ** 2 / room - 1e-9))
+    for k in range(1, max_seeds + 1):
+        if _seed_gap(d, n, discordance, seed_sd, k, alpha, power) >= 0:
+            return k
+    return None
+
+
+def _zsum(alpha: float, power: float) -> float:
+    return _z(1 - alpha / 2) + _z(power)
