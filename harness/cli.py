@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def print_plan(planned: list, loaded: object, results_dir: Path, out=sys.stdout) -> None:
+def print_plan(planned: list, loaded: object, results_dir: Path, out=None) -> None:
     from collections import Counter
+
+    out = sys.stdout if out is None else out  # looked up now: a default bound at import misses a redirected stdout
 
     from harness.estimator import estimate_cell
 

@@ -59,10 +59,11 @@ def detectability_rows(loaded: Any, results_dir: Path) -> list[Any]:
     return rows
 
 
-def print_detectability(loaded: Any, results_dir: Path, out: TextIO = sys.stdout) -> None:
+def print_detectability(loaded: Any, results_dir: Path, out: TextIO | None = None) -> None:
     from harness.evaluation.power import sentence
     from harness.report.loader import task_label
 
+    out = sys.stdout if out is None else out
     rows = detectability_rows(loaded, results_dir)
     if not rows:
         return
@@ -74,8 +75,9 @@ def print_detectability(loaded: Any, results_dir: Path, out: TextIO = sys.stdout
             print(f"  {sentence(d, task_label(name), available)}", file=out)
 
 
-def print_plan_extras(planned: list, loaded: Any, results_dir: Path, out: TextIO = sys.stdout) -> None:
+def print_plan_extras(planned: list, loaded: Any, results_dir: Path, out: TextIO | None = None) -> None:
     """The dry-run's sections after the list of cells: detectable differences, then predicted cost."""
+    out = sys.stdout if out is None else out
     for section in (print_detectability, _print_cost):
         try:
             section(planned, loaded, results_dir, out) if section is _print_cost else section(loaded, results_dir, out)
