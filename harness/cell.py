@@ -116,6 +116,12 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
                                     Path(cfg.runtime.cache_dir), cfg.seed)
             metrics["data"] = data.stats
             data_files.update(data.data_files)
+        probe = None
+        if cfg.eval.forgetting is not None:  # general-text cross-entropy, base vs trained (evaluation/forgetting.py)
+            from harness.evaluation.forgetting import ForgettingProbe
+
+            with timer.phase("forgetting"):
+                probe = ForgettingProbe.before_training(cfg, prepared, method.trains)
         if method.trains:
             from harness.training import ProgressFile, train_model
 
@@ -131,11 +137,16 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
                     if cfg.train.save == "keep":
                         artifacts["checkpoint"] = f"{cell_id}/checkpoint"
         model = prepared.for_eval() if prepared.for_eval else prepared.model
+        if probe is not None:
+            with timer.phase("forgetting"):
+                metrics["forgetting"] = probe.after_training(model)
         if cfg.eval.tasks:
             from harness.evaluation import evaluate_model
+            from harness.meters import measuring, readings
 
-            with timer.phase("eval"):
+            with timer.phase("eval"), measuring("eval", device) as eval_meters:  # meters of the "eval" region
                 metrics["eval"] = evaluate_model(model, prepared.tokenizer, cfg, workdir)
+            metrics.update(readings(eval_meters))
             for task, m in metrics["eval"].items():
                 if m.get("items"):
                     artifacts[f"items:{task}"] = str(Path(m["items"]).resolve().relative_to(results_dir.resolve()))

@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def print_plan(planned: list, loaded: object, results_dir: Path, out=sys.stdout) -> None:
+def print_plan(planned: list, loaded: object, results_dir: Path, out=None) -> None:
     from collections import Counter
+
+    out = sys.stdout if out is None else out  # looked up now: a default bound at import misses a redirected stdout
 
     from harness.estimator import estimate_cell
 
@@ -83,6 +85,9 @@ def print_plan(planned: list, loaded: object, results_dir: Path, out=sys.stdout)
         except Exception:  # an estimate is a hint; the plan must print regardless
             mem = tim = "?"
         print(f"{p.action:6} {p.cell.id:64} {p.cell.config.method.kind:8} {mem:>10} {tim:>10}  {p.why}", file=out)
+    from harness.evaluation.plan import print_plan_extras
+
+    print_plan_extras(planned, loaded, results_dir, out)
 
 
 def main(argv: list[str] | None = None) -> int:

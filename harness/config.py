@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 MAX_SEQ_LENGTH = 1 << 20  # tokens; no model of this benchmark has more positions
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -22,7 +22,7 @@ class Strict(BaseModel):
 def _slug(value: str, what: str) -> str:
     if not SLUG.match(value):
         raise ValueError(f"{what} {value!r} must be letters, digits, '.', '_' or '-' "
-                         f"(and start with a letter or digit)")
+                         "(and start with a letter or digit)")
     return value
 
 
@@ -137,6 +137,24 @@ class GenerationConfig(Strict):
     max_new_tokens: int = Field(128, ge=1)
 
 
+class ForgettingConfig(Strict):
+    """Forgetting (harness/evaluation/forgetting.py): mean per-token cross-entropy on general text, base vs trained."""
+
+    path: str | None = None  # a local UTF-8 text file (relative to the data dir), used when given
+    hub_id: str | None = None  # a hub dataset, used only when online and no path is given
+    hub_config: str | None = None
+    hub_split: str = "train"
+    text_field: str = "text"
+    max_tokens: int = Field(4096, ge=16)  # tokens of the sample scored (the same sample for every cell)
+    seq_len: int = Field(256, ge=8)  # window length the sample is cut into
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ForgettingConfig":
+        if not self.path and not self.hub_id:
+            raise ValueError("eval.forgetting needs 'path' (a local text file) or 'hub_id'")
+        return self
+
+
 class EvalConfig(Strict):
     tasks: list[TaskSpec] = Field(default_factory=list)
     include_path: str | None = None  # a folder of lm-eval task YAML files
@@ -148,6 +166,15 @@ class EvalConfig(Strict):
     limit_strategy: Literal["spread", "first"] = "spread"
     base_rows: bool = True  # add an untrained `base` row per model
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    forgetting: ForgettingConfig | None = None  # off by default
+
+    @model_serializer(mode="wrap")
+    def _omit_forgetting_when_off(self, handler: Any) -> dict[str, Any]:
+        # left out when off, so that adding this key changed no existing cell's config hash (its id)
+        out = handler(self)
+        if out.get("forgetting") is None:
+            out.pop("forgetting", None)
+        return out
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -163,11 +190,22 @@ class Thresholds(Strict):
     max_accuracy_drop: float = Field(0.02, ge=0.0)  # absolute, e.g. 0.02 = 2 points
     max_memory_growth: float = Field(0.10, ge=0.0)  # relative, 0.10 = +10 %
     max_time_growth: float = Field(0.50, ge=0.0)  # relative; CPU timings are noisy
+    max_forgetting_increase: float | None = Field(None, ge=0.0)  # nats/token over the baseline's forgetting; None: off
 
 
 class ReportConfig(Strict):
     title: str | None = None
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    # planning (harness/evaluation/power.py): the difference that matters, and the discordance assumed before the
+    # base row's comparisons measure it
+    target_difference: float = Field(0.03, gt=0.0, lt=1.0)
+    assumed_discordance: float = Field(0.20, gt=0.0, le=1.0)
+    # cost (harness/report/cost.py): device time and energy into money
+    price_per_device_hour: float | None = Field(None, ge=0.0)
+    price_per_kwh: float | None = Field(None, ge=0.0)
+    currency: str = "USD"
+    plan_device: str | None = None  # --dry-run predicts time for this GPU (e.g. "NVIDIA H100 80GB HBM3") when no
+    # measured cell of this matrix calibrates the estimator
 
 
 # ---------------------------------------------------------------------------------------------------- matrix

@@ -91,6 +91,18 @@ def fmt_num(x: Any, digits: int = 0) -> str:
     return MISSING if x is None else f"{float(x):,.{digits}f}"
 
 
+def fmt_sig(x: Any, digits: int = 3) -> str:
+    """A positive quantity of any size with `digits` significant digits (e.g. joules, tokens per joule)."""
+    x = value(x)
+    return MISSING if x is None else f"{float(x):,.{digits}g}"
+
+
+def fmt_signed(x: Any, digits: int = 3) -> str:
+    """A signed difference with a true minus sign (e.g. a change of cross-entropy in nats)."""
+    x = value(x)
+    return MISSING if x is None else f"{float(x):+.{digits}f}".replace("-", "−")
+
+
 def lr_text(lr: Any) -> str:
     """A learning rate as cell ids and labels write it: 2e-4, 1e-3 (no leading zero in the exponent)."""
     lr = value(lr)

@@ -234,4 +234,6 @@ def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, prec
         "method_notes": prepared.notes,
         **derived,
     }
-    return {"train": train_metrics, **readings(meters)}
+    from harness.meters.energy import add_tokens_per_joule
+
+    return add_tokens_per_joule({"train": train_metrics, **readings(meters)})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 Region = Literal["train", "eval"]
-Format = Literal["bytes", "seconds", "pct", "num", "count"]  # harness/report/render.FORMATS
+Format = Literal["bytes", "seconds", "pct", "num", "count", "sig", "signed"]  # harness/report/render.FORMATS
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,17 @@ TRAINING_COLUMNS = (
 )
 
 
+EVALUATION_COLUMNS = (
+    ReportColumn("forgetting", "forgetting.increase", "forgetting",
+                 "increase of the mean per-token cross-entropy (nats) on general text, trained minus base "
+                 "(eval.forgetting; harness/evaluation/forgetting.py)", "signed"),
+)
+
+
 def measurement_columns() -> list[ReportColumn]:
     from harness.meters import report_columns
 
-    return [*report_columns(), *TRAINING_COLUMNS]
+    return [*report_columns(), *TRAINING_COLUMNS, *EVALUATION_COLUMNS]
 
 
 def read_column(metrics: dict[str, Any], column: ReportColumn) -> Any:

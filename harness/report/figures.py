@@ -136,8 +136,9 @@ def _time_unit(seconds: list[float]) -> tuple[float, str]:
 # ---------------------------------------------------------------------------------------------------- Pareto
 
 def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]:
-    """Per task: accuracy vs peak memory and accuracy vs total training time, Pareto-optimal cells ringed
-    and labelled. Synthetic models are left out. Returns per task {task, uri, fronts: {axis: [rows]}}."""
+    """Per task: accuracy vs peak memory, vs total training time and (where `eval.forgetting` measured it) vs
+    forgetting, Pareto-optimal cells ringed and labelled. Synthetic models are left out. Returns per task
+    {task, uri, fronts: {axis: [rows]}}."""
     df = perf_rows(_trained_ok(data.cells))  # cost axes: one device type, no shared GPUs
     out: list[dict[str, Any]] = []
     if df.empty:
@@ -153,16 +154,20 @@ def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]
             continue
         records = [{**{k: value(v) for k, v in r.items()}, "acc": r[f"acc:{task}"],
                     "mem_gib": (value(r["mem_headline"]) or math.nan) / GIB,
-                    "train_time": value(r["train_time"])} for r in sub.to_dict("records")]
+                    "train_time": value(r["train_time"]), "forgetting": value(r.get("forgetting"))}
+                   for r in sub.to_dict("records")]
+        times = [r["train_time"] for r in records if r["train_time"]]
+        tscale, tunit = _time_unit(times)
+        specs = [("mem_gib", "peak memory (GiB, headline metric)", "memory"),
+                 ("train_time", f"training time, all epochs ({tunit})", "time")]
+        if any(r["forgetting"] is not None for r in records):  # the third axis, where eval.forgetting measured it
+            specs.append(("forgetting", "forgetting (Δ cross-entropy on general text, nats/token)", "forgetting"))
         with _style():
-            fig = _figure(13, 4.6)
-            axes = fig.subplots(1, 2, sharey=True, gridspec_kw=_margins(fig, 0.75, 1.9, 0.55, 0.35, 0.06))
+            fig = _figure(13 if len(specs) == 2 else 18, 4.6)
+            axes = fig.subplots(1, len(specs), sharey=True,
+                                gridspec_kw=_margins(fig, 0.75, 1.9, 0.55, 0.35, 0.06))
             fronts: dict[str, list[dict[str, Any]]] = {}
-            times = [r["train_time"] for r in records if r["train_time"]]
-            tscale, tunit = _time_unit(times)
-            for ax, (xkey, xlabel, axis) in zip(axes, [
-                    ("mem_gib", "peak memory (GiB, headline metric)", "memory"),
-                    ("train_time", f"training time, all epochs ({tunit})", "time")]):
+            for ax, (xkey, xlabel, axis) in zip(axes, specs):
                 pts = [r for r in records if r.get(xkey) is not None and not _nan(r[xkey])]
                 scale = tscale if axis == "time" else 1.0
                 for r in pts:
@@ -190,7 +195,7 @@ def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]
                                     (0.99, 100 * b), xycoords=("axes fraction", "data"), ha="right",
                                     va="bottom", fontsize=7, color="dimgrey")
                 xs_all = [r["_x"] for r in pts]
-                if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 20:
+                if axis != "forgetting" and xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 20:
                     ax.set_xscale("log")
                 if len(front) <= MAX_NAMED:
                     texts = [short_label(r, with_model=len(models) > 1) for r in front]
@@ -200,7 +205,8 @@ def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]
                 if ax.get_xscale() == "log":
                     _plain_log_ticks(ax)
                 ax.set_xlabel(xlabel)
-                ax.set_title(safe(f"{task_label(task)}: accuracy vs {'peak memory' if axis == 'memory' else 'time'}"))
+                what = {"memory": "peak memory", "time": "time"}.get(axis, axis)
+                ax.set_title(safe(f"{task_label(task)}: accuracy vs {what}"))
             axes[0].set_ylabel(safe(f"{task_label(task)} accuracy (%)"))
             _legend(fig, axes[1], colours, sorted(set(r["method"] for r in records), key=methods.index),
                     markers if len(models) > 1 else {})

@@ -3,8 +3,10 @@
 Cells are matched by a stable key (model/method/variant/epochs/lr/seed, see `loader.cell_key`), not by their
 id, so a change of the config hash (a new default somewhere) does not hide a cell from the gate. Checked per
 cell: accuracy per task may drop by at most `max_accuracy_drop` (absolute, 0.02 = 2 points), headline memory
-may grow by at most `max_memory_growth` and time per epoch by at most `max_time_growth` (relative), and a cell
-that succeeded in the baseline must succeed again. A baseline cell missing from the results fails the gate;
+may grow by at most `max_memory_growth` and time per epoch by at most `max_time_growth` (relative), forgetting
+(the increase of general-text cross-entropy, `eval.forgetting`) by at most `max_forgetting_increase` nats/token
+over the baseline's when that threshold is set, and a cell that succeeded in the baseline must succeed again.
+A baseline cell missing from the results fails the gate;
 new cells are listed but do not fail it.
 """
 
@@ -81,6 +83,8 @@ def format_value(metric: str, v: Any) -> str:
         return f"{v / 2**30:.2f} GiB"
     if metric == "time_per_epoch":
         return f"{v:.1f} s"
+    if metric == "forgetting":
+        return f"{v:+.3f} nats"
     return f"{v:g}"
 
 
@@ -89,6 +93,8 @@ def format_change(r: GateRow) -> str:
         return "–"
     if r.metric.startswith("acc:"):
         return f"{100 * r.change:+.1f} pts"
+    if r.metric == "forgetting":
+        return f"{r.change:+.3f} nats"
     return f"{100 * r.change:+.1f} %"
 
 
@@ -97,6 +103,8 @@ def format_limit(r: GateRow) -> str:
         return "–"
     if r.metric.startswith("acc:"):
         return f"drop ≤ {100 * r.limit:.1f} pts"
+    if r.metric == "forgetting":
+        return f"increase ≤ {r.limit:.3f} nats"
     return f"growth ≤ {100 * r.limit:.0f} %"
 
 
@@ -136,6 +144,7 @@ def _cells_from_folder(results_dir: Path) -> tuple[dict[str, dict[str, Any]], li
             "time_per_epoch_s": value(row.get("time_per_epoch")),
             "device_type": value(row.get("device_type")),
             "shared_device": bool(value(row.get("shared_device"))),
+            "forgetting": value(row.get("forgetting")),
         }
         key = row["key"]
         old = cells.get(key)
@@ -166,6 +175,10 @@ def check_baseline(results_dir: Path, baseline_path: Path, thresholds: Any) -> G
     or any object with its fields; missing fields take Thresholds' defaults)."""
     limits = {name: _threshold(thresholds, name)
               for name in ("max_accuracy_drop", "max_memory_growth", "max_time_growth")}
+    forgetting_limit = (thresholds.get("max_forgetting_increase") if isinstance(thresholds, dict)
+                        else getattr(thresholds, "max_forgetting_increase", None))
+    if forgetting_limit is not None:
+        limits["max_forgetting_increase"] = float(forgetting_limit)
     try:
         baseline = json.loads(Path(baseline_path).read_text())
         base_cells = baseline["cells"]
@@ -209,6 +222,9 @@ def check_baseline(results_dir: Path, baseline_path: Path, thresholds: Any) -> G
                                             f"{c.get('memory_metric')} on {c.get('memory_device')}")
         rows += _growth_row(key, cid, "time_per_epoch", b.get("time_per_epoch_s"), c.get("time_per_epoch_s"),
                             limits["max_time_growth"], same=device, what=why_not)
+        if "max_forgetting_increase" in limits and b.get("forgetting") is not None:
+            rows.append(_forgetting_row(key, cid, b["forgetting"], c.get("forgetting"),
+                                        limits["max_forgetting_increase"]))
     passed = not missing and all(r.ok for r in rows)
     if not base_cells:
         notes.append("the baseline holds no cells")
@@ -237,3 +253,11 @@ def _growth_row(key: str, cid: str | None, metric: str, b: Any, c: Any, limit: f
         return [GateRow(key, metric, b, c, None, limit, True, cid, f"not comparable: {what}")]
     change = c / b - 1.0
     return [GateRow(key, metric, b, c, change, limit, change <= limit + 1e-12, cid)]
+
+
+def _forgetting_row(key: str, cid: str | None, b: float, c: float | None, limit: float) -> GateRow:
+    """Forgetting (nats/token) may exceed the baseline's by at most `limit` (absolute)."""
+    if c is None:
+        return GateRow(key, "forgetting", b, None, None, limit, False, cid, "not measured in the current results")
+    change = c - b
+    return GateRow(key, "forgetting", b, c, change, limit, change <= limit + 1e-12, cid)

@@ -19,12 +19,16 @@ from harness.formatting import (
     fmt_pct,
     fmt_pts,
     fmt_seconds,
+    fmt_sig,
+    fmt_signed,
     lr_text,
     p_text,
     value,
 )
 from harness.methods.base import kind_label
 from harness.report.columns import measurement_columns
+from harness.report.cost import cost_section
+from harness.report.extras import headline_extras, seed_table
 from harness.report.loader import ReportData, chance_level, get, load_report_data, task_label
 from harness.report.provenance_text import cpu_text, shown_data_path
 
@@ -164,6 +168,7 @@ def build_headline(data: ReportData) -> dict[str, Any]:
                     verdict, level = (f"Not significantly better than the untrained model: {fmt_pts(delta)} "
                                       f"points is within noise ({p_text(p)}, {ci}).", "neutral")
             t.update({"verdict": verdict, "level": level, "noise": noise})
+            t.update(headline_extras(data, model, task, n))  # detectable difference; seeds (report/extras.py)
             # the cells a reader cannot tell apart from the best (within 1 SE), and the cheapest of them
             if se is not None:
                 near = cand[cand[f"acc:{task}"] >= acc - se - 1e-12]
@@ -221,14 +226,15 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
     order_m = {m: i + 1 for i, m in enumerate(methods)}  # untrained rows: 0 (below)
     order_model = {m: i for i, m in enumerate(_model_order(df))}
     recs = df.to_dict("records")
-    recs.sort(key=lambda r: (order_model.get(r["model"], 99), 0 if r["is_base"] else order_m.get(r["method"], 99), r["variant"],
-                             value(r["epochs"]) or 0, value(r["lr"]) or 0, value(r["seed"]) or 0))
+    recs.sort(key=lambda r: (order_model.get(r["model"], 99), 0 if r["is_base"] else order_m.get(r["method"], 99),
+                             r["variant"], value(r["epochs"]) or 0, value(r["lr"]) or 0, value(r["seed"]) or 0))
     rows = []
     for r in recs:
         syn = bool(r["synthetic"])
         cells = [{"text": r["model"], "sort": r["model"], "badge": "synthetic" if syn else "",
                   "title": f"{r['cell_id']} ({r['source']})"},
-                 {"text": r["method"], "sort": f"{0 if r['is_base'] else order_m.get(r['method'], 99):03d} {r['method']}",
+                 {"text": r["method"],
+                  "sort": f"{0 if r['is_base'] else order_m.get(r['method'], 99):03d} {r['method']}",
                   "title": f"{kind_label(r['kind'])} ({r['kind']})"}]
         if show_r:
             cells.append({"text": str(_int(r["r"])) if value(r["r"]) is not None else "", "sort": _sortable(r["r"])})
@@ -274,7 +280,8 @@ def _shown_folder(folder: Path) -> str:
         return folder.name
 
 
-FORMATS = {"bytes": fmt_bytes, "seconds": fmt_seconds, "pct": fmt_pct, "num": fmt_num, "count": fmt_count}
+FORMATS = {"bytes": fmt_bytes, "seconds": fmt_seconds, "pct": fmt_pct, "num": fmt_num, "count": fmt_count,
+           "sig": fmt_sig, "signed": fmt_signed}
 
 
 def _measured_cell(row: dict[str, Any], column: Any) -> dict[str, str]:
@@ -449,6 +456,7 @@ def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_pa
         fig["front_rows"] = {axis: [{"cell": _cell_summary({**r, "_multi_seed": False}), "model": r["model"],
                                      "acc": fmt_pct(r["acc"]),
                                      "x": fmt_bytes(r["mem_headline"]) if axis == "memory"
+                                     else fmt_signed(r.get("forgetting")) if axis == "forgetting"
                                      else fmt_seconds(r["train_time"])} for r in rows]
                              for axis, rows in fig["fronts"].items()}
     heat, heat_skipped = figures.heatmaps(data, methods)
@@ -472,6 +480,8 @@ def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_pa
         "heatmaps": heat,
         "heatmaps_skipped": heat_skipped,
         "cost": figures.cost_bars(data, methods),
+        "seed_table": seed_table(data),
+        "money": cost_section(data, matrix_text),
         "failures": build_failures(data),
         "provenance": build_provenance(data, matrix_text, matrix_path, command),
         "has_comparisons": bool(data.comparisons),
