@@ -455,8 +455,7 @@ class RayExecutor(Executor):
         artifacts = dict(record.artifacts)
         if out.get("checkpoint"):
             artifacts["checkpoint"] = f"{f.execution['node']}:{out['checkpoint']}"
-        record = record.model_copy(update={
-            "config": {**record.config, "runtime": cell.config.runtime.model_dump(mode="json")},
+        record = record.model_copy(update={  # (runtime folders: write_result makes them placeholders)
             "environment": {**record.environment, "execution": execution}, "artifacts": artifacts})
         write_result(results_dir, record)
         progress.finished(cell.id, record, outcome.wall_s)
