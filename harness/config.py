@@ -20,7 +20,8 @@ class Strict(BaseModel):
 
 def _slug(value: str, what: str) -> str:
     if not SLUG.match(value):
-        raise ValueError(f"{what} {value!r} must be letters, digits, '.', '_' or '-' (and start with a letter or digit)")
+        raise ValueError(f"{what} {value!r} must be letters, digits, '.', '_' or '-' "
+                         "(and start with a letter or digit)")
     return value
 
 
@@ -115,7 +116,9 @@ class TrainConfig(Strict):
     torch_compile: bool = False
     liger_kernel: bool = False
     max_steps: int | None = Field(None, ge=1)  # optimizer steps per epoch at most (quick runs)
-    save: Literal["measure", "keep", "none"] = "measure"  # measure: save, record size, delete
+    # measure: save, record the size, delete (adapters are always kept: small, and `medbench export` needs them);
+    # keep: keep the full checkpoint too (what `medbench export` merges/converts for full fine-tuning); none: no save
+    save: Literal["measure", "keep", "none"] = "measure"
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
 
 
