@@ -215,6 +215,17 @@ class Variant(Strict):
         return _slug(v, "variant name")
 
 
+class ExportConfig(Strict):
+    """`export:` in a matrix: run `medbench export` on the results folder after the run (harness/export/)."""
+
+    cells: Literal["best"] | list[str] = "best"  # "best": the headline's winner per model and task; or cell ids
+    formats: list[Literal["hf", "f16", "q8_0", "q5_k_m", "q4_k_m"]] = Field(
+        default_factory=lambda: ["hf", "f16", "q8_0", "q5_k_m", "q4_k_m"], min_length=1)
+    limit: int | None = Field(None, ge=1)  # items per task for scoring the artifacts (None: as the cells ran)
+    out: str | None = None  # artifact folder (default: exports/<matrix>)
+    engines: list[Literal["transformers", "llama.cpp"]] = Field(default_factory=lambda: ["transformers", "llama.cpp"])
+
+
 RULE_KEYS = ("model", "method", "variant", "epochs", "learning_rate", "seed")
 
 
@@ -234,6 +245,7 @@ class Matrix(Strict):
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     timeout_minutes: float | None = Field(60.0, gt=0)  # per cell
     data_dir: str | None = None  # default data dir, relative to the matrix file (--data-dir and the env var win)
+    export: ExportConfig | None = None  # merge / quantize / score chosen cells after the run (see ExportConfig)
 
     @field_validator("name")
     @classmethod
