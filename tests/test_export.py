@@ -203,3 +203,30 @@ def test_export_gguf_with_llama_cpp_tools(lora_cell, tmp_path, cache_dir):
                 assert s["n"] == rec.metrics["eval"][task]["n"] and "diff" in s["vs_cell"], s
         assert doc["speed"]["llama.cpp"]["tokens_per_s"] > 0
     assert sizes["f16"] > sizes["q8_0"] > sizes["q4_k_m"]
+
+
+def test_report_export_section(tmp_path):
+    import shutil
+
+    from harness.report import render_report
+
+    results = tmp_path / "results"
+    shutil.copytree(REPORT_FIXTURE, results)
+    cid = next(iter(best_cells(results)))
+    rec = {"format": "q4_k_m", "cell_id": cid, "model": "m", "method": "lora-r8",
+           "artifact": {"path": "x.gguf", "bytes": 105_000_000, "sha256": "ab" * 32},
+           "integrity": {"metadata": {"passed": True}, "tokenizer": {"passed": True}},
+           "gguf": {"tensor_types": {"Q4_K": 10, "Q5_0": 20}},
+           "scores": {"llama.cpp": {"medqa": {"acc": 0.27, "acc_stderr": 0.031, "n": 200,
+                                              "vs_cell": {"diff": -0.015, "ci_low": -0.05, "ci_high": 0.02,
+                                                          "mcnemar_p": 0.4}}}},
+           "what": {"llama.cpp": "llama.cpp's own kernels"},
+           "speed": {"llama.cpp": {"tokens_per_s": 88.4, "threads": 2, "cpu": "Test CPU", "engine": "llama.cpp"}}}
+    (results / cid / "export").mkdir(parents=True)
+    (results / cid / "export" / "q4_k_m.json").write_text(json.dumps(rec))
+    html = render_report(results, tmp_path / "r.html").read_text()
+    assert "Export: merged and quantized artifacts" in html
+    for text in ("GGUF Q4_K_M", "27.0 % ± 3.1", "−1.5 [−5.0, +2.0]", "88.4", "passed", "Test CPU", "abababababab"):
+        assert text in html, text
+    shutil.rmtree(results / cid / "export")
+    assert "Export: merged" not in render_report(results, tmp_path / "r2.html").read_text()

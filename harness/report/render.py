@@ -216,14 +216,15 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
     order_m = {m: i + 1 for i, m in enumerate(methods)}  # untrained rows: 0 (below)
     order_model = {m: i for i, m in enumerate(_model_order(df))}
     recs = df.to_dict("records")
-    recs.sort(key=lambda r: (order_model.get(r["model"], 99), 0 if r["is_base"] else order_m.get(r["method"], 99), r["variant"],
-                             value(r["epochs"]) or 0, value(r["lr"]) or 0, value(r["seed"]) or 0))
+    recs.sort(key=lambda r: (order_model.get(r["model"], 99), 0 if r["is_base"] else order_m.get(r["method"], 99),
+                             r["variant"], value(r["epochs"]) or 0, value(r["lr"]) or 0, value(r["seed"]) or 0))
     rows = []
     for r in recs:
         syn = bool(r["synthetic"])
         cells = [{"text": r["model"], "sort": r["model"], "badge": "synthetic" if syn else "",
                   "title": f"{r['cell_id']} ({r['source']})"},
-                 {"text": r["method"], "sort": f"{0 if r['is_base'] else order_m.get(r['method'], 99):03d} {r['method']}",
+                 {"text": r["method"],
+                  "sort": f"{0 if r['is_base'] else order_m.get(r['method'], 99):03d} {r['method']}",
                   "title": f"{kind_label(r['kind'])} ({r['kind']})"}]
         if show_r:
             cells.append({"text": str(_int(r["r"])) if value(r["r"]) is not None else "", "sort": _sortable(r["r"])})
@@ -422,7 +423,14 @@ def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_pa
         "failures": build_failures(data),
         "provenance": build_provenance(data, matrix_text, matrix_path, command),
         "has_comparisons": bool(data.comparisons),
+        "export": _export_section(data),
     }
+
+
+def _export_section(data: ReportData) -> dict[str, Any]:
+    from harness.export.report import build_export  # `medbench export` records beside the cells
+
+    return build_export(data.results_dir)
 
 
 def render_html(context: dict[str, Any]) -> str:
