@@ -316,6 +316,8 @@ def run_export(args: argparse.Namespace) -> int:
             print(f"refused: {exc}", file=sys.stderr)
     if not sources:
         return EXIT_BAD_INPUT
+    if args.best:  # --best exports the winners that can be; the others were named with their reason above
+        refused = []
     exporter = Exporter(args, results_dir, cache_dir)
     for source in sources:
         try:
