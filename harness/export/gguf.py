@@ -92,8 +92,8 @@ def converter_dir(cache_dir: str | Path) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         sdist = Path(os.environ[SDIST_ENV]) if os.environ.get(SDIST_ENV) else None
         if sdist is None:
-            proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                                   "--no-build-isolation", "-q", "-d", tmp, f"llama-cpp-python=={version}"],
+            proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-q",
+                                   "-d", tmp, f"llama-cpp-python=={version}"],
                                   capture_output=True, text=True)
             found = sorted(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
             if proc.returncode != 0 or not found:

@@ -48,8 +48,7 @@ class LlamaCppLM(TemplateLM):
             prefix += 1
         prefix = min(prefix, len(tokens) - 1)  # at least one token is evaluated, so its logits are fresh
         ctx = getattr(self.llm, "_ctx", None)
-        if prefix > 0 and ctx is not None and hasattr(ctx, "kv_cache_seq_rm"):
-            ctx.kv_cache_seq_rm(-1, prefix, -1)
+        if prefix > 0 and ctx is not None and hasattr(ctx, "kv_cache_seq_rm") and ctx.kv_cache_seq_rm(-1, prefix, -1):
             self.llm.n_tokens = prefix
         else:
             self.llm.reset()
