@@ -89,6 +89,20 @@ def _write_record(export_dir: Path, fmt: str, record: dict[str, Any]) -> Path:
     return path
 
 
+def _keep_other_engines(path: Path, rec: dict[str, Any]) -> None:
+    """Scores of engines not run this time are kept from an earlier record of the same file (same sha256), so
+    `--engines llama.cpp` then `--engines transformers` add up."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if (old.get("artifact") or {}).get("sha256") != rec["artifact"]["sha256"]:
+        return
+    for key in ("scores", "what"):
+        for engine, value in (old.get(key) or {}).items():
+            rec[key].setdefault(engine, value)
+
+
 def transformers_speed(model: Any, tokenizer: Any, n_tokens: int = 64) -> dict[str, Any]:
     """Greedy generation through transformers on the CPU (fp32), decode tokens/s, for the HF folder."""
     import torch
@@ -249,6 +263,7 @@ class Exporter:
                         rec["scores"]["llama.cpp"] = score.pair(s, reference, self.results_dir, cid,
                                                                 f"{fmt} (llama.cpp)")
                         rec["what"]["llama.cpp"] = score.ENGINES["llama.cpp"]
+                _keep_other_engines(export_dir / f"{fmt}.json", rec)
                 _write_record(export_dir, fmt, rec)
                 self._summary(fmt, rec)
             except Exception as exc:  # one format failing must not lose the others
