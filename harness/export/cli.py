@@ -89,6 +89,19 @@ def _write_record(export_dir: Path, fmt: str, record: dict[str, Any]) -> Path:
     return path
 
 
+def _earlier_reference(export_dir: Path, limit: int | None, weights: Any, results_dir: Path
+                       ) -> dict[str, Path] | None:
+    """The cell's items re-scored by an earlier export with the same limit and the same kept weights, if any."""
+    try:
+        old = json.loads((export_dir / "cell.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if old.get("limit") != limit or old.get("source_weights") != weights:
+        return None
+    items = {t: Path(results_dir) / e["items"] for t, e in (old.get("scores", {}).get("transformers") or {}).items()}
+    return items if items and all(p.is_file() for p in items.values()) else None
+
+
 def _keep_other_engines(path: Path, rec: dict[str, Any]) -> None:
     """Scores of engines not run this time are kept from an earlier record of the same file (same sha256), so
     `--engines llama.cpp` then `--engines transformers` add up."""
@@ -162,7 +175,11 @@ class Exporter:
 
         # the reference: the cell's own items, or the cell re-scored on the requested items
         reference = score.cell_items(source.record, self.results_dir)
-        if not args.no_score and not score.same_items_as_cell(source.record, cfg):
+        earlier = _earlier_reference(export_dir, args.limit, common["source_weights"], self.results_dir)
+        if earlier is not None and not score.same_items_as_cell(source.record, cfg):
+            self.log(f"{cid}: reusing the cell's re-scored items of an earlier export (same weights, same limit)")
+            reference = earlier
+        elif not args.no_score and not score.same_items_as_cell(source.record, cfg):
             self.log(f"{cid}: scoring the cell itself (unmerged) on the requested items")
             from harness.export.source import load_reference
 
@@ -170,7 +187,7 @@ class Exporter:
             model, tok = load_reference(source, cfg)
             scores = score.score_model(model, tok, cfg, export_dir / "cell")
             del model
-            rec = {**common, "format": "cell", "artifact": None, "created_at": _now(),
+            rec = {**common, "format": "cell", "artifact": None, "created_at": _now(), "limit": args.limit,
                    "what": "the cell as trained (adapter on its base, loaded by its method), re-scored on the "
                            "export's items: the reference of every pairing",
                    "scores": {"transformers": score.pair(scores, {}, self.results_dir, cid, "cell")},
