@@ -68,3 +68,24 @@ def build_export(results_dir: Path) -> dict[str, Any]:
                          "tensor_types": ", ".join(f"{k} {v}" for k, v in (gguf.get("tensor_types") or {}).items())})
     return {"rows": rows, "tasks": tasks, "what": what,
             "cpus": sorted({r["cpu"] for r in rows if r["cpu"]})}
+
+
+def markdown_table(results_dir: Path) -> str:
+    """The Export section as a Markdown table (for READMEs): `python -m harness.export.report RESULTS_DIR`."""
+    data = build_export(results_dir)
+    tasks = data["tasks"]
+    head = ["artifact", "scored with", "size", *[f"{t} acc ± SE (n)" for t in tasks],
+            *[f"{t} Δ vs cell [95 % CI], p" for t in tasks], "tokens/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in data["rows"]:
+        accs = [f"{c['acc']} ± {c['se']} ({c['n']})" if (c := r["tasks"].get(t)) else "–" for t in tasks]
+        deltas = [f"{c['delta']} {c['ci']}, p {c['p']}" if (c := r["tasks"].get(t)) and c["delta"] != "–" else "–"
+                  for t in tasks]
+        lines.append("| " + " | ".join([r["format"], r["engine"], r["size"], *accs, *deltas, r["tok_s"]]) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(markdown_table(Path(sys.argv[1])))
