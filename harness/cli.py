@@ -152,7 +152,8 @@ def _finish(args: argparse.Namespace, loaded: object, results_dir: Path, report_
     if loaded.matrix.export is not None and not args.report_only and results_dir.is_dir():
         from harness.export.cli import run_matrix_export  # the matrix's `export:` block, after the run
 
-        if run_matrix_export(loaded.matrix.export, results_dir, args.cache_dir) != 0 and exit_code == EXIT_OK:
+        if (run_matrix_export(loaded.matrix.export, results_dir, args.cache_dir, loaded.data_dir) != 0
+                and exit_code == EXIT_OK):
             exit_code = EXIT_CELLS_FAILED
     if not args.no_report:
         from harness.report import render_report

@@ -375,9 +375,10 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def run_matrix_export(export_cfg: Any, results_dir: Path, cache_dir: str | None) -> int:
+def run_matrix_export(export_cfg: Any, results_dir: Path, cache_dir: str | None, data_dir: Path | None = None) -> int:
     """The matrix's `export:` block (harness.config.ExportConfig), run after the matrix by `run_matrix.py`."""
-    argv = [str(results_dir), "--formats", ",".join(export_cfg.formats), "--engines", ",".join(export_cfg.engines)]
+    argv = [str(results_dir), *(["--data-dir", str(data_dir)] if data_dir else []),
+            "--formats", ",".join(export_cfg.formats), "--engines", ",".join(export_cfg.engines)]
     argv += ["--best"] if export_cfg.cells == "best" else [a for c in export_cfg.cells for a in ("--cell", c)]
     if export_cfg.limit:
         argv += ["--limit", str(export_cfg.limit)]

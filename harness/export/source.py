@@ -46,7 +46,10 @@ class Source:
 
         cfg = dict(self.record.config)
         old = cfg.get("runtime") or {}
-        cfg["runtime"] = {"data_dir": str(data_dir or old.get("data_dir") or "data"),
+        recorded = old.get("data_dir") or ""
+        if recorded.startswith("<") or not Path(recorded).is_dir():  # a portable record's placeholder, or elsewhere
+            recorded = "data"
+        cfg["runtime"] = {"data_dir": str(data_dir or recorded),
                           "results_dir": str(self.results_dir.resolve()), "cache_dir": str(cache_dir),
                           "timeout_s": None}
         return CellConfig.model_validate(cfg)
