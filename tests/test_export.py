@@ -110,6 +110,19 @@ def test_matrix_export_block_validates():
         ExportConfig.model_validate({"formats": ["q3_k"]})
 
 
+def test_matrix_export_block_runs_the_export_command(monkeypatch, tmp_path):
+    import harness.export.cli as export_cli
+    from harness.config import ExportConfig
+
+    seen = []
+    monkeypatch.setattr(export_cli, "main", lambda argv: seen.append(argv) or 0)
+    cfg = ExportConfig.model_validate({"cells": ["a", "b"], "formats": ["hf", "q8_0"], "limit": 50, "out": "x"})
+    assert export_cli.run_matrix_export(cfg, tmp_path, "/c", tmp_path / "data") == 0
+    assert seen == [[str(tmp_path), "--data-dir", str(tmp_path / "data"), "--formats", "hf,q8_0", "--engines",
+                     "transformers,llama.cpp", "--cell", "a", "--cell", "b", "--limit", "50", "--out", "x",
+                     "--cache-dir", "/c"]]
+
+
 # ---------------------------------------------------------------------------------------------------- tiny model
 
 @pytest.fixture(scope="module")
