@@ -46,8 +46,11 @@ def test_refusals_say_why(tmp_path):
                                                               "architecture": "tiny-llama"}})
     with pytest.raises(ExportRefused, match=r"synthetic weights .*tiny-llama.*accuracy means nothing"):
         check_exportable(synthetic, tmp_path)
-    with pytest.raises(ExportRefused, match=r"kept no weights .*rerun it with `train.save: keep`"):
+    with pytest.raises(ExportRefused, match=r"kept no weights .*delete results/t/.*--only m_lora"):
         check_exportable(_record(), tmp_path)
+    full = _record(config={**_record().config, "method": {"name": "full", "kind": "full", "options": {}}})
+    with pytest.raises(ExportRefused, match=r"kept no weights .*rerun it with `train.save: keep`"):
+        check_exportable(full, tmp_path)
     with pytest.raises(ExportRefused, match="did not succeed"):
         check_exportable(_record(status="failed", reason="boom"), tmp_path)
     base = _record(config={**_record().config, "method": {"name": "base", "kind": "base", "options": {}}})

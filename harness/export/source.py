@@ -58,6 +58,10 @@ class Source:
 def rerun_hint(record: CellResult) -> str:
     cfg = record.config
     matrix = record.matrix
+    if "r" in ((cfg.get("method") or {}).get("options") or {}):  # an adapter method: it keeps its adapter now
+        return (f"adapter cells keep their adapter since medbench export exists; this record is older: delete "
+                f"results/{matrix}/{record.cell_id}.json and rerun it with `python run_matrix.py "
+                f"matrices/{matrix}.yaml --only {record.cell_id}` (same id)")
     return (f"rerun it with `train.save: keep` (in the matrix's `train:` block, or in the method's `train:` override "
             f"for {cfg.get('method', {}).get('name')!r}; the cell then gets a new id) and "
             f"`python run_matrix.py matrices/{matrix}.yaml --only '{cfg.get('method', {}).get('name')}'`")
