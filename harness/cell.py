@@ -133,9 +133,11 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
                     progress=ProgressFile(workdir / "progress.json")))
             if cfg.train.save != "none" and prepared.save is not None:
                 with timer.phase("save"):
-                    metrics["train"]["saved_bytes"] = _save(prepared, cfg, workdir)
-                    if cfg.train.save == "keep":
-                        artifacts["checkpoint"] = f"{cell_id}/checkpoint"
+                    saved = _save(prepared, cfg, workdir, cell_id)
+                    metrics["train"]["saved_bytes"] = saved["bytes"]
+                    if saved.get("path"):  # kept: `medbench export` builds its artifacts from it
+                        metrics["saved"] = saved
+                        artifacts[saved["kind"]] = saved["path"]
         model = prepared.for_eval() if prepared.for_eval else prepared.model
         if probe is not None:
             with timer.phase("forgetting"):
@@ -197,18 +199,24 @@ def _apply_liger(cfg: CellConfig) -> None:
     _apply_liger_kernel(AutoConfig.from_pretrained(resolve_model_path(cfg.model, cfg.runtime.cache_dir)).model_type)
 
 
-def _save(prepared: Any, cfg: CellConfig, workdir: Path) -> int:
-    """Save what this method would ship, return its size; keep it only when asked (`train.save: keep`)."""
+def _save(prepared: Any, cfg: CellConfig, workdir: Path, cell_id: str) -> dict[str, Any]:
+    """Save what this method would ship. An adapter (small) is always kept, in `<cell>/adapter`; a full checkpoint
+    is kept in `<cell>/checkpoint` only when asked (`train.save: keep`), else measured and deleted. Returns
+    {kind, bytes} and, when kept, {path (relative to the results folder), sha256, files}."""
+    from harness.hashing import folder_manifest
     from harness.paths import folder_size_bytes
 
-    if cfg.train.save == "keep":
-        out = workdir / "checkpoint"
+    kind = "adapter" if getattr(prepared.model, "peft_config", None) is not None else "checkpoint"
+    if kind == "adapter" or cfg.train.save == "keep":
+        out = workdir / kind
         shutil.rmtree(out, ignore_errors=True)
         prepared.save(out)
-        return folder_size_bytes(out)
+        digest, files = folder_manifest(out)
+        return {"kind": kind, "path": f"{cell_id}/{kind}", "bytes": folder_size_bytes(out), "sha256": digest,
+                "files": files}
     with tempfile.TemporaryDirectory(dir=cfg.runtime.cache_dir) as tmp:
         prepared.save(Path(tmp))
-        return folder_size_bytes(tmp)
+        return {"kind": kind, "bytes": folder_size_bytes(tmp)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,6 +92,10 @@ def print_plan(planned: list, loaded: object, results_dir: Path, out=None) -> No
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "export":  # `medbench export RESULTS_DIR ...` (harness/export/cli.py)
+        from harness.export.cli import main as export_main
+
+        return guarded(export_main, argv[1:])
     if argv[:1] == ["data"]:  # `medbench data list|fetch|verify`
         from harness.data_catalog import main as data_main
 
@@ -237,6 +241,12 @@ def _finish(args: argparse.Namespace, loaded: object, results_dir: Path, report_
         print(gate.summary())
         if not gate.passed:
             exit_code = EXIT_REGRESSION
+    if loaded.matrix.export is not None and not args.report_only and results_dir.is_dir():
+        from harness.export.cli import run_matrix_export  # the matrix's `export:` block, after the run
+
+        if (run_matrix_export(loaded.matrix.export, results_dir, args.cache_dir, loaded.data_dir) != 0
+                and exit_code == EXIT_OK):
+            exit_code = EXIT_CELLS_FAILED
     if not args.no_report:
         from harness.report import render_report
 

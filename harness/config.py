@@ -117,7 +117,9 @@ class TrainConfig(Strict):
     torch_compile: bool = False
     liger_kernel: bool = False
     max_steps: int | None = Field(None, ge=1)  # optimizer steps per epoch at most (quick runs)
-    save: Literal["measure", "keep", "none"] = "measure"  # measure: save, record size, delete
+    # measure: save, record the size, delete (adapters are always kept: small, and `medbench export` needs them);
+    # keep: keep the full checkpoint too (what `medbench export` merges/converts for full fine-tuning); none: no save
+    save: Literal["measure", "keep", "none"] = "measure"
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
 
 
@@ -272,6 +274,17 @@ class ExecutionConfig(Strict):
         return self
 
 
+class ExportConfig(Strict):
+    """`export:` in a matrix: run `medbench export` on the results folder after the run (harness/export/)."""
+
+    cells: Literal["best"] | list[str] = "best"  # "best": the headline's winner per model and task; or cell ids
+    formats: list[Literal["hf", "f16", "q8_0", "q5_k_m", "q4_k_m"]] = Field(
+        default_factory=lambda: ["hf", "f16", "q8_0", "q5_k_m", "q4_k_m"], min_length=1)
+    limit: int | None = Field(None, ge=1)  # items per task for scoring the artifacts (None: as the cells ran)
+    out: str | None = None  # artifact folder (default: exports/<matrix>)
+    engines: list[Literal["transformers", "llama.cpp"]] = Field(default_factory=lambda: ["transformers", "llama.cpp"])
+
+
 RULE_KEYS = ("model", "method", "variant", "epochs", "learning_rate", "seed")
 
 
@@ -292,6 +305,7 @@ class Matrix(Strict):
     timeout_minutes: float | None = Field(60.0, gt=0)  # per cell
     data_dir: str | None = None  # default data dir, relative to the matrix file (--data-dir and the env var win)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)  # how cells run (harness/executors/)
+    export: ExportConfig | None = None  # merge / quantize / score chosen cells after the run (see ExportConfig)
 
     @field_validator("name")
     @classmethod

