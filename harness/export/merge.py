@@ -74,9 +74,11 @@ def merged_model(source: Source, cache_dir: str | Path) -> tuple[Any, Any, dict[
     merged = with_adapter.merge_and_unload()  # the return value is the merged model
     got = logits_of(merged, batch)
     diff = float((ref - got).abs().max())
-    method = (source.record.config.get("method") or {}).get("kind")
+    from harness.methods.base import quantizes_base
+
+    quantized = quantizes_base(source.record.config.get("method") or {})
     integrity = {"merge": "peft merge_and_unload, fp32, onto the base reloaded unquantized"
-                          + (" (QLoRA: never onto the 4-bit weights)" if method in ("qlora", "unsloth") else ""),
+                          + (" (never onto the 4-bit weights it trained against)" if quantized else ""),
                  "logits_max_abs_diff": diff, "atol": MERGE_ATOL, "passed": diff <= MERGE_ATOL,
                  "fixture_tokens": int(batch["attention_mask"].sum())}
     if not integrity["passed"]:

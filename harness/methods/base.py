@@ -97,6 +97,11 @@ class Method:
     # validation loss is then computed once, after the last epoch.
     eval_between_epochs: ClassVar[bool] = True
 
+    def quantizes_base(self, options: Any) -> bool:
+        """Whether training holds the frozen base in a quantized form (export then merges onto it reloaded
+        unquantized, never onto the quantized weights)."""
+        return False
+
     def preflight(self, options: BaseModel) -> str | None:
         """Why this method cannot run on this machine (a skip reason), without importing torch; None if it can."""
         return None
@@ -167,6 +172,12 @@ def kind_label(kind: str) -> str:
     """How the report names a method kind: the method's `label`, else the kind itself."""
     cls = method_class(kind)
     return (cls.label if cls is not None else "") or kind
+
+
+def quantizes_base(method: dict[str, Any]) -> bool:
+    """`Method.quantizes_base` for a method entry of a result's config ({kind, options})."""
+    cls = method_class(str(method.get("kind")))
+    return cls is not None and cls().quantizes_base(cls.Options.model_validate(method.get("options") or {}))
 
 
 def untrained_kind() -> str:

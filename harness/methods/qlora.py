@@ -53,6 +53,9 @@ class Qlora(Method):
     default_optimizer = "paged_adamw_8bit"
     eval_between_epochs = False
 
+    def quantizes_base(self, options: Any) -> bool:
+        return True
+
     def training_cost(self, arch: dict[str, Any], options: QloraOptions, *, precision: str) -> TrainingCost:
         # peft's prepare_model_for_kbit_training upcasts every non-4-bit parameter to fp32 (that is why QLoRA saves
         # little at 1B), and the fp32 residual stream follows

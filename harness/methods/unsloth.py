@@ -35,6 +35,9 @@ class Unsloth(Method):
     presets = {"unsloth-16bit": {"load_in_4bit": False}}
     default_optimizer = "adamw_8bit"
 
+    def quantizes_base(self, options: Any) -> bool:
+        return bool(options.load_in_4bit)
+
     def training_cost(self, arch: dict[str, Any], options: UnslothOptions, *, precision: str) -> TrainingCost:
         act = 4 if precision == "fp32" else 2  # Unsloth keeps non-quantised parameters in the compute dtype
         if options.load_in_4bit:
