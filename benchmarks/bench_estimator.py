@@ -1,6 +1,6 @@
 """Speed of the estimator that `--dry-run` calls once per cell (pytest-benchmark).
 
-    pytest benchmarks/bench_estimator.py --benchmark-only -p no:cacheprovider
+pytest benchmarks/bench_estimator.py --benchmark-only -p no:cacheprovider
 """
 
 from __future__ import annotations

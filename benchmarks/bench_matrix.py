@@ -1,6 +1,6 @@
 """Benchmarks of the matrix runner's bookkeeping (no training): expansion, --dry-run and loading results at 500 cells.
 
-    .venv/bin/python -m pytest benchmarks/bench_matrix.py --benchmark-only
+.venv/bin/python -m pytest benchmarks/bench_matrix.py --benchmark-only
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def matrix_500(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _cells(path: Path, data_dir: Path):
-    return expand(load_matrix(path, data_dir=data_dir), CellRuntime(data_dir=str(data_dir), results_dir="/r",
-                                                                    cache_dir="/c"))
+    return expand(
+        load_matrix(path, data_dir=data_dir), CellRuntime(data_dir=str(data_dir), results_dir="/r", cache_dir="/c")
+    )
 
 
 def test_matrix_has_500_cells(matrix_500):
@@ -68,8 +69,16 @@ def test_bench_expand_500(benchmark, matrix_500):
 def test_bench_dry_run_500_process(benchmark, matrix_500, tmp_path):
     """The whole `run_matrix.py --dry-run` command, interpreter start included."""
     path, data_dir = matrix_500
-    cmd = [sys.executable, str(ROOT / "run_matrix.py"), str(path), "--data-dir", str(data_dir), "--dry-run",
-           "--results", str(tmp_path / "r")]
+    cmd = [
+        sys.executable,
+        str(ROOT / "run_matrix.py"),
+        str(path),
+        "--data-dir",
+        str(data_dir),
+        "--dry-run",
+        "--results",
+        str(tmp_path / "r"),
+    ]
 
     def run() -> str:
         return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -81,10 +90,19 @@ def test_bench_dry_run_500_process(benchmark, matrix_500, tmp_path):
 def test_bench_load_500_results(benchmark, matrix_500, tmp_path):
     cells = _cells(*matrix_500)
     for cell in cells:
-        write_result(tmp_path, CellResult(
-            cell_id=cell.id, config_hash=cell.config_hash, matrix="bench500", status="success",
-            config=cell.config.model_dump(mode="json"),
-            metrics={"train": {"loss_curve": [[i, 2.0 - i / 1000] for i in range(1, 301)], "tokens_per_s": 1000.0},
-                     "eval": {"medqa": {"acc": 0.3, "acc_stderr": 0.013, "n": 1273}}}))
+        write_result(
+            tmp_path,
+            CellResult(
+                cell_id=cell.id,
+                config_hash=cell.config_hash,
+                matrix="bench500",
+                status="success",
+                config=cell.config.model_dump(mode="json"),
+                metrics={
+                    "train": {"loss_curve": [[i, 2.0 - i / 1000] for i in range(1, 301)], "tokens_per_s": 1000.0},
+                    "eval": {"medqa": {"acc": 0.3, "acc_stderr": 0.013, "n": 1273}},
+                },
+            ),
+        )
     good, bad = benchmark(load_results, tmp_path)
     assert len(good) == 500 and not bad

@@ -112,8 +112,9 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
             from harness.data import prepare_data
 
             with timer.phase("data"):
-                data = prepare_data(cfg.train, prepared.tokenizer, Path(cfg.runtime.data_dir),
-                                    Path(cfg.runtime.cache_dir), cfg.seed)
+                data = prepare_data(
+                    cfg.train, prepared.tokenizer, Path(cfg.runtime.data_dir), Path(cfg.runtime.cache_dir), cfg.seed
+                )
             metrics["data"] = data.stats
             data_files.update(data.data_files)
         probe = None
@@ -126,11 +127,18 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
             from harness.training import ProgressFile, train_model
 
             with timer.phase("train"):
-                metrics.update(train_model(
-                    prepared, data, cfg, device=device, precision=precision,
-                    optimizer_name=cfg.train.optimizer or method.default_optimizer,
-                    eval_between_epochs=method.eval_between_epochs,
-                    progress=ProgressFile(workdir / "progress.json")))
+                metrics.update(
+                    train_model(
+                        prepared,
+                        data,
+                        cfg,
+                        device=device,
+                        precision=precision,
+                        optimizer_name=cfg.train.optimizer or method.default_optimizer,
+                        eval_between_epochs=method.eval_between_epochs,
+                        progress=ProgressFile(workdir / "progress.json"),
+                    )
+                )
             if cfg.train.save != "none" and prepared.save is not None:
                 with timer.phase("save"):
                     saved = _save(prepared, cfg, workdir, cell_id)
@@ -149,39 +157,70 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
             with timer.phase("eval"), measuring("eval", device) as eval_meters:  # meters of the "eval" region
                 metrics["eval"] = evaluate_model(model, prepared.tokenizer, cfg, workdir)
             metrics.update(readings(eval_meters))
-            for task, m in metrics["eval"].items():
-                if m.get("items"):
-                    artifacts[f"items:{task}"] = str(Path(m["items"]).resolve().relative_to(results_dir.resolve()))
-                    m["items"] = artifacts[f"items:{task}"]
+            artifacts.update(_item_files(metrics["eval"], results_dir))
             data_files.update(_eval_data_files(cfg))
         if cfg.eval.generation.n and data is not None and data.heldout:
             from harness.evaluation import generation_metrics
 
             with timer.phase("eval"):
-                metrics["generation"] = generation_metrics(model, prepared.tokenizer,
-                                                           data.heldout[: cfg.eval.generation.n],
-                                                           cfg.eval.generation.max_new_tokens)
+                metrics["generation"] = generation_metrics(
+                    model, prepared.tokenizer, data.heldout[: cfg.eval.generation.n], cfg.eval.generation.max_new_tokens
+                )
     except SkipCell as exc:
         status, reason = "skipped", str(exc)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
-        status = classify_exception(exc)
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-        tb = "".join(traceback.format_exception(exc)[-TRACEBACK_LINES:])
-        print(tb, file=sys.stderr, flush=True)
-    # Wall time counts from the creation of this process, so interpreter start and imports are overhead too.
+        status, reason, tb = _failure(exc)
+    return CellResult(
+        cell_id=cell_id,
+        config_hash=config_hash,
+        matrix=cfg.matrix,
+        status=status,
+        reason=reason,
+        traceback=tb,
+        config=cfg.model_dump(mode="json"),
+        metrics=metrics,
+        timings=_timings(started, t0, timer),
+        environment=env,
+        data_files=data_files,
+        estimate=_estimate(cfg, env.get("device")),
+        artifacts=artifacts,
+    )
+
+
+def _item_files(evals: dict[str, Any], results_dir: Path) -> dict[str, str]:
+    """Per-item files of each task, relative to the results folder (in the eval metrics and as artifacts)."""
+    out = {}
+    for task, m in evals.items():
+        if m.get("items"):
+            m["items"] = out[f"items:{task}"] = str(Path(m["items"]).resolve().relative_to(results_dir.resolve()))
+    return out
+
+
+def _failure(exc: BaseException) -> tuple[str, str, str]:
+    """(status, one-line reason, traceback tail) of an exception that ended a cell; the traceback goes to the log."""
+    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+    tb = "".join(traceback.format_exception(exc)[-TRACEBACK_LINES:])
+    print(tb, file=sys.stderr, flush=True)
+    return classify_exception(exc), reason, tb
+
+
+def _timings(started: str, t0: float, timer: Any) -> dict[str, Any]:
+    """Wall time per phase; the wall time counts from the creation of this process, so interpreter start and
+    imports are overhead too."""
     import psutil
 
     wall = max(time.time() - psutil.Process().create_time(), time.perf_counter() - t0)
-    phases = {f"{k}_s": v for k, v in timer.phases.items()}
-    timings = {"started_at": started, "finished_at": _utc_now(), "wall_s": wall, **phases,
-               "overhead_s": max(wall - sum(timer.phases.values()), 0.0)}
+    timings = {
+        "started_at": started,
+        "finished_at": _utc_now(),
+        "wall_s": wall,
+        **{f"{k}_s": v for k, v in timer.phases.items()},
+        "overhead_s": max(wall - sum(timer.phases.values()), 0.0),
+    }
     timings["overhead_share"] = timings["overhead_s"] / wall if wall else None
-    return CellResult(cell_id=cell_id, config_hash=config_hash, matrix=cfg.matrix, status=status, reason=reason,
-                      traceback=tb, config=cfg.model_dump(mode="json"), metrics=metrics, timings=timings,
-                      environment=env, data_files=data_files, estimate=_estimate(cfg, env.get("device")),
-                      artifacts=artifacts)
+    return timings
 
 
 def _apply_liger(cfg: CellConfig) -> None:
@@ -190,8 +229,9 @@ def _apply_liger(cfg: CellConfig) -> None:
     try:
         from liger_kernel.transformers import _apply_liger_kernel
     except ImportError as exc:
-        raise RuntimeError("train.liger_kernel is true but liger-kernel is not installed (pip install liger-kernel)"
-                           ) from exc
+        raise RuntimeError(
+            "train.liger_kernel is true but liger-kernel is not installed (pip install liger-kernel)"
+        ) from exc
     from transformers import AutoConfig
 
     from harness.models import resolve_model_path
@@ -212,8 +252,13 @@ def _save(prepared: Any, cfg: CellConfig, workdir: Path, cell_id: str) -> dict[s
         shutil.rmtree(out, ignore_errors=True)
         prepared.save(out)
         digest, files = folder_manifest(out)
-        return {"kind": kind, "path": f"{cell_id}/{kind}", "bytes": folder_size_bytes(out), "sha256": digest,
-                "files": files}
+        return {
+            "kind": kind,
+            "path": f"{cell_id}/{kind}",
+            "bytes": folder_size_bytes(out),
+            "sha256": digest,
+            "files": files,
+        }
     with tempfile.TemporaryDirectory(dir=cfg.runtime.cache_dir) as tmp:
         prepared.save(Path(tmp))
         return {"kind": kind, "bytes": folder_size_bytes(tmp)}

@@ -25,42 +25,71 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_matrix.py",
         description="Train and score every cell of a fine-tuning matrix (model x method x variant x epochs x lr x "
-                    "seed), one child process per cell, one result JSON per cell, one HTML report.",
-        epilog="Exit codes: 0 ok, 1 some cells failed/oom/timeout, 2 invalid input, 3 regression gate crossed.")
+        "seed), one child process per cell, one result JSON per cell, one HTML report.",
+        epilog="Exit codes: 0 ok, 1 some cells failed/oom/timeout, 2 invalid input, 3 regression gate crossed.",
+    )
     p.add_argument("matrix", help="the matrix YAML file (see README: matrix schema)")
     p.add_argument("--data-dir", help="where relative data paths resolve (default: $MEDBENCH_DATA_DIR or ./data)")
     p.add_argument("--results", metavar="DIR", help="results folder (default: results/<matrix name>)")
     p.add_argument("--report", metavar="PATH", help="report file (default: reports/<matrix name>.html)")
-    p.add_argument("--cache-dir", help=f"converted models and tokenized data (default: ${CACHE_DIR_ENV} or "
-                                       "~/.cache/medbench)")
+    p.add_argument(
+        "--cache-dir", help=f"converted models and tokenized data (default: ${CACHE_DIR_ENV} or ~/.cache/medbench)"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit; imports no torch")
-    p.add_argument("--rerun-failed", action="store_true", help="run again cells that failed, ran out of memory "
-                                                               "or timed out")
-    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
-                   help="run only cells whose id matches (glob, or substring without wildcards); repeatable")
+    p.add_argument(
+        "--rerun-failed", action="store_true", help="run again cells that failed, ran out of memory or timed out"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only cells whose id matches (glob, or substring without wildcards); repeatable",
+    )
     p.add_argument("--report-only", action="store_true", help="render the report from the results folder only")
     p.add_argument("--no-report", action="store_true", help="do not render the report at the end")
-    p.add_argument("--baseline", metavar="FILE", help="compare with a stored baseline; exit 3 if a threshold "
-                                                      "(report.thresholds in the matrix) is crossed")
+    p.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="compare with a stored baseline; exit 3 if a threshold (report.thresholds in the matrix) is crossed",
+    )
     p.add_argument("--write-baseline", metavar="FILE", help="write a baseline JSON from the results folder")
     p.add_argument("--timeout-minutes", type=positive_minutes, help="per-cell timeout (overrides the matrix)")
-    p.add_argument("--executor", help="how cells run: local (one after the other, the default) or ray (over every "
-                                      "GPU of this machine or of a Ray cluster); overrides the matrix's execution")
+    p.add_argument(
+        "--executor",
+        help="how cells run: local (one after the other, the default) or ray (over every "
+        "GPU of this machine or of a Ray cluster); overrides the matrix's execution",
+    )
     ray = p.add_argument_group("Ray executor (--executor ray; pip install -e '.[ray]')")
-    ray.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (e.g. 10.0.0.1:6379 or auto); "
-                                                           "default: start Ray on this machine")
-    ray.add_argument("--gpus-per-cell", type=float, metavar="N", help="GPUs per cell (default 1 where the "
-                                                                      "cluster has GPUs, else 0)")
+    ray.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="an existing Ray cluster (e.g. 10.0.0.1:6379 or auto); default: start Ray on this machine",
+    )
+    ray.add_argument(
+        "--gpus-per-cell", type=float, metavar="N", help="GPUs per cell (default 1 where the cluster has GPUs, else 0)"
+    )
     ray.add_argument("--cpus-per-cell", type=float, metavar="N", help="CPU cores per cell (default 1)")
     ray.add_argument("--max-concurrent", type=int, metavar="N", help="cells running at once at most")
-    ray.add_argument("--max-retries", type=int, metavar="N", help="runs again a cell whose worker or node was "
-                                                                  "lost up to N times (default 2)")
-    ray.add_argument("--share-gpu", action="store_true", default=None,
-                     help="let cells share a GPU (fractional --gpus-per-cell): accuracy-only, the report marks their "
-                          "speed and memory as not comparable")
+    ray.add_argument(
+        "--max-retries",
+        type=int,
+        metavar="N",
+        help="runs again a cell whose worker or node was lost up to N times (default 2)",
+    )
+    ray.add_argument(
+        "--share-gpu",
+        action="store_true",
+        default=None,
+        help="let cells share a GPU (fractional --gpus-per-cell): accuracy-only, the report marks their "
+        "speed and memory as not comparable",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--fail-unreachable", action="store_true",
-                   help="stop (exit 2) when a hub model cannot be reached, instead of recording its cells as skipped")
+    p.add_argument(
+        "--fail-unreachable",
+        action="store_true",
+        help="stop (exit 2) when a hub model cannot be reached, instead of recording its cells as skipped",
+    )
     return p
 
 
@@ -72,8 +101,11 @@ def print_plan(planned: list, loaded: object, results_dir: Path, out=None) -> No
     from harness.estimator import estimate_cell
 
     counts = Counter(p.action for p in planned)
-    print(f"matrix {loaded.matrix.name}: {len(planned)} cells  (run {counts['run']}, done {counts['done']}, "
-          f"skip {counts['skip']})", file=out)
+    print(
+        f"matrix {loaded.matrix.name}: {len(planned)} cells  (run {counts['run']}, done {counts['done']}, "
+        f"skip {counts['skip']})",
+        file=out,
+    )
     print(f"data dir: {loaded.data_dir}   results: {results_dir}", file=out)
     header = f"{'action':6} {'cell':64} {'kind':8} {'est. mem':>10} {'est. time':>10}  why"
     print(header, file=out)
@@ -118,8 +150,12 @@ def _main(argv: list[str] | None = None) -> int:
     report_path = Path(args.report or Path("reports") / f"{name}.html")
     cache_dir = Path(args.cache_dir or os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "medbench")
     timeout_s = args.timeout_minutes * 60 if args.timeout_minutes else None
-    runtime = CellRuntime(data_dir=str(loaded.data_dir.resolve()), results_dir=str(results_dir.resolve()),
-                          cache_dir=str(cache_dir.resolve()), timeout_s=timeout_s)
+    runtime = CellRuntime(
+        data_dir=str(loaded.data_dir.resolve()),
+        results_dir=str(results_dir.resolve()),
+        cache_dir=str(cache_dir.resolve()),
+        timeout_s=timeout_s,
+    )
     cells = expand(loaded, runtime)
 
     from harness.runner import plan
@@ -144,12 +180,19 @@ def _executor(args: argparse.Namespace, loaded: object) -> object:
 
     from harness.executors import executor_class
 
-    flags = {"executor": args.executor, "ray_address": args.ray_address, "gpus_per_cell": args.gpus_per_cell,
-             "cpus_per_cell": args.cpus_per_cell, "max_concurrent": args.max_concurrent,
-             "max_retries": args.max_retries, "share_gpu": args.share_gpu}
+    flags = {
+        "executor": args.executor,
+        "ray_address": args.ray_address,
+        "gpus_per_cell": args.gpus_per_cell,
+        "cpus_per_cell": args.cpus_per_cell,
+        "max_concurrent": args.max_concurrent,
+        "max_retries": args.max_retries,
+        "share_gpu": args.share_gpu,
+    }
     try:
         options = loaded.matrix.execution.model_validate(
-            {**loaded.matrix.execution.model_dump(), **{k: v for k, v in flags.items() if v is not None}})
+            {**loaded.matrix.execution.model_dump(), **{k: v for k, v in flags.items() if v is not None}}
+        )
         return executor_class(options.executor)(options)
     except ValidationError as exc:
         for e in exc.errors():
@@ -161,8 +204,15 @@ def _executor(args: argparse.Namespace, loaded: object) -> object:
         return EXIT_BAD_INPUT
 
 
-def _plan_and_run(args: argparse.Namespace, loaded: object, planned: list, executor: object, results_dir: Path,
-                  report_path: Path, cache_dir: Path) -> int:
+def _plan_and_run(
+    args: argparse.Namespace,
+    loaded: object,
+    planned: list,
+    executor: object,
+    results_dir: Path,
+    report_path: Path,
+    cache_dir: Path,
+) -> int:
     from harness.runner import ResultsBusy, execute
 
     name = loaded.matrix.name
@@ -177,8 +227,11 @@ def _plan_and_run(args: argparse.Namespace, loaded: object, planned: list, execu
         if pre.unreachable and not args.fail_unreachable:  # its cells are skipped; a later run with the hub runs them
             from harness.preflight import skip_unreachable, unreachable_message
 
-            print(f"warning: {unreachable_message(pre.unreachable)}\n(their cells are recorded as skipped; "
-                  "--fail-unreachable stops instead)", file=sys.stderr)
+            print(
+                f"warning: {unreachable_message(pre.unreachable)}\n(their cells are recorded as skipped; "
+                "--fail-unreachable stops instead)",
+                file=sys.stderr,
+            )
             planned = skip_unreachable(planned, pre)
         if not pre.ok:
             print(pre.message(str(loaded.path)), file=sys.stderr)
@@ -210,8 +263,10 @@ def _plan_and_run(args: argparse.Namespace, loaded: object, planned: list, execu
             print(f"\n{interrupted_message(finished_cells(planned, results_dir))}", file=sys.stderr)
             return EXIT_INTERRUPTED
         done = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
-        print(f"matrix {name}: {len(planned)} cells ({done}); ran {summary.ran} in "
-              f"{fmt_seconds(time.monotonic() - t0)}; results in {results_dir}")
+        print(
+            f"matrix {name}: {len(planned)} cells ({done}); ran {summary.ran} in "
+            f"{fmt_seconds(time.monotonic() - t0)}; results in {results_dir}"
+        )
         for cell_id, status, reason in summary.problems:
             print(f"  {status:8} {cell_id}: {reason}")
         if not summary.all_ok:
@@ -244,15 +299,24 @@ def _finish(args: argparse.Namespace, loaded: object, results_dir: Path, report_
     if loaded.matrix.export is not None and not args.report_only and results_dir.is_dir():
         from harness.export.cli import run_matrix_export  # the matrix's `export:` block, after the run
 
-        if (run_matrix_export(loaded.matrix.export, results_dir, args.cache_dir, loaded.data_dir) != 0
-                and exit_code == EXIT_OK):
+        if (
+            run_matrix_export(loaded.matrix.export, results_dir, args.cache_dir, loaded.data_dir) != 0
+            and exit_code == EXIT_OK
+        ):
             exit_code = EXIT_CELLS_FAILED
     if not args.no_report:
         from harness.report import render_report
 
         command = "python run_matrix.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] or [args.matrix]))
-        out = render_report(results_dir, report_path, matrix_text=loaded.raw_text, matrix_path=str(loaded.path),
-                            command=command, gate=gate, title=loaded.matrix.report.title)
+        out = render_report(
+            results_dir,
+            report_path,
+            matrix_text=loaded.raw_text,
+            matrix_path=str(loaded.path),
+            command=command,
+            gate=gate,
+            title=loaded.matrix.report.title,
+        )
         print(f"report: {out}")
     return exit_code
 

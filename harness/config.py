@@ -21,12 +21,14 @@ class Strict(BaseModel):
 
 def _slug(value: str, what: str) -> str:
     if not SLUG.match(value):
-        raise ValueError(f"{what} {value!r} must be letters, digits, '.', '_' or '-' "
-                         "(and start with a letter or digit)")
+        raise ValueError(
+            f"{what} {value!r} must be letters, digits, '.', '_' or '-' (and start with a letter or digit)"
+        )
     return value
 
 
 # ---------------------------------------------------------------------------------------------------- models
+
 
 class ModelSpec(Strict):
     """One base model of the matrix (one row of the report)."""
@@ -125,6 +127,7 @@ class TrainConfig(Strict):
 
 # ---------------------------------------------------------------------------------------------------- eval
 
+
 class TaskSpec(Strict):
     name: str
     data: str | None = None  # local file for built-in tasks (relative to the data dir)
@@ -188,6 +191,7 @@ class EvalConfig(Strict):
 
 # ---------------------------------------------------------------------------------------------------- report
 
+
 class Thresholds(Strict):
     max_accuracy_drop: float = Field(0.02, ge=0.0)  # absolute, e.g. 0.02 = 2 points
     max_memory_growth: float = Field(0.10, ge=0.0)  # relative, 0.10 = +10 %
@@ -211,6 +215,7 @@ class ReportConfig(Strict):
 
 
 # ---------------------------------------------------------------------------------------------------- matrix
+
 
 class MethodEntry(Strict):
     """A named method of the matrix: a preset from the registry plus overrides."""
@@ -269,8 +274,10 @@ class ExecutionConfig(Strict):
     def _whole_gpus(self) -> "ExecutionConfig":
         g = self.gpus_per_cell
         if g is not None and g != int(g) and not self.share_gpu:
-            raise ValueError(f"gpus_per_cell {g} is a fraction of a GPU: cells would share a device and their speed "
-                             "and memory would mean nothing; set share_gpu: true (--share-gpu) for accuracy-only runs")
+            raise ValueError(
+                f"gpus_per_cell {g} is a fraction of a GPU: cells would share a device and their speed "
+                "and memory would mean nothing; set share_gpu: true (--share-gpu) for accuracy-only runs"
+            )
         return self
 
 
@@ -279,7 +286,8 @@ class ExportConfig(Strict):
 
     cells: Literal["best"] | list[str] = "best"  # "best": the headline's winner per model and task; or cell ids
     formats: list[Literal["hf", "f16", "q8_0", "q5_k_m", "q4_k_m"]] = Field(
-        default_factory=lambda: ["hf", "f16", "q8_0", "q5_k_m", "q4_k_m"], min_length=1)
+        default_factory=lambda: ["hf", "f16", "q8_0", "q5_k_m", "q4_k_m"], min_length=1
+    )
     limit: int | None = Field(None, ge=1)  # items per task for scoring the artifacts (None: as the cells ran)
     out: str | None = None  # artifact folder (default: exports/<matrix>)
     engines: list[Literal["transformers", "llama.cpp"]] = Field(default_factory=lambda: ["transformers", "llama.cpp"])
@@ -346,6 +354,7 @@ class Matrix(Strict):
 
 
 # ---------------------------------------------------------------------------------------------------- cell
+
 
 class MethodConfig(Strict):
     """The resolved method of one cell."""

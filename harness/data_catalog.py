@@ -50,39 +50,73 @@ class DataFile:
 
 
 CATALOG: list[DataFile] = [
-    DataFile("medqa_usmle_4opt/test.jsonl", "MedQA (USMLE, 4 options), test split",
-             "c3b905ccfa66152dc25afbcb2c10e86c0bdb208824f0658fcdb2c040f60a2beb", "MIT",
-             "https://github.com/jind11/MedQA (data_clean/questions/US/4_options/phrases_no_exclude_test.jsonl)",
-             url=f"{HF}/datasets/GBaker/MedQA-USMLE-4-options/resolve/main/phrases_no_exclude_test.jsonl"),
-    DataFile("pubmedqa/ori_pqal.json", "PubMedQA PQA-L (1000 expert-labelled items)",
-             "8b3276be8942ebbd77f3ddcda12c1749bf0e490045a736fd8438ee40cf37a41d", "MIT",
-             "https://github.com/pubmedqa/pubmedqa", url=f"{PUBMEDQA_RAW}/ori_pqal.json"),
-    DataFile("pubmedqa/test_ground_truth.json", "PubMedQA test labels (500 PMIDs)",
-             "939fe566f09017d13b1ca64d2ddfee0bc2374b366048152997669cccedc44d51", "MIT",
-             "https://github.com/pubmedqa/pubmedqa", url=f"{PUBMEDQA_RAW}/test_ground_truth.json"),
-    DataFile("pubmedqa/test_set.json", "PubMedQA test split (500 items)",
-             "f420f49d97516329d81f62d7d454055e3a063dbd0913ebaff915993bb321cbab", "MIT",
-             "https://github.com/pubmedqa/pubmedqa (ori_pqal.json restricted to test_ground_truth.json's PMIDs)",
-             derive="pubmedqa_test_set"),
-    DataFile("pubmedqa/pqal_fold0/train_set.json", "PubMedQA cross-validation fold 0, train (450)",
-             "7e539dceebfe5d9fbfc8fa1313713436a1e10f6d6f5bad1ed3fd39d1442be265", "MIT",
-             "https://github.com/pubmedqa/pubmedqa (preprocess/split_dataset.py pqal)",
-             how="run `python split_dataset.py pqal` in a clone of https://github.com/pubmedqa/pubmedqa (preprocess/) "
-                 "and copy data/pqal_fold0/ here (a random split: it cannot be rebuilt from the other files)"),
-    DataFile("pubmedqa/pqal_fold0/dev_set.json", "PubMedQA cross-validation fold 0, dev (50)",
-             "9d8982fa88a2a7f68230c2757e7eb5b495577a61cdca9e03c3ab308bc725d9f5", "MIT",
-             "https://github.com/pubmedqa/pubmedqa (preprocess/split_dataset.py pqal)",
-             how="as pqal_fold0/train_set.json"),
-    DataFile("medquad/medquad.jsonl", "MedQuAD (NIH consumer health questions with answers)",
-             "1ea61dcf718a28ecba9fc8b1ea1bd0b4088799194476c6d552337f47021b6434", "CC BY 4.0",
-             "https://github.com/abachaa/MedQuAD",
-             how="flatten the XML files of https://github.com/abachaa/MedQuAD into JSONL records with id, source, "
-                 "url, focus, qtype, question, answer (only the pairs that have an answer)"),
-    DataFile("chatdoctor5k/chatdoctor5k.json", "GenMedGPT-5k (ChatDoctor patient/doctor dialogues, generated)",
-             "780c1a6aa67d461359ac220c120134429290b1e340545c3ad8954e1aa235d80f",
-             "Apache-2.0; research use only (its authors' request)", "https://github.com/Kent0n-Li/ChatDoctor",
-             how="download GenMedGPT-5k.json from https://github.com/Kent0n-Li/ChatDoctor (README, 'Training data') "
-                 "and save it here (a JSON list of instruction / input / output)"),
+    DataFile(
+        "medqa_usmle_4opt/test.jsonl",
+        "MedQA (USMLE, 4 options), test split",
+        "c3b905ccfa66152dc25afbcb2c10e86c0bdb208824f0658fcdb2c040f60a2beb",
+        "MIT",
+        "https://github.com/jind11/MedQA (data_clean/questions/US/4_options/phrases_no_exclude_test.jsonl)",
+        url=f"{HF}/datasets/GBaker/MedQA-USMLE-4-options/resolve/main/phrases_no_exclude_test.jsonl",
+    ),
+    DataFile(
+        "pubmedqa/ori_pqal.json",
+        "PubMedQA PQA-L (1000 expert-labelled items)",
+        "8b3276be8942ebbd77f3ddcda12c1749bf0e490045a736fd8438ee40cf37a41d",
+        "MIT",
+        "https://github.com/pubmedqa/pubmedqa",
+        url=f"{PUBMEDQA_RAW}/ori_pqal.json",
+    ),
+    DataFile(
+        "pubmedqa/test_ground_truth.json",
+        "PubMedQA test labels (500 PMIDs)",
+        "939fe566f09017d13b1ca64d2ddfee0bc2374b366048152997669cccedc44d51",
+        "MIT",
+        "https://github.com/pubmedqa/pubmedqa",
+        url=f"{PUBMEDQA_RAW}/test_ground_truth.json",
+    ),
+    DataFile(
+        "pubmedqa/test_set.json",
+        "PubMedQA test split (500 items)",
+        "f420f49d97516329d81f62d7d454055e3a063dbd0913ebaff915993bb321cbab",
+        "MIT",
+        "https://github.com/pubmedqa/pubmedqa (ori_pqal.json restricted to test_ground_truth.json's PMIDs)",
+        derive="pubmedqa_test_set",
+    ),
+    DataFile(
+        "pubmedqa/pqal_fold0/train_set.json",
+        "PubMedQA cross-validation fold 0, train (450)",
+        "7e539dceebfe5d9fbfc8fa1313713436a1e10f6d6f5bad1ed3fd39d1442be265",
+        "MIT",
+        "https://github.com/pubmedqa/pubmedqa (preprocess/split_dataset.py pqal)",
+        how="run `python split_dataset.py pqal` in a clone of https://github.com/pubmedqa/pubmedqa (preprocess/) "
+        "and copy data/pqal_fold0/ here (a random split: it cannot be rebuilt from the other files)",
+    ),
+    DataFile(
+        "pubmedqa/pqal_fold0/dev_set.json",
+        "PubMedQA cross-validation fold 0, dev (50)",
+        "9d8982fa88a2a7f68230c2757e7eb5b495577a61cdca9e03c3ab308bc725d9f5",
+        "MIT",
+        "https://github.com/pubmedqa/pubmedqa (preprocess/split_dataset.py pqal)",
+        how="as pqal_fold0/train_set.json",
+    ),
+    DataFile(
+        "medquad/medquad.jsonl",
+        "MedQuAD (NIH consumer health questions with answers)",
+        "1ea61dcf718a28ecba9fc8b1ea1bd0b4088799194476c6d552337f47021b6434",
+        "CC BY 4.0",
+        "https://github.com/abachaa/MedQuAD",
+        how="flatten the XML files of https://github.com/abachaa/MedQuAD into JSONL records with id, source, "
+        "url, focus, qtype, question, answer (only the pairs that have an answer)",
+    ),
+    DataFile(
+        "chatdoctor5k/chatdoctor5k.json",
+        "GenMedGPT-5k (ChatDoctor patient/doctor dialogues, generated)",
+        "780c1a6aa67d461359ac220c120134429290b1e340545c3ad8954e1aa235d80f",
+        "Apache-2.0; research use only (its authors' request)",
+        "https://github.com/Kent0n-Li/ChatDoctor",
+        how="download GenMedGPT-5k.json from https://github.com/Kent0n-Li/ChatDoctor (README, 'Training data') "
+        "and save it here (a JSON list of instruction / input / output)",
+    ),
 ]
 
 
@@ -102,6 +136,7 @@ class DataCommandError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------------- what is needed
+
 
 def shipped_matrices() -> list[Path]:
     root = Path(__file__).resolve().parent.parent / "matrices"
@@ -156,6 +191,7 @@ def _with_dependencies(paths: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- commands
 
+
 def _state(path: Path, entry: DataFile | None, hash_it: bool) -> str:
     if not path.is_file():
         return "missing"
@@ -178,16 +214,24 @@ def cmd_list(data_dir: Path, needed: dict[str, list[str]], hash_it: bool = False
             continue
         print(f"{'':15}   {e.dataset}; license {e.license}; used by {who}")
         print(f"{'':15}   sha256 {e.sha256}")
-        how = (f"fetch: {e.url.replace(HF, _hf())}" if e.url else
-               f"fetch: derived from {', '.join(DERIVE[e.derive][0])}" if e.derive else f"by hand: {e.how}")
+        how = (
+            f"fetch: {e.url.replace(HF, _hf())}"
+            if e.url
+            else f"fetch: derived from {', '.join(DERIVE[e.derive][0])}"
+            if e.derive
+            else f"by hand: {e.how}"
+        )
         print(f"{'':15}   source {e.source}; {how}")
     return 1 if bad else 0
 
 
 def cmd_verify(data_dir: Path, needed: dict[str, list[str]]) -> int:
     rc = cmd_list(data_dir, needed, hash_it=True)
-    print("verify: every file present and matching its recorded sha256" if rc == 0 else
-          "verify: some files are missing or differ from the copies the results were measured on")
+    print(
+        "verify: every file present and matching its recorded sha256"
+        if rc == 0
+        else "verify: some files are missing or differ from the copies the results were measured on"
+    )
     return rc
 
 
@@ -196,8 +240,10 @@ def _hf() -> str:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _download(url: str, dest: Path, timeout: float) -> None:
@@ -210,8 +256,10 @@ def _download(url: str, dest: Path, timeout: float) -> None:
         raise OSError(f"HTTP {exc.code} from {url}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DataCommandError(f"cannot reach {url} ({reason}); no network here? Put the files in the data dir by "
-                               f"hand (see `medbench data list`), or use --mirror URL") from None
+        raise DataCommandError(
+            f"cannot reach {url} ({reason}); no network here? Put the files in the data dir by "
+            f"hand (see `medbench data list`), or use --mirror URL"
+        ) from None
 
 
 def _place(data: Path, target: Path) -> None:
@@ -221,9 +269,11 @@ def _place(data: Path, target: Path) -> None:
 
 def cmd_fetch(data_dir: Path, needed: dict[str, list[str]], mirror: str | None, timeout: float = TIMEOUT_S) -> int:
     if _offline() and not mirror:
-        raise DataCommandError("offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set): nothing fetched. Unset them "
-                               "on a machine with network, or put the files in the data dir by hand "
-                               "(`medbench data list` says where each comes from)")
+        raise DataCommandError(
+            "offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set): nothing fetched. Unset them "
+            "on a machine with network, or put the files in the data dir by hand "
+            "(`medbench data list` says where each comes from)"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = data_dir / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
@@ -255,13 +305,18 @@ def cmd_fetch(data_dir: Path, needed: dict[str, list[str]], mirror: str | None, 
                 source = f"derived from {', '.join(DERIVE[e.derive][0])}"
             digest = sha256_file(tmp_path)
             if digest != e.sha256:
-                print(f"differs  {rel}: sha256 {digest} from {source}, expected {e.sha256}; not put in place "
-                      f"(the source changed, or this is another copy)")
+                print(
+                    f"differs  {rel}: sha256 {digest} from {source}, expected {e.sha256}; not put in place "
+                    f"(the source changed, or this is another copy)"
+                )
                 problems += 1
                 continue
             _place(tmp_path, target)
-            manifest[rel] = {"sha256": digest, "source": source, "fetched_at": datetime.now(UTC).isoformat(
-                timespec="seconds")}
+            manifest[rel] = {
+                "sha256": digest,
+                "source": source,
+                "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
             print(f"fetched  {rel} ({source})")
         except (OSError, KeyError, ValueError) as exc:
             print(f"failed   {rel}: {exc}")
@@ -275,17 +330,22 @@ def cmd_fetch(data_dir: Path, needed: dict[str, list[str]], mirror: str | None, 
 
 # ---------------------------------------------------------------------------------------------------- entry point
 
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medbench data", description="The data sets the matrices need: list, "
-                                "verify (sha256), fetch (online).")
+    p = argparse.ArgumentParser(
+        prog="medbench data", description="The data sets the matrices need: list, verify (sha256), fetch (online)."
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    for name, helptext in (("list", "what the matrices need, present or missing, with source and license"),
-                           ("verify", "sha256 of every needed file against the recorded one"),
-                           ("fetch", "download the missing files (online; checked against the recorded sha256)")):
+    for name, helptext in (
+        ("list", "what the matrices need, present or missing, with source and license"),
+        ("verify", "sha256 of every needed file against the recorded one"),
+        ("fetch", "download the missing files (online; checked against the recorded sha256)"),
+    ):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("matrices", nargs="*", help="matrix files (default: every shipped matrix)")
-        s.add_argument("--data-dir", "--to", dest="data_dir",
-                       help="the data dir (default: $MEDBENCH_DATA_DIR or ./data)")
+        s.add_argument(
+            "--data-dir", "--to", dest="data_dir", help="the data dir (default: $MEDBENCH_DATA_DIR or ./data)"
+        )
         if name == "fetch":
             s.add_argument("--mirror", help="download URL/<path> instead of each file's source")
     return p

@@ -11,8 +11,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "lm_eval", "datasets", "accelerate", "tokenizers",
-            "unsloth", "unsloth_zoo", "numpy", "pandas", "medbench")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "lm_eval",
+    "datasets",
+    "accelerate",
+    "tokenizers",
+    "unsloth",
+    "unsloth_zoo",
+    "numpy",
+    "pandas",
+    "medbench",
+)
 
 HARNESS_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,8 +46,9 @@ def package_versions() -> dict[str, str | None]:
 def git_state(root: Path = HARNESS_ROOT) -> dict[str, Any]:
     def git(*args: str) -> str | None:
         try:
-            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
-                                  check=True).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
 
@@ -69,9 +83,15 @@ def device_info() -> dict[str, Any]:
     info: dict[str, Any] = {"type": "cpu", "name": None, "count": 0}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info = {"type": "cuda", "name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(),
-                "memory_bytes": int(props.total_memory), "capability": list(torch.cuda.get_device_capability(0)),
-                "cuda": torch.version.cuda, "bf16": torch.cuda.is_bf16_supported()}
+        info = {
+            "type": "cuda",
+            "name": torch.cuda.get_device_name(0),
+            "count": torch.cuda.device_count(),
+            "memory_bytes": int(props.total_memory),
+            "capability": list(torch.cuda.get_device_capability(0)),
+            "cuda": torch.version.cuda,
+            "bf16": torch.cuda.is_bf16_supported(),
+        }
         try:
             import pynvml
 

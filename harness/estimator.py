@@ -77,13 +77,24 @@ PACKING_FILL_UNKNOWN = 0.95  # share of a packed row that holds real tokens when
 DYNAMIC_PAD_FACTOR = 1.5  # padded to the longest row of the batch: ≈ 1.5 × the mean example length
 
 # Device memory as torch reports it (total_memory), for profiles built from a name alone.
-KNOWN_MEMORY = [("h200 nvl", 141 * 10**9), ("h200", 150_754_820_096), ("gh200", 101_468_602_368),
-                ("h100 nvl", 99_857_989_632), ("h100 pcie", 85_045_346_304), ("h100", 85_520_809_984),
-                ("a100 80gb", 85_097_971_712), ("a100", 42_298_834_944), ("l40s", 47_697_362_944),
-                ("a10g", 23_836_098_560), ("l4", 23_580_639_232), ("rtx 4090", 25_393_692_672)]
+KNOWN_MEMORY = [
+    ("h200 nvl", 141 * 10**9),
+    ("h200", 150_754_820_096),
+    ("gh200", 101_468_602_368),
+    ("h100 nvl", 99_857_989_632),
+    ("h100 pcie", 85_045_346_304),
+    ("h100", 85_520_809_984),
+    ("a100 80gb", 85_097_971_712),
+    ("a100", 42_298_834_944),
+    ("l40s", 47_697_362_944),
+    ("a10g", 23_836_098_560),
+    ("l4", 23_580_639_232),
+    ("rtx 4090", 25_393_692_672),
+]
 
 
 # ---------------------------------------------------------------------------------------------------- devices
+
 
 @dataclass
 class DeviceProfile:
@@ -103,8 +114,9 @@ class DeviceProfile:
         return self.name.lower().startswith("cpu")
 
     @classmethod
-    def for_device(cls, name: str, memory_bytes: int | None = None, dtype: str = "bf16",
-                   **kwargs: Any) -> "DeviceProfile":
+    def for_device(
+        cls, name: str, memory_bytes: int | None = None, dtype: str = "bf16", **kwargs: Any
+    ) -> "DeviceProfile":
         """A GPU profile from its name (as torch / nvidia-smi print it): peak from harness.flops, memory if known."""
         if memory_bytes is None:
             low = " ".join(name.lower().replace("-", " ").split())
@@ -150,6 +162,7 @@ def profile_from_environment(device: dict[str, Any] | None) -> DeviceProfile | N
 
 # ---------------------------------------------------------------------------------------------------- estimate
 
+
 @dataclass
 class Estimate:
     peak_memory_bytes: int | None  # predicted headline: CUDA max_reserved, or the process's peak RSS on CPU
@@ -174,12 +187,29 @@ class Estimate:
 
 
 def _empty(reason: str, device: DeviceProfile | None) -> Estimate:
-    return Estimate(None, None, None, {}, {}, None, None, None, None, None, None, None, None, None,
-                    device.name if device else None, [reason])
+    return Estimate(
+        None,
+        None,
+        None,
+        {},
+        {},
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        device.name if device else None,
+        [reason],
+    )
 
 
-def estimate_cell(cell: Any, device: DeviceProfile | None = None, *,
-                  mean_tokens_per_example: float | None = None) -> Estimate:
+def estimate_cell(
+    cell: Any, device: DeviceProfile | None = None, *, mean_tokens_per_example: float | None = None
+) -> Estimate:
     """Predict peak memory and time of one cell (a `CellConfig`). Never raises for an unknown architecture or a
     method without a cost model: the fields it cannot predict are None and `assumptions` says why.
 
@@ -210,8 +240,24 @@ def estimate_cell(cell: Any, device: DeviceProfile | None = None, *,
     if not method.trains:
         w = a * total
         notes.append("untrained row: weights only (evaluation, no training); activations of evaluation not modelled")
-        return Estimate(int(w), int(w), int(w + CUDA_CONTEXT_BYTES), {"weights": int(w)}, params, None, None, None,
-                        None, None, None, None, None, _fits(w, device), device.name if device else None, notes)
+        return Estimate(
+            int(w),
+            int(w),
+            int(w + CUDA_CONTEXT_BYTES),
+            {"weights": int(w)},
+            params,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            _fits(w, device),
+            device.name if device else None,
+            notes,
+        )
     try:
         cost = method.training_cost(arch, method.Options.model_validate(cell.method.options), precision=precision)
     except ValueError as exc:
@@ -221,16 +267,37 @@ def estimate_cell(cell: Any, device: DeviceProfile | None = None, *,
     notes += cost.notes
     params.update(trainable=cost.trainable_params, quantized=cost.quantized_params)
     gc, keep_block_inputs = _checkpointing(cost, t.gradient_checkpointing)
-    memory = _memory(arch, cost, t, a=a, gc=gc, keep_block_inputs=keep_block_inputs, device=device,
-                     optimizer=t.optimizer or method.default_optimizer, notes=notes)
+    memory = _memory(
+        arch,
+        cost,
+        t,
+        a=a,
+        gc=gc,
+        keep_block_inputs=keep_block_inputs,
+        device=device,
+        optimizer=t.optimizer or method.default_optimizer,
+        notes=notes,
+    )
     flops_per_token = flops.training_flops_per_token(
-        arch, trainable_params=cost.trainable_params if cost.adapter else 0, frozen_base=cost.adapter is not None,
-        gradient_checkpointing=gc, seq_len=t.max_seq_length)
+        arch,
+        trainable_params=cost.trainable_params if cost.adapter else 0,
+        frozen_base=cost.adapter is not None,
+        gradient_checkpointing=gc,
+        seq_len=t.max_seq_length,
+    )
     timing = _timing(arch, cost, cell, device, gc=gc, mean_tokens_per_example=mean_tokens_per_example, notes=notes)
-    return Estimate(peak_memory_bytes=int(memory["headline"]), peak_allocated_bytes=int(memory["allocated"]),
-                    peak_process_bytes=int(memory["process"]), breakdown=memory["breakdown"], params=params,
-                    flops_per_token=flops_per_token, fits=_fits(memory["process"], device),
-                    device=device.name if device else None, assumptions=notes, **timing)
+    return Estimate(
+        peak_memory_bytes=int(memory["headline"]),
+        peak_allocated_bytes=int(memory["allocated"]),
+        peak_process_bytes=int(memory["process"]),
+        breakdown=memory["breakdown"],
+        params=params,
+        flops_per_token=flops_per_token,
+        fits=_fits(memory["process"], device),
+        device=device.name if device else None,
+        assumptions=notes,
+        **timing,
+    )
 
 
 def _checkpointing(cost: Any, train_flag: bool) -> tuple[bool, bool]:
@@ -243,8 +310,10 @@ def _optimizer_bytes(optimizer: str, trainable: int, state_bytes: int, notes: li
     """(optimizer state bytes, the step's temporary bytes) for `trainable` parameters."""
     if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
         if optimizer == "paged_adamw_8bit":
-            notes.append("paged 8-bit AdamW: large state tensors live in CUDA managed memory, which torch's "
-                         "max_allocated does not see (NVML does)")
+            notes.append(
+                "paged 8-bit AdamW: large state tensors live in CUDA managed memory, which torch's "
+                "max_allocated does not see (NVML does)"
+            )
         return (2 + 2 * 4 / 256) * trainable, 0.0  # two 8-bit states + blockwise absmax
     if optimizer == "sgd":
         return state_bytes * trainable, 0.0  # momentum
@@ -254,8 +323,18 @@ def _optimizer_bytes(optimizer: str, trainable: int, state_bytes: int, notes: li
     return 2 * state_bytes * trainable, 4.0 * trainable  # foreach AdamW: one fp32 temporary per parameter
 
 
-def _memory(arch: dict[str, Any], cost: Any, t: Any, *, a: int, gc: bool, keep_block_inputs: bool,
-            device: DeviceProfile | None, optimizer: str, notes: list[str]) -> dict[str, Any]:
+def _memory(
+    arch: dict[str, Any],
+    cost: Any,
+    t: Any,
+    *,
+    a: int,
+    gc: bool,
+    keep_block_inputs: bool,
+    device: DeviceProfile | None,
+    optimizer: str,
+    notes: list[str],
+) -> dict[str, Any]:
     """Peak memory of training (see the module doc): headline, torch-allocated, process, and the breakdown."""
     dims = flops.arch_dims(arch)
     on_cpu = device is not None and device.is_cpu
@@ -266,15 +345,26 @@ def _memory(arch: dict[str, Any], cost: Any, t: Any, *, a: int, gc: bool, keep_b
     positions = b * T  # the longest possible batch (packed rows are full; padded rows are T long)
     adapter = cost.adapter
     per_layer = _layer_activation_bytes(
-        dims, a=a, residual=cost.residual_bytes, norms_train=cost.norms_train, full=adapter is None,
-        targets=list(adapter.targets) if adapter else [], rank=adapter.rank if adapter else 0,
-        dropout=adapter.dropout if adapter else 0.0, attn=t.attn_implementation, seq_len=T,
-        mask_bytes=4 if on_cpu else 1)
+        dims,
+        a=a,
+        residual=cost.residual_bytes,
+        norms_train=cost.norms_train,
+        full=adapter is None,
+        targets=list(adapter.targets) if adapter else [],
+        rank=adapter.rank if adapter else 0,
+        dropout=adapter.dropout if adapter else 0.0,
+        attn=t.attn_implementation,
+        seq_len=T,
+        mask_bytes=4 if on_cpu else 1,
+    )
     if gc:
         kept = dims["layers"] * positions * cost.residual_bytes * dims["h"] if keep_block_inputs else 0
         activations = kept + per_layer * positions
-        notes.append("gradient checkpointing: block inputs kept" + ("" if keep_block_inputs else
-                     " (offloaded to host memory by Unsloth)") + " + one block recomputed")
+        notes.append(
+            "gradient checkpointing: block inputs kept"
+            + ("" if keep_block_inputs else " (offloaded to host memory by Unsloth)")
+            + " + one block recomputed"
+        )
     else:
         activations = dims["layers"] * per_layer * positions
     activations += b * T * T  # the bool 4-D mask (packing: block-diagonal; padding: causal & padding)
@@ -293,20 +383,39 @@ def _memory(arch: dict[str, Any], cost: Any, t: Any, *, a: int, gc: bool, keep_b
     allocated = (cost.weights_bytes + optim + max(backward_peak, step_peak) + WORKSPACE_BYTES) * scale
     headline = allocated + CPU_PROCESS_BASELINE_BYTES if on_cpu else allocated * (1 + RESERVED_SLACK)
     process = headline if on_cpu else headline + CUDA_CONTEXT_BYTES
-    breakdown = {"weights": cost.weights_bytes, "autocast_weight_copies": cost.autocast_copy_bytes,
-                 "gradients": grads, "optimizer": optim, "optimizer_step_temporary": step_temp,
-                 "activations": activations, "logits": logits, "workspace": WORKSPACE_BYTES,
-                 "allocator_slack": 0 if on_cpu else headline - allocated,
-                 "cuda_context": 0 if on_cpu else CUDA_CONTEXT_BYTES,
-                 "process_baseline": CPU_PROCESS_BASELINE_BYTES if on_cpu else 0}
+    breakdown = {
+        "weights": cost.weights_bytes,
+        "autocast_weight_copies": cost.autocast_copy_bytes,
+        "gradients": grads,
+        "optimizer": optim,
+        "optimizer_step_temporary": step_temp,
+        "activations": activations,
+        "logits": logits,
+        "workspace": WORKSPACE_BYTES,
+        "allocator_slack": 0 if on_cpu else headline - allocated,
+        "cuda_context": 0 if on_cpu else CUDA_CONTEXT_BYTES,
+        "process_baseline": CPU_PROCESS_BASELINE_BYTES if on_cpu else 0,
+    }
     peak_form = "gradients + step temporary" if step_peak > backward_peak else "activations + logits"
     notes.append(f"peak = weights + optimizer + {peak_form}" + (f"; × memory_scale {scale:.3g}" if scale != 1 else ""))
-    return {"headline": headline, "allocated": allocated, "process": process,
-            "breakdown": {k: int(round(v)) for k, v in breakdown.items()}}
+    return {
+        "headline": headline,
+        "allocated": allocated,
+        "process": process,
+        "breakdown": {k: int(round(v)) for k, v in breakdown.items()},
+    }
 
 
-def _timing(arch: dict[str, Any], cost: Any, cell: Any, device: DeviceProfile | None, *, gc: bool,
-            mean_tokens_per_example: float | None, notes: list[str]) -> dict[str, Any]:
+def _timing(
+    arch: dict[str, Any],
+    cost: Any,
+    cell: Any,
+    device: DeviceProfile | None,
+    *,
+    gc: bool,
+    mean_tokens_per_example: float | None,
+    notes: list[str],
+) -> dict[str, Any]:
     """Positions and FLOPs per step, steps per epoch, and the predicted times (see the module doc)."""
     t = cell.train
     b, T, ga = t.batch_size, t.max_seq_length, t.gradient_accumulation_steps
@@ -326,9 +435,14 @@ def _timing(arch: dict[str, Any], cost: Any, cell: Any, device: DeviceProfile | 
         real_per_micro = None
         notes.append("padding without a known mean example length: real tokens per step unknown")
     frozen = cost.adapter is not None
-    hw_flops = flops.training_flops_per_token(arch, trainable_params=cost.trainable_params if frozen else 0,
-                                              frozen_base=frozen, gradient_checkpointing=gc, seq_len=computed_T,
-                                              causal=False)
+    hw_flops = flops.training_flops_per_token(
+        arch,
+        trainable_params=cost.trainable_params if frozen else 0,
+        frozen_base=frozen,
+        gradient_checkpointing=gc,
+        seq_len=computed_T,
+        causal=False,
+    )
     tokens_per_step = b * computed_T * ga
     real_per_step = real_per_micro * ga if real_per_micro is not None else None
     data_tokens = t.max_examples * mean if t.max_examples and mean else None
@@ -354,15 +468,23 @@ def _timing(arch: dict[str, Any], cost: Any, cell: Any, device: DeviceProfile | 
             time_epoch = steps * time_step
             extra = cost.startup_extra_s + (TORCH_COMPILE_STARTUP_S if t.torch_compile else 0.0)
             wall = device.startup_s + extra + max(cell.epochs, 1) * time_epoch
-        notes.append(f"throughput {throughput / 1e12:.3g} TFLOP/s = {device.fraction(cell.method.kind):.2f} of "
-                     f"{device.peak_flops / 1e12:.4g} ({device.source})")
+        notes.append(
+            f"throughput {throughput / 1e12:.3g} TFLOP/s = {device.fraction(cell.method.kind):.2f} of "
+            f"{device.peak_flops / 1e12:.4g} ({device.source})"
+        )
     elif device is None:
         notes.append("no device profile: time not predicted")
     else:
         notes.append(f"device {device.name!r} has no known peak FLOP/s: time not predicted")
-    return {"hardware_flops_per_position": hw_flops, "tokens_per_step": tokens_per_step,
-            "real_tokens_per_step": real_per_step, "steps_per_epoch": steps, "time_per_step_s": time_step,
-            "time_per_epoch_s": time_epoch, "cell_wall_s": wall}
+    return {
+        "hardware_flops_per_position": hw_flops,
+        "tokens_per_step": tokens_per_step,
+        "real_tokens_per_step": real_per_step,
+        "steps_per_epoch": steps,
+        "time_per_step_s": time_step,
+        "time_per_epoch_s": time_epoch,
+        "cell_wall_s": wall,
+    }
 
 
 def _fits(process_bytes: float, device: DeviceProfile | None) -> bool | None:
@@ -371,19 +493,41 @@ def _fits(process_bytes: float, device: DeviceProfile | None) -> bool | None:
     return process_bytes <= device.memory_bytes
 
 
-def _layer_activation_bytes(d: dict[str, int], *, a: int, residual: int, norms_train: bool, full: bool,
-                            targets: list[str], rank: int, dropout: float, attn: str, seq_len: int,
-                            mask_bytes: int = 1) -> float:
+def _layer_activation_bytes(
+    d: dict[str, int],
+    *,
+    a: int,
+    residual: int,
+    norms_train: bool,
+    full: bool,
+    targets: list[str],
+    rank: int,
+    dropout: float,
+    attn: str,
+    seq_len: int,
+    mask_bytes: int = 1,
+) -> float:
     """Bytes saved for the backward per token by one decoder block (see the module doc)."""
     h, i, q, heads = d["h"], d["i"], d["q_dim"], d["heads"]
     copies = residual > a  # under autocast an fp32 input is cast separately by every consumer
     norm = 2 * (4 * h + (residual * h if norms_train else 0))
     # inputs of the projections, saved for weight (or adapter) gradients; a frozen base layer (plain or 4-bit)
     # saves none, its adapter's lora_A does
-    shapes = {"q_proj": (h, q), "k_proj": (h, d["kv_dim"]), "v_proj": (h, d["kv_dim"]), "o_proj": (q, h),
-              "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-    consumers = {"attn_in": (["q_proj", "k_proj", "v_proj"], h), "o_in": (["o_proj"], q),
-                 "mlp_in": (["gate_proj", "up_proj"], h), "down_in": (["down_proj"], i)}
+    shapes = {
+        "q_proj": (h, q),
+        "k_proj": (h, d["kv_dim"]),
+        "v_proj": (h, d["kv_dim"]),
+        "o_proj": (q, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
+    consumers = {
+        "attn_in": (["q_proj", "k_proj", "v_proj"], h),
+        "o_in": (["o_proj"], q),
+        "mlp_in": (["gate_proj", "up_proj"], h),
+        "down_in": (["down_proj"], i),
+    }
     inputs = 0.0
     lora = 0.0
     if full or (dropout == 0 and a == 4):  # inputs shared by the consumers of one tensor (cast per consumer)
@@ -403,6 +547,7 @@ def _layer_activation_bytes(d: dict[str, int], *, a: int, residual: int, norms_t
 
 
 # ---------------------------------------------------------------------------------------------------- calibration
+
 
 def _get(d: Any, *path: str) -> Any:
     for key in path:
@@ -500,6 +645,8 @@ def calibrate(results: Iterable[Any], device: DeviceProfile | None = None) -> De
         profile.memory_scale = statistics.median(scales)
     if startups:
         profile.startup_s = statistics.median(startups)
-    profile.source = (f"calibrated on {name or 'unknown device'}: throughput from {len(all_achieved)} packed cells, "
-                      f"memory from {len(scales)}, start-up from {len(startups)}")
+    profile.source = (
+        f"calibrated on {name or 'unknown device'}: throughput from {len(all_achieved)} packed cells, "
+        f"memory from {len(scales)}, start-up from {len(startups)}"
+    )
     return profile

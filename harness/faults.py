@@ -24,11 +24,18 @@ def is_disk_error(exc: BaseException) -> bool:
 
 def disk_error_message(exc: OSError) -> str:
     where = exc.filename or "the results / cache / report location"
-    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-           errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-           errno.EPERM: "permission denied", errno.EFBIG: "file too large"}.get(exc.errno or 0, exc.strerror)
-    return (f"error: cannot write {where}: {why}. Finished cells are kept; free space or choose another place "
-            f"(--results DIR, --cache-dir DIR, --report PATH) and rerun the same command to resume")
+    why = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EFBIG: "file too large",
+    }.get(exc.errno or 0, exc.strerror)
+    return (
+        f"error: cannot write {where}: {why}. Finished cells are kept; free space or choose another place "
+        f"(--results DIR, --cache-dir DIR, --report PATH) and rerun the same command to resume"
+    )
 
 
 def interrupted_message(finished: int | None = None) -> str:

@@ -52,17 +52,32 @@ def arch_dims(arch: dict[str, Any]) -> dict[str, int]:
     heads = int(arch["num_attention_heads"])
     kv = int(arch.get("num_key_value_heads") or heads)
     head_dim = int(arch.get("head_dim") or h // heads)
-    return {"h": h, "i": int(arch["intermediate_size"]), "layers": int(arch["num_hidden_layers"]), "heads": heads,
-            "kv": kv, "head_dim": head_dim, "q_dim": heads * head_dim, "kv_dim": kv * head_dim,
-            "vocab": int(arch["vocab_size"])}
+    return {
+        "h": h,
+        "i": int(arch["intermediate_size"]),
+        "layers": int(arch["num_hidden_layers"]),
+        "heads": heads,
+        "kv": kv,
+        "head_dim": head_dim,
+        "q_dim": heads * head_dim,
+        "kv_dim": kv * head_dim,
+        "vocab": int(arch["vocab_size"]),
+    }
 
 
 def linear_shapes(arch: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """(in_features, out_features) of the seven projections of one Llama-style block, by module name."""
     d = arch_dims(arch)
     h, i, q, kv = d["h"], d["i"], d["q_dim"], d["kv_dim"]
-    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    return {
+        "q_proj": (h, q),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (q, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
 
 
 def block_linear_params(arch: dict[str, Any]) -> int:
@@ -96,8 +111,15 @@ def attention_flops_per_token(arch: dict[str, Any], seq_len: int, *, causal: boo
     return full / 2 if causal else full
 
 
-def training_flops_per_token(arch: dict[str, Any], *, trainable_params: int, frozen_base: bool,
-                             gradient_checkpointing: bool, seq_len: int, causal: bool = True) -> float:
+def training_flops_per_token(
+    arch: dict[str, Any],
+    *,
+    trainable_params: int,
+    frozen_base: bool,
+    gradient_checkpointing: bool,
+    seq_len: int,
+    causal: bool = True,
+) -> float:
     """FLOPs one trained token costs (forward + backward, + recomputation with checkpointing); see the module doc.
 
     full fine-tuning (`frozen_base=False`): 6·N + A  (`trainable_params` is not needed: every matmul weight trains)
@@ -168,9 +190,19 @@ PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
     ("t4", {"fp16": 65e12, "fp32": 8.1e12}),  # no bf16 tensor cores
 ]
 
-_DTYPE_ALIASES = {"bf16": "bf16", "bfloat16": "bf16", "torch.bfloat16": "bf16", "fp16": "fp16", "float16": "fp16",
-                  "half": "fp16", "torch.float16": "fp16", "tf32": "tf32", "fp32": "fp32", "float32": "fp32",
-                  "torch.float32": "fp32"}
+_DTYPE_ALIASES = {
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "torch.bfloat16": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "half": "fp16",
+    "torch.float16": "fp16",
+    "tf32": "tf32",
+    "fp32": "fp32",
+    "float32": "fp32",
+    "torch.float32": "fp32",
+}
 
 
 def peak_flops(device_name: str | None, dtype: str = "bf16") -> float | None:
@@ -217,8 +249,10 @@ def check_mfu(value: float | None, *, tolerance: float = 0.0) -> float | None:
     if value is None:
         return None
     if value != value or value < 0 or value > 1.0 + tolerance:  # NaN, negative or above the peak
-        raise ImpossibleMFU(f"MFU {value:.3g} is impossible (must be within 0..1): check the FLOPs per token, the "
-                            "token count (real tokens only) and the device's peak FLOP/s")
+        raise ImpossibleMFU(
+            f"MFU {value:.3g} is impossible (must be within 0..1): check the FLOPs per token, the "
+            "token count (real tokens only) and the device's peak FLOP/s"
+        )
     return value
 
 

@@ -45,6 +45,7 @@ class MatrixError(ValueError):
 
 # ---------------------------------------------------------------------------------------------------- errors
 
+
 def _loc_str(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -100,6 +101,7 @@ def _problems(exc: ValidationError, root: type[BaseModel], prefix: tuple[Any, ..
 
 # ---------------------------------------------------------------------------------------------------- loading
 
+
 @dataclass(frozen=True)
 class ResolvedMethod:
     entry: MethodEntry
@@ -126,8 +128,9 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _validate_train(base: dict[str, Any], override: dict[str, Any], where: tuple[Any, ...],
-                    problems: list[str]) -> TrainConfig | None:
+def _validate_train(
+    base: dict[str, Any], override: dict[str, Any], where: tuple[Any, ...], problems: list[str]
+) -> TrainConfig | None:
     try:
         return TrainConfig.model_validate(_merge(base, override))
     except ValidationError as exc:
@@ -143,8 +146,10 @@ def _resolve_method(entry: MethodEntry, index: int, problems: list[str]) -> Meth
     preset_name = entry.preset or entry.name
     if preset_name not in known:
         key = "preset" if entry.preset else "name"
-        problems.append(f"methods[{index}].{key}: unknown method '{preset_name}'; allowed: "
-                        f"{', '.join(sorted(known))} (or set 'preset' to one of them and give your own 'name')")
+        problems.append(
+            f"methods[{index}].{key}: unknown method '{preset_name}'; allowed: "
+            f"{', '.join(sorted(known))} (or set 'preset' to one of them and give your own 'name')"
+        )
         return None
     kind, preset_options = known[preset_name]
     options_model = methods()[kind].Options
@@ -157,8 +162,9 @@ def _resolve_method(entry: MethodEntry, index: int, problems: list[str]) -> Meth
     return MethodConfig(name=entry.name, kind=kind, options=options.model_dump(mode="json"))
 
 
-def _check_data_files(matrix: Matrix, trains: list[tuple[tuple[Any, ...], TrainConfig]], data_dir: Path,
-                      problems: list[str]) -> None:
+def _check_data_files(
+    matrix: Matrix, trains: list[tuple[tuple[Any, ...], TrainConfig]], data_dir: Path, problems: list[str]
+) -> None:
     from harness.evaluation.registry import builtin_task, task_data_path
 
     hint = f"(relative paths resolve against --data-dir, ${DATA_DIR_ENV} or the matrix's data_dir; now {data_dir})"
@@ -183,8 +189,9 @@ def _check_data_files(matrix: Matrix, trains: list[tuple[tuple[Any, ...], TrainC
             problems.append(f"eval.include_path: task folder not found: {p}")
 
 
-def load_matrix(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
-                check_files: bool = True) -> LoadedMatrix:
+def load_matrix(
+    path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, check_files: bool = True
+) -> LoadedMatrix:
     path = Path(path)
     source = str(path)
     try:
@@ -198,8 +205,9 @@ def load_matrix(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] |
     except yaml.YAMLError as exc:
         raise MatrixError(source, [f"not valid YAML: {' '.join(str(exc).split())}"]) from None
     if not isinstance(raw, dict):
-        raise MatrixError(source, ["(top level): a matrix file must be a mapping with keys such as name, models, "
-                                   "methods"])
+        raise MatrixError(
+            source, ["(top level): a matrix file must be a mapping with keys such as name, models, methods"]
+        )
     try:
         matrix = Matrix.model_validate(raw)
     except ValidationError as exc:
@@ -222,8 +230,7 @@ def load_matrix(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] |
             if "datasets" in entry.train:
                 trains.append((("methods", i, "train"), train))
             for j, variant in enumerate(matrix.variants):
-                vt = _validate_train(_merge(base_train, entry.train), variant.train, ("variants", j, "train"),
-                                     problems)
+                vt = _validate_train(_merge(base_train, entry.train), variant.train, ("variants", j, "train"), problems)
                 if vt and "datasets" in variant.train:
                     trains.append((("variants", j, "train"), vt))
     if not matrix.train.datasets and any(_trains(r.config.kind) for r in resolved):
@@ -241,19 +248,27 @@ def load_matrix(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] |
     if not cells:
         raise MatrixError(source, ["include/exclude: the rules leave no cell to run (empty product)"])
     if any(_trains(r.config.kind) for r in resolved) and not any(_trains(c.config.method.kind) for c in cells):
-        raise MatrixError(source, ["include/exclude: the rules leave no trained cell (only the untrained base rows "
-                                   "would run); loosen the rules or remove the methods they exclude"])
+        raise MatrixError(
+            source,
+            [
+                "include/exclude: the rules leave no trained cell (only the untrained base rows "
+                "would run); loosen the rules or remove the methods they exclude"
+            ],
+        )
     return loaded
 
 
 def _axis_values(matrix: Matrix, resolved: list[ResolvedMethod]) -> dict[str, list[Any]]:
     """Every value a rule key can match: the axes of the trained cells, before include / exclude."""
     trained = [r for r in resolved if trains(r.config.kind)]
-    return {"model": [m.id for m in matrix.models], "method": [r.config.name for r in trained],
-            "variant": [v.name for v in matrix.variants],
-            "epochs": sorted({e for r in trained for e in (r.entry.epochs or matrix.epochs)}),
-            "learning_rate": sorted({lr for r in trained for lr in (r.entry.learning_rates or matrix.learning_rates)}),
-            "seed": list(matrix.seeds)}
+    return {
+        "model": [m.id for m in matrix.models],
+        "method": [r.config.name for r in trained],
+        "variant": [v.name for v in matrix.variants],
+        "epochs": sorted({e for r in trained for e in (r.entry.epochs or matrix.epochs)}),
+        "learning_rate": sorted({lr for r in trained for lr in (r.entry.learning_rates or matrix.learning_rates)}),
+        "seed": list(matrix.seeds),
+    }
 
 
 def _check_rules(matrix: Matrix, resolved: list[ResolvedMethod], problems: list[str]) -> None:
@@ -271,24 +286,44 @@ def _check_rules(matrix: Matrix, resolved: list[ResolvedMethod], problems: list[
                         continue
                     bad = True
                     allowed = ", ".join(lr_text(v) if key == "learning_rate" else str(v) for v in axes[key])
-                    close = (difflib.get_close_matches(opt, [str(v) for v in axes[key]], n=1)
-                             if isinstance(opt, str) else [])
+                    close = (
+                        difflib.get_close_matches(opt, [str(v) for v in axes[key]], n=1) if isinstance(opt, str) else []
+                    )
                     hint = f"; did you mean {close[0]!r}?" if close else ""
-                    problems.append(f"{kind}[{i}].{key}: {opt!r} matches no {key.replace('_', ' ')} of this matrix; "
-                                    f"allowed: {allowed or 'none'}{hint}")
+                    problems.append(
+                        f"{kind}[{i}].{key}: {opt!r} matches no {key.replace('_', ' ')} of this matrix; "
+                        f"allowed: {allowed or 'none'}{hint}"
+                    )
             if bad:
                 continue
-            hit = any(_rule_matches(rule, {"model": m.id, "method": r.config.name, "variant": v.name, "epochs": e,
-                                           "learning_rate": lr, "seed": s})
-                      for m in matrix.models for r in trained for v in matrix.variants
-                      for e in (r.entry.epochs or matrix.epochs)
-                      for lr in (r.entry.learning_rates or matrix.learning_rates) for s in matrix.seeds)
+            hit = any(
+                _rule_matches(
+                    rule,
+                    {
+                        "model": m.id,
+                        "method": r.config.name,
+                        "variant": v.name,
+                        "epochs": e,
+                        "learning_rate": lr,
+                        "seed": s,
+                    },
+                )
+                for m in matrix.models
+                for r in trained
+                for v in matrix.variants
+                for e in (r.entry.epochs or matrix.epochs)
+                for lr in (r.entry.learning_rates or matrix.learning_rates)
+                for s in matrix.seeds
+            )
             if not hit:
-                problems.append(f"{kind}[{i}]: {json.dumps(rule, default=str)} matches no cell of this matrix (each "
-                                f"value exists, but not together: check the methods' own epochs / learning_rates)")
+                problems.append(
+                    f"{kind}[{i}]: {json.dumps(rule, default=str)} matches no cell of this matrix (each "
+                    f"value exists, but not together: check the methods' own epochs / learning_rates)"
+                )
 
 
 # ---------------------------------------------------------------------------------------------------- cells
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -361,9 +396,11 @@ def expand(loaded: LoadedMatrix, runtime: CellRuntime) -> list[Cell]:
     explicit_base = [r for r in loaded.methods if not trains(r.config.kind)]
     # every model gets an untrained reference row, named as its kind (ids stay the same as before)
     base = untrained_kind()
-    base_methods = explicit_base or ([ResolvedMethod(MethodEntry(name=base), MethodConfig(name=base, kind=base,
-                                                                                          options={}), m.train)]
-                                     if m.eval.base_rows and m.eval.tasks else [])
+    base_methods = explicit_base or (
+        [ResolvedMethod(MethodEntry(name=base), MethodConfig(name=base, kind=base, options={}), m.train)]
+        if m.eval.base_rows and m.eval.tasks
+        else []
+    )
     base_train_raw = m.train.model_dump(mode="json")
     for model in m.models:
         for rm in base_methods:
@@ -372,8 +409,14 @@ def expand(loaded: LoadedMatrix, runtime: CellRuntime) -> list[Cell]:
             epochs = rm.entry.epochs or m.epochs
             lrs = rm.entry.learning_rates or m.learning_rates
             for variant, ep, lr, seed in itertools.product(m.variants, epochs, lrs, m.seeds):
-                values = {"model": model.id, "method": rm.config.name, "variant": variant.name, "epochs": ep,
-                          "learning_rate": lr, "seed": seed}
+                values = {
+                    "model": model.id,
+                    "method": rm.config.name,
+                    "variant": variant.name,
+                    "epochs": ep,
+                    "learning_rate": lr,
+                    "seed": seed,
+                }
                 if m.include and not any(_rule_matches(r, values) for r in m.include):
                     continue
                 if any(_rule_matches(r, values) for r in m.exclude):
@@ -386,9 +429,29 @@ def expand(loaded: LoadedMatrix, runtime: CellRuntime) -> list[Cell]:
     return cells
 
 
-def _make_cell(m: Matrix, model: Any, method: MethodConfig, variant: str, epochs: int, lr: float, seed: int,
-               train: TrainConfig, eval_cfg: EvalConfig, runtime: CellRuntime) -> Cell:
-    config = CellConfig(matrix=m.name, model=model, method=method, variant=variant, epochs=epochs,
-                        learning_rate=lr, seed=seed, train=train, eval=eval_cfg, runtime=runtime)
+def _make_cell(
+    m: Matrix,
+    model: Any,
+    method: MethodConfig,
+    variant: str,
+    epochs: int,
+    lr: float,
+    seed: int,
+    train: TrainConfig,
+    eval_cfg: EvalConfig,
+    runtime: CellRuntime,
+) -> Cell:
+    config = CellConfig(
+        matrix=m.name,
+        model=model,
+        method=method,
+        variant=variant,
+        epochs=epochs,
+        learning_rate=lr,
+        seed=seed,
+        train=train,
+        eval=eval_cfg,
+        runtime=runtime,
+    )
     digest = config_hash(config)
     return Cell(id=f"{cell_slug(config)}-{digest[:8]}", config_hash=digest, config=config)

@@ -23,13 +23,26 @@ class TrainCounters:
     epoch_times_s: list[float]
 
 
-def throughput(counters: TrainCounters, *, arch: dict[str, Any], trainable_params: int, total_params: int,
-               gradient_checkpointing: bool, seq_len: int, device_name: str | None, dtype: str) -> dict[str, Any]:
+def throughput(
+    counters: TrainCounters,
+    *,
+    arch: dict[str, Any],
+    trainable_params: int,
+    total_params: int,
+    gradient_checkpointing: bool,
+    seq_len: int,
+    device_name: str | None,
+    dtype: str,
+) -> dict[str, Any]:
     """tokens/s (real, non-padding tokens), FLOPs per token, the device's peak FLOP/s and the checked MFU."""
     train_time = sum(counters.epoch_times_s)
-    fpt = flops.training_flops_per_token(arch, trainable_params=trainable_params,
-                                         frozen_base=trainable_params < total_params,
-                                         gradient_checkpointing=gradient_checkpointing, seq_len=seq_len)
+    fpt = flops.training_flops_per_token(
+        arch,
+        trainable_params=trainable_params,
+        frozen_base=trainable_params < total_params,
+        gradient_checkpointing=gradient_checkpointing,
+        seq_len=seq_len,
+    )
     tokens_per_s = counters.real_tokens / train_time if train_time > 0 else None
     peak = flops.peak_flops(device_name, dtype)
     return {

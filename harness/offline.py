@@ -61,8 +61,9 @@ def _custom_task_is_local(name: str, include_path: str | None, data_dir: Path) -
     except Exception:  # unreadable: the preflight says so; here, stay online to be safe
         return False
     dp = cfg.get("dataset_path")
-    return not missing and (dp in LOCAL_BUILDERS or (isinstance(dp, str) and Path(dp).exists())
-                            or bool(cfg.get("custom_dataset")))
+    return not missing and (
+        dp in LOCAL_BUILDERS or (isinstance(dp, str) and Path(dp).exists()) or bool(cfg.get("custom_dataset"))
+    )
 
 
 def cell_env(cfg: Any) -> dict[str, str]:

@@ -66,11 +66,14 @@ class PreflightResult:
 
 
 def is_offline() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- models
+
 
 def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
@@ -164,21 +167,27 @@ def check_hub_models(specs: list[Any], timeout: float = HUB_TIMEOUT_S) -> tuple[
         if isinstance(status, str):
             unreachable[s.id] = f"{s.hub_id}: {endpoint} did not answer ({status})"
         elif status in (401, 403):
-            errors.append(f"models ({s.id}): hub model {s.hub_id} is gated or private (HTTP {status}): accept "
-                          f"its license on {endpoint}/{s.hub_id} and set HF_TOKEN, or use a local copy")
+            errors.append(
+                f"models ({s.id}): hub model {s.hub_id} is gated or private (HTTP {status}): accept "
+                f"its license on {endpoint}/{s.hub_id} and set HF_TOKEN, or use a local copy"
+            )
         elif status == 404:
-            errors.append(f"models ({s.id}): hub model {s.hub_id}"
-                          + (f" at revision {s.revision}" if s.revision else "")
-                          + f" not found on {endpoint} (HTTP 404): check hub_id / revision")
+            errors.append(
+                f"models ({s.id}): hub model {s.hub_id}"
+                + (f" at revision {s.revision}" if s.revision else "")
+                + f" not found on {endpoint} (HTTP 404): check hub_id / revision"
+            )
         elif status >= 500:
             unreachable[s.id] = f"{s.hub_id}: {endpoint} answered HTTP {status}"
     return unreachable, errors
 
 
-UNREACHABLE_FIX = ("fix: download each model where the hub is reachable and use `source: local` with `path:` "
-                   "(a folder with config.json), or set HF_ENDPOINT to a mirror, or fill the local hub cache "
-                   "(`hf download <hub_id>`) and set HF_HUB_OFFLINE=1; --only can leave these models out. "
-                   "(The data dir does not hold models.)")
+UNREACHABLE_FIX = (
+    "fix: download each model where the hub is reachable and use `source: local` with `path:` "
+    "(a folder with config.json), or set HF_ENDPOINT to a mirror, or fill the local hub cache "
+    "(`hf download <hub_id>`) and set HF_HUB_OFFLINE=1; --only can leave these models out. "
+    "(The data dir does not hold models.)"
+)
 
 
 def unreachable_message(unreachable: dict[str, str]) -> str:
@@ -231,7 +240,7 @@ def yaml_task_names(folder: Path) -> dict[str, Path]:
             if value and not value.startswith("["):
                 names.setdefault(value, p)
             elif not value and m.group(1) == "tag":  # tag:\n  - a\n  - b
-                for nxt in lines[i + 1:]:
+                for nxt in lines[i + 1 :]:
                     item = _LIST_ITEM_RE.match(nxt)
                     if not item:
                         break
@@ -268,8 +277,10 @@ def check_tasks(eval_cfg: Any, data_dir: Path) -> list[str]:
     if eval_cfg.include_path:
         include = resolve_data_path(eval_cfg.include_path, data_dir)
         if not include.is_dir():
-            errors.append(f"eval.include_path: task folder not found: {include} (a relative include_path resolves "
-                          f"against the data dir {data_dir})")
+            errors.append(
+                f"eval.include_path: task folder not found: {include} (a relative include_path resolves "
+                f"against the data dir {data_dir})"
+            )
             include = None
         else:
             custom = yaml_task_names(include)
@@ -279,8 +290,10 @@ def check_tasks(eval_cfg: Any, data_dir: Path) -> list[str]:
         builtin = builtin_task(task.name)
         if builtin is None:
             if task.data:
-                errors.append(f"{where}.data: '{task.name}' is not a built-in task ({', '.join(builtin_tasks())}), "
-                              f"so 'data' cannot be set; the task's own YAML says where its data is")
+                errors.append(
+                    f"{where}.data: '{task.name}' is not a built-in task ({', '.join(builtin_tasks())}), "
+                    f"so 'data' cannot be set; the task's own YAML says where its data is"
+                )
             if task.name in custom:
                 errors.extend(f"{where}: {p}" for p in custom_task_problems(custom[task.name]))
             elif task.name not in lm_eval_task_names():
@@ -306,9 +319,12 @@ def check_tasks(eval_cfg: Any, data_dir: Path) -> list[str]:
             if name not in really:
                 continue
             close = difflib.get_close_matches(name, choices, n=3)
-            errors.append(f"eval.tasks[{i}]: unknown task '{name}': not a built-in task ({', '.join(builtin_tasks())}),"
-                          f" not an lm-eval task" + (f", not in {include}" if include else " (no eval.include_path)")
-                          + (f"; did you mean {', '.join(close)}?" if close else ""))
+            errors.append(
+                f"eval.tasks[{i}]: unknown task '{name}': not a built-in task ({', '.join(builtin_tasks())}),"
+                f" not an lm-eval task"
+                + (f", not in {include}" if include else " (no eval.include_path)")
+                + (f"; did you mean {', '.join(close)}?" if close else "")
+            )
     return errors
 
 
@@ -320,11 +336,14 @@ def custom_task_problems(yaml_path: Path) -> list[str]:
         _, missing = task_data_files(yaml_path)
     except Exception as exc:  # an unreadable YAML: say so, do not crash
         return [f"{yaml_path}: cannot be read as a task YAML: {exc}"]
-    return [f"{yaml_path}: data file not found: {m} (relative paths in a task YAML resolve against the YAML's "
-            f"folder)" for m in missing]
+    return [
+        f"{yaml_path}: data file not found: {m} (relative paths in a task YAML resolve against the YAML's folder)"
+        for m in missing
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------- training data
+
 
 def check_dataset(ds: Any, data_dir: Path, max_records: int = MAX_RECORDS_CHECKED) -> str | None:
     """Why the records a cell would read from one training dataset are unusable, or None."""
@@ -338,8 +357,10 @@ def check_dataset(ds: Any, data_dir: Path, max_records: int = MAX_RECORDS_CHECKE
         return f"train.datasets ({ds.path or ds.hub_id}): {exc}"
     if not ds.path:
         if is_offline() or os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-            return (f"train.datasets ({ds.hub_id}): a hub dataset, but HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set; "
-                    f"give a local file with 'path' instead")
+            return (
+                f"train.datasets ({ds.hub_id}): a hub dataset, but HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set; "
+                f"give a local file with 'path' instead"
+            )
         return None
     path = resolve_data_path(ds.path, data_dir)
     if not path.is_file():
@@ -348,8 +369,9 @@ def check_dataset(ds: Any, data_dir: Path, max_records: int = MAX_RECORDS_CHECKE
         records = read_records(path)
         if ds.limit is not None:
             records = records[: ds.limit]
-        records_to_examples(records[:max_records], fmt=ds.format, fields=dict(ds.fields), where=str(path),
-                            source=path.name)
+        records_to_examples(
+            records[:max_records], fmt=ds.format, fields=dict(ds.fields), where=str(path), source=path.name
+        )
     except DataError as exc:
         return f"train.datasets ({ds.path}): {exc}"
     except UnicodeDecodeError as exc:
@@ -360,6 +382,7 @@ def check_dataset(ds: Any, data_dir: Path, max_records: int = MAX_RECORDS_CHECKE
 
 
 # ---------------------------------------------------------------------------------------------------- places
+
 
 def writable_problem(path: Path, what: str, min_free: int = MIN_FREE_BYTES) -> str | None:
     """Why files cannot be written under `path` (a folder, created later if missing), or None. Creates nothing."""
@@ -376,12 +399,15 @@ def writable_problem(path: Path, what: str, min_free: int = MIN_FREE_BYTES) -> s
     except OSError:
         return None
     if free < min_free:
-        return (f"{what} {path}: the disk is full ({free / 1024**2:.0f} MiB free; at least "
-                f"{min_free / 1024**2:.0f} MiB needed)")
+        return (
+            f"{what} {path}: the disk is full ({free / 1024**2:.0f} MiB free; at least "
+            f"{min_free / 1024**2:.0f} MiB needed)"
+        )
     return None
 
 
 # ---------------------------------------------------------------------------------------------------- all
+
 
 def skip_unreachable(planned: list[Any], res: PreflightResult) -> list[Any]:
     """The default for unreachable hub models: their cells become `skip` (recorded as skipped, with the
@@ -404,8 +430,14 @@ def _unique(items: Iterable[Any], key: Any) -> list[Any]:
     return list(seen.values())
 
 
-def run_preflight(loaded: Any, cells: list[Any], *, places: dict[str, Path] | None = None,
-                  hub_timeout: float = HUB_TIMEOUT_S, check_hub: bool = True) -> PreflightResult:
+def run_preflight(
+    loaded: Any,
+    cells: list[Any],
+    *,
+    places: dict[str, Path] | None = None,
+    hub_timeout: float = HUB_TIMEOUT_S,
+    check_hub: bool = True,
+) -> PreflightResult:
     """Every problem of the cells about to run (see the module docstring). `places`: {what: folder} to check."""
     from harness.methods.base import trains
     from harness.models.sources import architecture_of
@@ -434,20 +466,30 @@ def run_preflight(loaded: Any, cells: list[Any], *, places: dict[str, Path] | No
         except Exception:  # unknown architecture: nothing to compare against
             arch = None
         limit = (arch or {}).get("max_position_embeddings")
-        lengths = {c.config.train.max_seq_length for c in cells if c.config.model.id == m.id
-                   and trains(c.config.method.kind)}
+        lengths = {
+            c.config.train.max_seq_length for c in cells if c.config.model.id == m.id and trains(c.config.method.kind)
+        }
         too_long = sorted(n for n in lengths if limit and n > limit)
         if too_long:
-            res.errors.append(f"train.max_seq_length: {too_long[-1]} is longer than model {m.id}'s "
-                              f"{limit} positions (max_position_embeddings); allowed: 8 to {limit}")
+            res.errors.append(
+                f"train.max_seq_length: {too_long[-1]} is longer than model {m.id}'s "
+                f"{limit} positions (max_position_embeddings); allowed: 8 to {limit}"
+            )
 
     evals = _unique((c.config.eval for c in cells if c.config.eval.tasks), dump)
     for ev in evals:
         res.errors.extend(check_tasks(ev, data_dir))
     res.checked["eval tasks"] = len({t.name for ev in evals for t in ev.tasks})
 
-    datasets = _unique((ds for c in cells if trains(c.config.method.kind) or c.config.eval.generation.n
-                        for ds in c.config.train.datasets), dump)
+    datasets = _unique(
+        (
+            ds
+            for c in cells
+            if trains(c.config.method.kind) or c.config.eval.generation.n
+            for ds in c.config.train.datasets
+        ),
+        dump,
+    )
     for ds in datasets:
         problem = check_dataset(ds, data_dir)
         if problem:

@@ -96,8 +96,13 @@ def portable_record(record: dict) -> dict:
     runtime = (record.get("config") or {}).get("runtime")
     if not isinstance(runtime, dict):
         return record
-    return {**record, "config": {**record["config"], "runtime": {**runtime, **{
-        k: v for k, v in PORTABLE_RUNTIME.items() if k in runtime}}}}
+    return {
+        **record,
+        "config": {
+            **record["config"],
+            "runtime": {**runtime, **{k: v for k, v in PORTABLE_RUNTIME.items() if k in runtime}},
+        },
+    }
 
 
 def write_result(results_dir: Path, result: CellResult) -> Path:

@@ -38,6 +38,7 @@ class PlannedCell:
 
 # ---------------------------------------------------------------------------------------------------- plan
 
+
 def matches_only(cell_id: str, patterns: list[str]) -> bool:
     """`--only`: glob patterns on cell ids; a pattern without wildcards matches as a substring."""
     if not patterns:
@@ -59,8 +60,9 @@ def preflight_reason(cell: Cell) -> str | None:
     return method.preflight(method.Options.model_validate(cell.config.method.options))
 
 
-def plan(cells: list[Cell], results_dir: Path, *, rerun_failed: bool = False,
-         only: list[str] | None = None) -> list[PlannedCell]:
+def plan(
+    cells: list[Cell], results_dir: Path, *, rerun_failed: bool = False, only: list[str] | None = None
+) -> list[PlannedCell]:
     out: list[PlannedCell] = []
     preflight_cache: dict[str, str | None] = {}
     for cell in cells:
@@ -85,12 +87,14 @@ def plan(cells: list[Cell], results_dir: Path, *, rerun_failed: bool = False,
         elif rerun_failed:
             out.append(PlannedCell(cell, "run", f"--rerun-failed: was {existing.status}", existing))
         else:
-            out.append(PlannedCell(cell, "done", f"{existing.status} before (use --rerun-failed): "
-                                                 f"{existing.reason}", existing))
+            out.append(
+                PlannedCell(cell, "done", f"{existing.status} before (use --rerun-failed): {existing.reason}", existing)
+            )
     return out
 
 
 # ---------------------------------------------------------------------------------------------------- running
+
 
 class ResultsBusy(RuntimeError):
     pass
@@ -111,8 +115,10 @@ class ResultsLock:
             self._f.seek(0)
             holder = self._f.read().strip() or "?"
             self._f.close()
-            raise ResultsBusy(f"another run_matrix (pid {holder}) is using {self.path.parent}; wait for it or "
-                              f"use another --results folder") from None
+            raise ResultsBusy(
+                f"another run_matrix (pid {holder}) is using {self.path.parent}; wait for it or "
+                f"use another --results folder"
+            ) from None
         self._f.truncate(0)
         self._f.write(str(os.getpid()))
         self._f.flush()
@@ -135,8 +141,9 @@ class RunSummary:
         return not any(self.counts.get(s) for s in ("failed", "oom", "timeout"))
 
 
-def execute(planned: list[PlannedCell], results_dir: Path, *, executor: str | Executor = "local",
-            progress: bool = True) -> RunSummary:
+def execute(
+    planned: list[PlannedCell], results_dir: Path, *, executor: str | Executor = "local", progress: bool = True
+) -> RunSummary:
     """Run the plan's `run` cells with `executor` (a name or an instance, e.g. one that already placed the plan),
     record its `skip` cells, and count the statuses of every planned cell from the results folder afterwards.
     The results lock is held here, by the driver, for the whole run."""
@@ -152,8 +159,9 @@ def execute(planned: list[PlannedCell], results_dir: Path, *, executor: str | Ex
     try:
         with ResultsLock(results_dir):
             remove_stale_temp_files(results_dir)
-            with MatrixProgress(len(skips) + len(runs), enabled=progress,
-                                capacity=runner.capacity() if runs else {}) as bar:
+            with MatrixProgress(
+                len(skips) + len(runs), enabled=progress, capacity=runner.capacity() if runs else {}
+            ) as bar:
                 for p in skips:
                     write_result(results_dir, skipped_result(p.cell, p.why))
                     bar.finished(p.cell.id, read_result(result_path(results_dir, p.cell.id)), ran=False)

@@ -72,9 +72,16 @@ def _plan_epoch(examples: list[dict], cell: CellConfig, pad_id: int, epoch: int)
     batches = []
     tokens = 0
     max_micro = t.max_steps * t.gradient_accumulation_steps if t.max_steps else None
-    for batch in iter_batches(examples, batch_size=t.batch_size, max_seq_length=t.max_seq_length,
-                              packing=t.packing, pad_to_max_length=t.pad_to_max_length, pad_token_id=pad_id,
-                              seed=cell.seed, epoch=epoch):
+    for batch in iter_batches(
+        examples,
+        batch_size=t.batch_size,
+        max_seq_length=t.max_seq_length,
+        packing=t.packing,
+        pad_to_max_length=t.pad_to_max_length,
+        pad_token_id=pad_id,
+        seed=cell.seed,
+        epoch=epoch,
+    ):
         batches.append(batch)
         tokens += batch.real_tokens
         if t.token_budget and tokens >= t.token_budget:
@@ -104,8 +111,9 @@ def _autocast(device: str, precision: Precision) -> Any:
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=precision.autocast_dtype)
 
 
-def validation_loss(model: Any, examples: list[dict], cell: CellConfig, device: str, precision: Precision,
-                    pad_id: int) -> float | None:
+def validation_loss(
+    model: Any, examples: list[dict], cell: CellConfig, device: str, precision: Precision, pad_id: int
+) -> float | None:
     """Token-weighted mean loss over the validation split (eval mode, no grad)."""
     import torch
 
@@ -119,9 +127,16 @@ def validation_loss(model: Any, examples: list[dict], cell: CellConfig, device: 
     total, count = 0.0, 0
     t = cell.train
     with torch.no_grad():
-        for batch in iter_batches(examples, batch_size=t.batch_size, max_seq_length=t.max_seq_length,
-                                  packing=t.packing, pad_to_max_length=False, pad_token_id=pad_id, seed=cell.seed,
-                                  epoch=0):
+        for batch in iter_batches(
+            examples,
+            batch_size=t.batch_size,
+            max_seq_length=t.max_seq_length,
+            packing=t.packing,
+            pad_to_max_length=False,
+            pad_token_id=pad_id,
+            seed=cell.seed,
+            epoch=0,
+        ):
             with _autocast(device, precision):
                 out = model(**_model_inputs(batch, device, vocab), num_items_in_batch=batch.label_tokens)
             total += float(out.loss) * batch.label_tokens
@@ -130,8 +145,69 @@ def validation_loss(model: Any, examples: list[dict], cell: CellConfig, device: 
     return total / max(count, 1)
 
 
-def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, precision: Precision, optimizer_name: str,
-                eval_between_epochs: bool = True, progress: ProgressFile | None = None) -> dict[str, Any]:
+def _optimizer_step(optimizer: Any, scheduler: Any, scaler: Any, params: list[Any], max_grad_norm: float) -> None:
+    """One optimizer step: unscale (fp16), clip, step, advance the schedule, zero the gradients."""
+    import torch
+
+    if scaler:
+        scaler.unscale_(optimizer)
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _derived_metrics(
+    prepared: Any, cell: CellConfig, precision: Precision, device: str, counters: TrainCounters
+) -> dict[str, Any]:
+    """Token counts, parameters and the figures derived from them (tokens/s, FLOPs per token, checked MFU)."""
+    import torch
+
+    t = cell.train
+    base = prepared.model.get_base_model() if hasattr(prepared.model, "get_base_model") else prepared.model
+    derived = throughput(
+        counters,
+        arch=base.config.to_dict(),
+        trainable_params=prepared.trainable_params,
+        total_params=prepared.total_params,
+        seq_len=t.max_seq_length,
+        dtype=precision.name,
+        # Some methods checkpoint on their own (Unsloth): the recomputed forward counts as work done.
+        gradient_checkpointing=bool(t.gradient_checkpointing or prepared.notes.get("gradient_checkpointing")),
+        device_name=torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+    )
+    real, padded = counters.real_tokens, counters.padded_tokens
+    return {
+        "precision": precision.name,
+        "tokens": real,
+        "label_tokens": counters.label_tokens,
+        "padded_tokens": padded,
+        "padding_fraction": padded / max(real + padded, 1),
+        "epoch_times_s": counters.epoch_times_s,
+        "trainable_params": prepared.trainable_params,
+        "total_params": prepared.total_params,
+        "trainable_share": prepared.trainable_params / max(prepared.total_params, 1),
+        "method_notes": prepared.notes,
+        **derived,
+    }
+
+
+def train_model(
+    prepared: Any,
+    data: Any,
+    cell: CellConfig,
+    *,
+    device: str,
+    precision: Precision,
+    optimizer_name: str,
+    eval_between_epochs: bool = True,
+    progress: ProgressFile | None = None,
+) -> dict[str, Any]:
     """Train `prepared.model` on `data.train`; return the `train` metric group and one group per meter."""
     import torch
     from transformers import get_scheduler
@@ -146,9 +222,12 @@ def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, prec
     if total_steps == 0:
         raise ValueError("no training batches: the training data is empty after cleaning")
     optimizer = build_optimizer(optimizer_name, model, cell.learning_rate, t.weight_decay)
-    scheduler = get_scheduler(t.scheduler if t.scheduler != "constant" else "constant_with_warmup", optimizer,
-                              num_warmup_steps=math.ceil(t.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    scheduler = get_scheduler(
+        t.scheduler if t.scheduler != "constant" else "constant_with_warmup",
+        optimizer,
+        num_warmup_steps=math.ceil(t.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
     scaler = torch.amp.GradScaler("cuda") if precision.name == "fp16" else None
     params = [p for p in model.parameters() if p.requires_grad]
     # torch.compile wraps the forward only; validation and evaluation use the plain module.
@@ -165,7 +244,7 @@ def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, prec
             watch = Stopwatch(device)
             with watch:
                 for start in range(0, len(plan), t.gradient_accumulation_steps):
-                    group = plan[start:start + t.gradient_accumulation_steps]
+                    group = plan[start : start + t.gradient_accumulation_steps]
                     group_labels = sum(b.label_tokens for b in group)
                     step_loss = 0.0
                     for batch in group:
@@ -179,60 +258,50 @@ def train_model(prepared: Any, data: Any, cell: CellConfig, *, device: str, prec
                         label_tokens_seen += batch.label_tokens
                     step_loss = float(step_loss)  # one host sync per optimizer step
                     if not math.isfinite(step_loss):
-                        raise NonFiniteLoss(f"non-finite training loss ({step_loss}) at step {step + 1} of "
-                                            f"{total_steps} (epoch {epoch + 1}); lr={cell.learning_rate:g}")
-                    if scaler:
-                        scaler.unscale_(optimizer)
-                    if t.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
-                    if scaler:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
+                        raise NonFiniteLoss(
+                            f"non-finite training loss ({step_loss}) at step {step + 1} of "
+                            f"{total_steps} (epoch {epoch + 1}); lr={cell.learning_rate:g}"
+                        )
+                    _optimizer_step(optimizer, scheduler, scaler, params, t.max_grad_norm)
                     step += 1
                     loss_curve.append([step, step_loss])
-                    progress.update(phase="train", epoch=epoch + 1, epochs=cell.epochs, step=step,
-                                    total_steps=total_steps, loss=step_loss)
+                    progress.update(
+                        phase="train",
+                        epoch=epoch + 1,
+                        epochs=cell.epochs,
+                        step=step,
+                        total_steps=total_steps,
+                        loss=step_loss,
+                    )
             epoch_times.append(watch.elapsed)
             if eval_between_epochs or epoch == cell.epochs - 1:
                 val_losses.append(validation_loss(model, data.validation, cell, device, precision, pad_id))
             else:
                 val_losses.append(None)
-            progress.update(force=True, phase="train", epoch=epoch + 1, epochs=cell.epochs, step=step,
-                            total_steps=total_steps, loss=loss_curve[-1][1], val_loss=val_losses[-1])
+            progress.update(
+                force=True,
+                phase="train",
+                epoch=epoch + 1,
+                epochs=cell.epochs,
+                step=step,
+                total_steps=total_steps,
+                loss=loss_curve[-1][1],
+                val_loss=val_losses[-1],
+            )
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    counters = TrainCounters(real_tokens=real_tokens, padded_tokens=padded_tokens, label_tokens=label_tokens_seen,
-                             epoch_times_s=epoch_times)
-    derived = throughput(
-        counters, arch=base.config.to_dict(), trainable_params=prepared.trainable_params,
-        total_params=prepared.total_params, seq_len=t.max_seq_length, dtype=precision.name,
-        # Some methods checkpoint on their own (Unsloth): the recomputed forward counts as work done.
-        gradient_checkpointing=bool(t.gradient_checkpointing or prepared.notes.get("gradient_checkpointing")),
-        device_name=torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu")
+    counters = TrainCounters(
+        real_tokens=real_tokens, padded_tokens=padded_tokens, label_tokens=label_tokens_seen, epoch_times_s=epoch_times
+    )
     train_metrics = {
         "epochs": cell.epochs,
         "steps": step,
         "steps_per_epoch": steps_per_epoch,
         "optimizer": optimizer_name,
-        "precision": precision.name,
-        "tokens": real_tokens,
-        "label_tokens": label_tokens_seen,
-        "padded_tokens": padded_tokens,
-        "padding_fraction": padded_tokens / max(real_tokens + padded_tokens, 1),
-        "epoch_times_s": epoch_times,
         "loss_curve": loss_curve,
         "initial_loss": loss_curve[0][1],
         "final_train_loss": loss_curve[-1][1],
         "val_loss": val_losses,
-        "trainable_params": prepared.trainable_params,
-        "total_params": prepared.total_params,
-        "trainable_share": prepared.trainable_params / max(prepared.total_params, 1),
-        "method_notes": prepared.notes,
-        **derived,
+        **_derived_metrics(prepared, cell, precision, device, counters),
     }
     from harness.meters.energy import add_tokens_per_joule
 

@@ -10,8 +10,10 @@ import yaml
 class DuplicateKeyError(yaml.YAMLError):
     def __init__(self, key: Any, line: int, first_line: int):
         self.key, self.line, self.first_line = key, line, first_line
-        super().__init__(f"line {line}: duplicate key '{key}' (first on line {first_line}); a key may appear only "
-                         f"once in a mapping: remove one of them")
+        super().__init__(
+            f"line {line}: duplicate key '{key}' (first on line {first_line}); a key may appear only "
+            f"once in a mapping: remove one of them"
+        )
 
 
 class StrictSafeLoader(yaml.SafeLoader):

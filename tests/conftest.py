@@ -42,7 +42,8 @@ def smol_tokenizer(tmp_path_factory: pytest.TempPathFactory):
 
 
 def matrix_yaml(methods: str = "[full]", train: str = "", extra: str = "", name: str = "t") -> str:
-    return textwrap.dedent(f"""\
+    return (
+        textwrap.dedent(f"""\
         name: {name}
         models:
           - {{id: tiny, source: synthetic, architecture: tiny-llama, eval_batch_size: 8}}
@@ -55,7 +56,10 @@ def matrix_yaml(methods: str = "[full]", train: str = "", extra: str = "", name:
           batch_size: 4
           precision: fp32
           save: none
-        """) + textwrap.indent(textwrap.dedent(train), "  ") + textwrap.dedent(extra)
+        """)
+        + textwrap.indent(textwrap.dedent(train), "  ")
+        + textwrap.dedent(extra)
+    )
 
 
 @pytest.fixture
@@ -64,13 +68,22 @@ def make_cells(tmp_path: Path, cache_dir: Path):
     from harness.config import CellRuntime
     from harness.matrix import expand, load_matrix
 
-    def make(methods: str = "[full]", train: str = "", extra: str = "", results: Path | None = None,
-             timeout_s: float | None = None):
+    def make(
+        methods: str = "[full]",
+        train: str = "",
+        extra: str = "",
+        results: Path | None = None,
+        timeout_s: float | None = None,
+    ):
         path = tmp_path / "matrix.yaml"
         path.write_text(matrix_yaml(methods, train, extra))
         loaded = load_matrix(path, data_dir=CI_DATA)
-        runtime = CellRuntime(data_dir=str(CI_DATA), results_dir=str(results or tmp_path / "results"),
-                              cache_dir=str(cache_dir), timeout_s=timeout_s)
+        runtime = CellRuntime(
+            data_dir=str(CI_DATA),
+            results_dir=str(results or tmp_path / "results"),
+            cache_dir=str(cache_dir),
+            timeout_s=timeout_s,
+        )
         return expand(loaded, runtime)
 
     return make

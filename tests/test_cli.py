@@ -20,8 +20,9 @@ def _copy_results(tmp_path: Path) -> Path:
 def test_report_only_renders_from_results(tmp_path):
     results = _copy_results(tmp_path)
     report = tmp_path / "r.html"
-    rc = main([str(FIXTURES / "small_matrix.yaml"), "--report-only", "--results", str(results), "--report",
-               str(report)])
+    rc = main(
+        [str(FIXTURES / "small_matrix.yaml"), "--report-only", "--results", str(results), "--report", str(report)]
+    )
     assert rc == EXIT_OK
     html = report.read_text()
     assert "fixture-small" in html and "<table" in html
@@ -31,8 +32,14 @@ def test_report_only_renders_from_results(tmp_path):
 def test_gate_passes_against_its_own_baseline_and_fails_on_regression(tmp_path, capsys):
     results = _copy_results(tmp_path)
     baseline = tmp_path / "baseline.json"
-    args = [str(FIXTURES / "small_matrix.yaml"), "--report-only", "--results", str(results), "--report",
-            str(tmp_path / "r.html")]
+    args = [
+        str(FIXTURES / "small_matrix.yaml"),
+        "--report-only",
+        "--results",
+        str(results),
+        "--report",
+        str(tmp_path / "r.html"),
+    ]
     assert main(args + ["--write-baseline", str(baseline)]) == EXIT_OK
     assert main(args + ["--baseline", str(baseline)]) == EXIT_OK
 
@@ -64,8 +71,18 @@ def test_only_matching_nothing_is_an_error(tmp_path, capsys):
 
     matrix = tmp_path / "m.yaml"
     matrix.write_text(matrix_yaml("[full, lora-r8]"))
-    rc = main([str(matrix), "--dry-run", "--only", "no-such-cell", "--results", str(tmp_path / "r"),
-               "--data-dir", str(CI_DATA)])
+    rc = main(
+        [
+            str(matrix),
+            "--dry-run",
+            "--only",
+            "no-such-cell",
+            "--results",
+            str(tmp_path / "r"),
+            "--data-dir",
+            str(CI_DATA),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == EXIT_BAD_INPUT, err
     assert "matches none of the" in err
@@ -73,6 +90,15 @@ def test_only_matching_nothing_is_an_error(tmp_path, capsys):
 
 def test_missing_baseline_file_is_bad_input(tmp_path):
     results = _copy_results(tmp_path)
-    rc = main([str(FIXTURES / "small_matrix.yaml"), "--report-only", "--results", str(results), "--no-report",
-               "--baseline", str(tmp_path / "nope.json")])
+    rc = main(
+        [
+            str(FIXTURES / "small_matrix.yaml"),
+            "--report-only",
+            "--results",
+            str(results),
+            "--no-report",
+            "--baseline",
+            str(tmp_path / "nope.json"),
+        ]
+    )
     assert rc == EXIT_BAD_INPUT

@@ -14,14 +14,27 @@ from harness.results import CellResult
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
 
 
-def _rec(cell_id: str, wall_s: float, joules: tuple[float | None, float | None] = (None, None), gpus: int = 0,
-         status: str = "success") -> CellResult:
+def _rec(
+    cell_id: str,
+    wall_s: float,
+    joules: tuple[float | None, float | None] = (None, None),
+    gpus: int = 0,
+    status: str = "success",
+) -> CellResult:
     metrics = {}
     for group, j in zip(("energy", "energy_eval"), joules):
         metrics[group] = {"joules": j, "reason": None if j is not None else "no RAPL counters: test"}
     device = {"type": "cuda", "count": gpus} if gpus else {"type": "cpu", "count": 0}
-    return CellResult(cell_id=cell_id, config_hash=cell_id, matrix="m", status=status, config={},
-                      metrics=metrics, timings={"wall_s": wall_s}, environment={"device": device})
+    return CellResult(
+        cell_id=cell_id,
+        config_hash=cell_id,
+        matrix="m",
+        status=status,
+        config={},
+        metrics=metrics,
+        timings={"wall_s": wall_s},
+        environment={"device": device},
+    )
 
 
 def test_money_is_device_hours_times_price_plus_kwh_times_price() -> None:
@@ -42,9 +55,17 @@ def test_cell_usage_counts_devices_and_both_energy_regions() -> None:
 
 
 def test_cost_section_totals() -> None:
-    data = SimpleNamespace(records={r.cell_id: r for r in (
-        _rec("a", 3600.0, (7.2e6, 0.0), gpus=1), _rec("b", 1800.0, (3.6e6, 3.6e6), gpus=1),
-        _rec("c", 900.0), _rec("d", 100.0, status="skipped"))})
+    data = SimpleNamespace(
+        records={
+            r.cell_id: r
+            for r in (
+                _rec("a", 3600.0, (7.2e6, 0.0), gpus=1),
+                _rec("b", 1800.0, (3.6e6, 3.6e6), gpus=1),
+                _rec("c", 900.0),
+                _rec("d", 100.0, status="skipped"),
+            )
+        }
+    )
     text = "name: m\nreport: {price_per_device_hour: 2.0, price_per_kwh: 0.5, currency: EUR}\n"
     sec = cost_section(data, text)
     assert [r["cell_id"] for r in sec["rows"]] == ["a", "b", "c"]  # skipped cells held no device
@@ -75,9 +96,12 @@ def test_dry_run_prints_detectable_difference_and_cost(tmp_path: Path, capsys: p
     from harness.cli import main
 
     matrix = tmp_path / "m.yaml"
-    matrix.write_text((Path(__file__).parent.parent / "matrices" / "tiny_ci.yaml").read_text()
-                      .replace("data_dir: ../tests/fixtures/ci_data", f"data_dir: {FIXTURES.parent / 'ci_data'}")
-                      .replace("report:\n", "report:\n  price_per_device_hour: 1.0\n"))
+    matrix.write_text(
+        (Path(__file__).parent.parent / "matrices" / "tiny_ci.yaml")
+        .read_text()
+        .replace("data_dir: ../tests/fixtures/ci_data", f"data_dir: {FIXTURES.parent / 'ci_data'}")
+        .replace("report:\n", "report:\n  price_per_device_hour: 1.0\n")
+    )
     assert main([str(matrix), "--dry-run", "--results", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     assert "smallest detectable difference" in out

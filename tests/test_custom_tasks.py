@@ -49,16 +49,20 @@ def test_resolved_task_uses_the_yaml_folder_spreads_and_records_hashes(example, 
     from harness.evaluation.lm_eval_runner import resolve_tasks
 
     monkeypatch.chdir(tmp_path)
-    (t,) = resolve_tasks(EvalConfig(tasks=[TASK], include_path="tasks", limit=4), data_dir=example,
-                         cache_dir=tmp_path / "cache")
+    (t,) = resolve_tasks(
+        EvalConfig(tasks=[TASK], include_path="tasks", limit=4), data_dir=example, cache_dir=tmp_path / "cache"
+    )
     assert t.spec["dataset_kwargs"]["data_files"]["test"] == str((example / "tasks/data/test.jsonl").resolve())
     assert t.samples == [0, 2, 4, 6] and t.limit is None and t.extra["limit_strategy"] == "spread"
     assert t.data["subset"] == "spread: 4 of 8 items, evenly spaced"
     assert t.data["yaml"] == f"tasks/{TASK}.yaml" and t.data["include_path"] == "tasks"
     assert t.data["files"] == {"tasks/data/test.jsonl": custom.file_sha256(example / "tasks/data/test.jsonl")}
     assert not any(str(v).startswith("/") for v in t.data.values())  # no absolute paths in results
-    (first,) = resolve_tasks(EvalConfig(tasks=[TASK], include_path="tasks", limit=4, limit_strategy="first"),
-                             data_dir=example, cache_dir=tmp_path / "cache")
+    (first,) = resolve_tasks(
+        EvalConfig(tasks=[TASK], include_path="tasks", limit=4, limit_strategy="first"),
+        data_dir=example,
+        cache_dir=tmp_path / "cache",
+    )
     assert first.samples is None and first.limit == 4
 
 
@@ -66,8 +70,11 @@ def test_spread_refused_with_the_reason_when_the_test_split_is_not_one_file(tmp_
     from harness.evaluation.lm_eval_runner import resolve_tasks
 
     fix = ROOT / "tests" / "fixtures" / "eval"
-    (t,) = resolve_tasks(EvalConfig(tasks=["medbench_fixture_yesno"], include_path="custom_tasks", limit=2),
-                         data_dir=fix, cache_dir=tmp_path / "cache")
+    (t,) = resolve_tasks(
+        EvalConfig(tasks=["medbench_fixture_yesno"], include_path="custom_tasks", limit=2),
+        data_dir=fix,
+        cache_dir=tmp_path / "cache",
+    )
     assert t.samples is None and t.limit == 2 and t.extra["limit_strategy"] == "first"
     assert t.data["subset"].startswith("first 2 items: limit_strategy spread needs the test split as one local")
 
@@ -112,20 +119,48 @@ def test_preflight_catches_a_missing_task_data_file(example, capsys):
 
 
 def test_readme_example_dry_run_from_another_directory(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "run_matrix.py"), str(EXAMPLE / "matrix.yaml"), "--dry-run",
-                           "--results", str(tmp_path / "r")], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run_matrix.py"),
+            str(EXAMPLE / "matrix.yaml"),
+            "--dry-run",
+            "--results",
+            str(tmp_path / "r"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "preflight: ok (1 models, 1 eval tasks" in proc.stdout
 
 
 @pytest.mark.slow
 def test_readme_example_runs(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "run_matrix.py"), str(EXAMPLE / "matrix.yaml"),
-                           "--results", str(tmp_path / "r"), "--report", str(tmp_path / "r.html"), "--no-progress"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                               "MEDBENCH_CACHE_DIR": str(tmp_path / "cache")})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run_matrix.py"),
+            str(EXAMPLE / "matrix.yaml"),
+            "--results",
+            str(tmp_path / "r"),
+            "--report",
+            str(tmp_path / "r.html"),
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            "PYTHONPATH": str(ROOT),
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "MEDBENCH_CACHE_DIR": str(tmp_path / "cache"),
+        },
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (result,) = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json") if p.stem != "comparisons"]
     ev = result["metrics"]["eval"][TASK]

@@ -20,8 +20,11 @@ from harness.cli import main as cli_main
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("MEDBENCH_DATA_DIR") or ROOT.parent / "shared" / "data")
 
-ORI = {"1": {"QUESTION": "q1", "final_decision": "yes"}, "2": {"QUESTION": "q2", "final_decision": "no"},
-       "3": {"QUESTION": "q3", "final_decision": "maybe"}}
+ORI = {
+    "1": {"QUESTION": "q1", "final_decision": "yes"},
+    "2": {"QUESTION": "q2", "final_decision": "no"},
+    "3": {"QUESTION": "q3", "final_decision": "maybe"},
+}
 TRUTH = {"3": "maybe", "1": "yes"}
 
 
@@ -33,9 +36,11 @@ def _sha(b: bytes) -> str:
 def served(tmp_path, monkeypatch):
     """A stand-in source with three files, a catalog naming them (one derived, one by hand)."""
     src = tmp_path / "server"
-    files = {"mq/test.jsonl": b'{"question": "q", "options": {"A": "a", "B": "b"}, "answer_idx": "A"}\n',
-             "pubmedqa/ori_pqal.json": json.dumps(ORI).encode(),
-             "pubmedqa/test_ground_truth.json": json.dumps(TRUTH).encode()}
+    files = {
+        "mq/test.jsonl": b'{"question": "q", "options": {"A": "a", "B": "b"}, "answer_idx": "A"}\n',
+        "pubmedqa/ori_pqal.json": json.dumps(ORI).encode(),
+        "pubmedqa/test_ground_truth.json": json.dumps(TRUTH).encode(),
+    }
     for rel, body in files.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(body)
@@ -47,12 +52,25 @@ def served(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", url)
     derived = json.dumps({k: ORI[k] for k in TRUTH}, indent=4).encode()
     catalog = [
-        dc.DataFile("mq/test.jsonl", "MQ", _sha(files["mq/test.jsonl"]), "MIT", "a page",
-                    url=f"{dc.HF}/mq/test.jsonl"),  # through $HF_ENDPOINT, as hub files are
-        dc.DataFile("pubmedqa/ori_pqal.json", "P", _sha(files["pubmedqa/ori_pqal.json"]), "MIT", "p",
-                    url=f"{url}/pubmedqa/ori_pqal.json"),
-        dc.DataFile("pubmedqa/test_ground_truth.json", "P", _sha(files["pubmedqa/test_ground_truth.json"]), "MIT",
-                    "p", url=f"{url}/pubmedqa/test_ground_truth.json"),
+        dc.DataFile(
+            "mq/test.jsonl", "MQ", _sha(files["mq/test.jsonl"]), "MIT", "a page", url=f"{dc.HF}/mq/test.jsonl"
+        ),  # through $HF_ENDPOINT, as hub files are
+        dc.DataFile(
+            "pubmedqa/ori_pqal.json",
+            "P",
+            _sha(files["pubmedqa/ori_pqal.json"]),
+            "MIT",
+            "p",
+            url=f"{url}/pubmedqa/ori_pqal.json",
+        ),
+        dc.DataFile(
+            "pubmedqa/test_ground_truth.json",
+            "P",
+            _sha(files["pubmedqa/test_ground_truth.json"]),
+            "MIT",
+            "p",
+            url=f"{url}/pubmedqa/test_ground_truth.json",
+        ),
         dc.DataFile("pubmedqa/test_set.json", "P", _sha(derived), "MIT", "p", derive="pubmedqa_test_set"),
         dc.DataFile("byhand/x.json", "X", "0" * 64, "CC", "x", how="ask someone"),
     ]
@@ -72,8 +90,12 @@ def test_fetch_downloads_derives_checks_and_records(served, tmp_path, capsys):
     assert "fetched  mq/test.jsonl" in out and "fetched  pubmedqa/test_set.json (derived from" in out
     assert "by hand  byhand/x.json: ask someone" in out
     manifest = json.loads((data / "MANIFEST.json").read_text())
-    assert set(manifest) == {"mq/test.jsonl", "pubmedqa/ori_pqal.json", "pubmedqa/test_ground_truth.json",
-                             "pubmedqa/test_set.json"}
+    assert set(manifest) == {
+        "mq/test.jsonl",
+        "pubmedqa/ori_pqal.json",
+        "pubmedqa/test_ground_truth.json",
+        "pubmedqa/test_set.json",
+    }
     assert manifest["mq/test.jsonl"]["source"] == f"{served[1]}/mq/test.jsonl"
     assert not list(data.glob(".fetch-*"))  # no temporary file left behind
     (data / "byhand").mkdir()

@@ -10,8 +10,11 @@ from harness.data.clean import clean_examples, normalize_text, scrub_pii
 
 
 def ex(prompt: str, response: str, rid: str = "0", source: str = "s.jsonl") -> Example:
-    return Example(messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
-                   source=source, record_id=rid)
+    return Example(
+        messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+        source=source,
+        record_id=rid,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- PII
@@ -107,8 +110,10 @@ def test_non_pii_is_kept(text):
 
 
 def test_several_kinds_in_one_text_are_counted():
-    text = ("Pt DOB 02/03/1961, MRN: 7654321, phone (555) 010-2233, mail pt@example.com, "
-            "blog https://example.com/people/pt-name. Dose 5 mg/kg.")
+    text = (
+        "Pt DOB 02/03/1961, MRN: 7654321, phone (555) 010-2233, mail pt@example.com, "
+        "blog https://example.com/people/pt-name. Dose 5 mg/kg."
+    )
     out, counts = scrub_pii(text)
     assert out == ("Pt DOB [DOB], MRN: [MRN], phone [PHONE], mail [EMAIL], blog [URL]. Dose 5 mg/kg.")
     assert counts == {"url": 1, "email": 1, "mrn": 1, "dob": 1, "phone": 1, "ssn": 0, "card": 0, "ip": 0}
@@ -132,6 +137,7 @@ def test_scrubbing_can_be_switched_off():
 
 
 # ---------------------------------------------------------------------------------------------------- de-dup
+
 
 def test_normalize_text():
     assert normalize_text("  Hello,\tWORLD!!  How  are you? ") == "hello world how are you"
@@ -161,22 +167,33 @@ def test_dedup_switches():
 
 
 def test_examples_differing_only_in_pii_become_duplicates():
-    exs = [ex("my number is 555-010-1111", "Noted, thanks.", "0"),
-           ex("my number is 555-010-2222", "Noted, thanks.", "1")]
+    exs = [
+        ex("my number is 555-010-1111", "Noted, thanks.", "0"),
+        ex("my number is 555-010-2222", "Noted, thanks.", "1"),
+    ]
     kept, report = clean_examples(exs, CleaningConfig())
     assert len(kept) == 1 and report.dedup_exact == 1
 
 
 def test_dedup_respects_roles():
-    a = Example(messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "yes"}], source="s",
-                record_id="0")
-    b = Example(messages=[{"role": "system", "content": "x"}, {"role": "user", "content": "q"},
-                          {"role": "assistant", "content": "yes"}], source="s", record_id="1")
+    a = Example(
+        messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "yes"}], source="s", record_id="0"
+    )
+    b = Example(
+        messages=[
+            {"role": "system", "content": "x"},
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "yes"},
+        ],
+        source="s",
+        record_id="1",
+    )
     kept, _ = clean_examples([a, b], CleaningConfig())
     assert len(kept) == 2
 
 
 # ---------------------------------------------------------------------------------------------------- short / empty
+
 
 def test_empty_and_short_responses_and_empty_prompts():
     exs = [
@@ -200,8 +217,15 @@ def test_min_response_chars_zero_keeps_short_but_not_empty():
 
 
 def test_system_message_alone_is_an_empty_prompt():
-    only_system = Example(messages=[{"role": "system", "content": "be kind"}, {"role": "user", "content": " "},
-                                    {"role": "assistant", "content": "Hello there."}], source="s", record_id="0")
+    only_system = Example(
+        messages=[
+            {"role": "system", "content": "be kind"},
+            {"role": "user", "content": " "},
+            {"role": "assistant", "content": "Hello there."},
+        ],
+        source="s",
+        record_id="0",
+    )
     kept, report = clean_examples([only_system], CleaningConfig())
     assert kept == [] and report.empty_prompt == 1
 
@@ -215,8 +239,7 @@ def test_order_is_preserved_and_input_not_mutated():
 
 
 def test_new_kinds_are_counted_separately_and_cards_keep_no_digits():
-    text = ("SSN 123-45-6789, card 4111 1111 1111 1111, ip 192.168.1.20, my number is 5550104477, "
-            "mail a@b.org")
+    text = "SSN 123-45-6789, card 4111 1111 1111 1111, ip 192.168.1.20, my number is 5550104477, mail a@b.org"
     out, counts = scrub_pii(text)
     assert out == "SSN [SSN], card [CARD], ip [IP], my number is [PHONE], mail [EMAIL]"
     assert counts == {"url": 0, "email": 1, "mrn": 0, "dob": 0, "phone": 1, "ssn": 1, "card": 1, "ip": 1}

@@ -23,10 +23,17 @@ def conversation(*turns: tuple[str, str]) -> Example:
 
 EXAMPLES = [
     conversation(("user", "What lowers a fever?"), ("assistant", "Paracetamol or ibuprofen, rest and fluids.")),
-    conversation(("system", "You are a careful clinician."), ("user", "Is 37.2 C a fever?"),
-                 ("assistant", "No, 37.2 C is within the normal range for most adults.")),
-    conversation(("user", "I twisted my knee."), ("assistant", "Does it swell?"), ("user", "Yes, a lot."),
-                 ("assistant", "Rest it, use ice, and see a doctor if you cannot bear weight.")),
+    conversation(
+        ("system", "You are a careful clinician."),
+        ("user", "Is 37.2 C a fever?"),
+        ("assistant", "No, 37.2 C is within the normal range for most adults."),
+    ),
+    conversation(
+        ("user", "I twisted my knee."),
+        ("assistant", "Does it swell?"),
+        ("user", "Yes, a lot."),
+        ("assistant", "Rest it, use ice, and see a doctor if you cannot bear weight."),
+    ),
 ]
 
 
@@ -52,10 +59,11 @@ def test_chat_labels_are_exactly_the_response_and_end_of_turn(smol_tokenizer, wh
     assert tok.decode(labelled(enc)) == ex.response + "<|im_end|>"
     assert ids[end] == tok.convert_tokens_to_ids("<|im_end|>") == tok.eos_token_id == tok.pad_token_id
     # everything before is the prompt with the generation prompt; after the end of turn only the template's newline
-    assert tok.decode(ids[:start]) == tok.apply_chat_template(ex.messages[:-1], tokenize=False,
-                                                              add_generation_prompt=True)
+    assert tok.decode(ids[:start]) == tok.apply_chat_template(
+        ex.messages[:-1], tokenize=False, add_generation_prompt=True
+    )
     assert tok.decode(ids[:start]).endswith("<|im_start|>assistant\n")
-    assert tok.decode(ids[end + 1:]) == "\n"
+    assert tok.decode(ids[end + 1 :]) == "\n"
     # the whole sequence is what the template renders
     assert tok.decode(ids) == tok.apply_chat_template(ex.messages, tokenize=False)
 
@@ -89,15 +97,18 @@ def test_plain_template_without_chat_template(plain_tokenizer):
     assert enc["input_ids"][-1] == tok.eos_token_id and enc["labels"][-1] == tok.eos_token_id
     assert all(lab == IGNORE_INDEX for lab in enc["labels"][:start])
     assert tok.decode(enc_sys["input_ids"][: boundary(enc_sys)]) == (
-        "You are a careful clinician.\n\n### Instruction:\nIs 37.2 C a fever?\n\n### Response:\n")
+        "You are a careful clinician.\n\n### Instruction:\nIs 37.2 C a fever?\n\n### Response:\n"
+    )
     assert encode_prompt(EXAMPLES[0].messages, tok) == enc["input_ids"][:start]
 
 
 def test_plain_template_multi_turn(plain_tokenizer):
     (enc,), _ = encode_examples([EXAMPLES[2]], plain_tokenizer)
     prompt = plain_tokenizer.decode(enc["input_ids"][: boundary(enc)])
-    assert prompt == ("### Instruction:\nI twisted my knee.\n\n### Response:\nDoes it swell?\n\n"
-                      "### Instruction:\nYes, a lot.\n\n### Response:\n")
+    assert prompt == (
+        "### Instruction:\nI twisted my knee.\n\n### Response:\nDoes it swell?\n\n"
+        "### Instruction:\nYes, a lot.\n\n### Response:\n"
+    )
 
 
 def test_plain_template_needs_an_eos_token(plain_tokenizer):
@@ -110,8 +121,10 @@ def test_plain_template_needs_an_eos_token(plain_tokenizer):
 def test_template_without_end_token_gets_eos_appended_and_boundary_retokenized(smol_tokenizer):
     tok = copy.deepcopy(smol_tokenizer)
     # no end-of-turn token, and the generation prompt ends with a space that merges into the answer's first token
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
     (enc,), report = encode_examples(EXAMPLES[:1], tok)
     assert report.eos_appended == 1 and report.boundary_retokenized == 1
     assert tok.decode(enc["input_ids"][: boundary(enc)]) == "user: What lowers a fever?\nassistant: "
@@ -120,8 +133,10 @@ def test_template_without_end_token_gets_eos_appended_and_boundary_retokenized(s
 
 def test_template_whose_prompt_is_not_a_prefix_is_an_error(smol_tokenizer):
     tok = copy.deepcopy(smol_tokenizer)
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}<|im_end|>{% endfor %}"
-                         "{% if add_generation_prompt %}assistant (thinking):{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}<|im_end|>{% endfor %}"
+        "{% if add_generation_prompt %}assistant (thinking):{% endif %}"
+    )
     ex = Example(messages=EXAMPLES[0].messages, source="file.jsonl", record_id="17")
     with pytest.raises(DataError, match=r"file\.jsonl: record 17: the chat template renders the prompt"):
         encode_examples([ex], tok)

@@ -25,12 +25,15 @@ def roles(ex):
 
 # ---------------------------------------------------------------------------------------------------- formats
 
+
 def test_instruction_json_list():
     exs = load(FIXTURES, path="instruction.json", format="instruction")
     assert len(exs) == 3
     assert roles(exs[0]) == ["user", "assistant"]
-    assert exs[0].messages[0]["content"] == ("Answer the patient's question as a careful clinician.\n\n"
-                                             "I have had a dry cough for two weeks after a cold. Should I worry?")
+    assert exs[0].messages[0]["content"] == (
+        "Answer the patient's question as a careful clinician.\n\n"
+        "I have had a dry cough for two weeks after a cold. Should I worry?"
+    )
     assert exs[0].response.startswith("A cough that lingers")
     # an empty input adds nothing to the prompt
     assert exs[1].messages[0]["content"] == "Explain what a normal resting heart rate is for an adult."
@@ -43,8 +46,11 @@ def test_qa_jsonl_uses_id_field_and_skips_blank_lines():
     assert [e.record_id for e in exs] == ["q-001", "q-002", "q-003"]
     assert exs[1].messages == [
         {"role": "user", "content": "How is type 2 diabetes usually first treated?"},
-        {"role": "assistant", "content": "Usually with changes to diet and activity, often together with metformin, "
-                                         "and regular checks of blood sugar."},
+        {
+            "role": "assistant",
+            "content": "Usually with changes to diet and activity, often together with metformin, "
+            "and regular checks of blood sugar.",
+        },
     ]
 
 
@@ -59,8 +65,13 @@ def test_qa_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"q": ["What is a sprain?", "What is a fracture?"],
-                      "a": ["A stretched or torn ligament.", "A broken bone."], "id": ["s1", "f1"]})
+    table = pa.table(
+        {
+            "q": ["What is a sprain?", "What is a fracture?"],
+            "a": ["A stretched or torn ligament.", "A broken bone."],
+            "id": ["s1", "f1"],
+        }
+    )
     pq.write_table(table, tmp_path / "qa.parquet")
     exs = load(tmp_path, path="qa.parquet", format="qa", fields={"question": "q", "answer": "a"})
     assert [(e.record_id, e.messages[0]["content"], e.response) for e in exs] == [
@@ -73,17 +84,20 @@ def test_pubmedqa_keyed_json():
     exs = load(FIXTURES, path="pubmedqa.json", format="pubmedqa")
     assert [e.record_id for e in exs] == ["90000001", "90000002"]
     prompt = exs[0].messages[0]["content"]
-    assert prompt == ("Context: Twenty adults wore glucose monitors for two weeks.\n"
-                      "Walking for ten minutes after meals was compared with sitting.\n\n"
-                      "Question: Does a short walk after meals lower blood glucose peaks?")
+    assert prompt == (
+        "Context: Twenty adults wore glucose monitors for two weeks.\n"
+        "Walking for ten minutes after meals was compared with sitting.\n\n"
+        "Question: Does a short walk after meals lower blood glucose peaks?"
+    )
     assert exs[0].response == "yes. Short walks after meals reduced glucose peaks compared with sitting."
     assert exs[1].response.startswith("maybe. ")
 
 
 def test_multiple_choice_letters_lists_and_answer_text():
     exs = load(FIXTURES, path="multiple_choice.jsonl", format="multiple_choice")
-    assert exs[0].messages[0]["content"] == ("Which vitamin deficiency causes scurvy?\n"
-                                             "A. Vitamin A\nB. Vitamin B12\nC. Vitamin C\nD. Vitamin D")
+    assert exs[0].messages[0]["content"] == (
+        "Which vitamin deficiency causes scurvy?\nA. Vitamin A\nB. Vitamin B12\nC. Vitamin C\nD. Vitamin D"
+    )
     assert exs[0].response == "C. Vitamin C"
     assert exs[1].response == "B. Pancreas"  # options as a list, 0-based answer index
     assert exs[2].response == "C. Four"  # no answer_idx: found from the answer text
@@ -91,8 +105,12 @@ def test_multiple_choice_letters_lists_and_answer_text():
 
 def test_multiple_choice_options_from_csv_columns(tmp_path):
     (tmp_path / "mc.csv").write_text("q,opa,opb,opc,opd,cop\nWhich bone is in the thigh?,Femur,Radius,Ulna,Tibia,A\n")
-    exs = load(tmp_path, path="mc.csv", format="multiple_choice",
-               fields={"question": "q", "options": "opa,opb,opc,opd", "answer_idx": "cop"})
+    exs = load(
+        tmp_path,
+        path="mc.csv",
+        format="multiple_choice",
+        fields={"question": "q", "options": "opa,opb,opc,opd", "answer_idx": "cop"},
+    )
     assert exs[0].response == "A. Femur"
     assert exs[0].messages[0]["content"].endswith("A. Femur\nB. Radius\nC. Ulna\nD. Tibia")
 
@@ -116,6 +134,7 @@ def test_absolute_path_and_data_dir_resolution(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- errors
+
 
 def test_missing_file_names_the_file(tmp_path):
     with pytest.raises(DataError, match=r"nope\.jsonl: data file not found"):
@@ -186,8 +205,9 @@ def test_unknown_file_type(tmp_path):
 
 
 def test_multiple_choice_answer_not_an_option(tmp_path):
-    (tmp_path / "mc.jsonl").write_text(json.dumps({"question": "q", "options": {"A": "x", "B": "y"},
-                                                   "answer_idx": "E"}) + "\n")
+    (tmp_path / "mc.jsonl").write_text(
+        json.dumps({"question": "q", "options": {"A": "x", "B": "y"}, "answer_idx": "E"}) + "\n"
+    )
     with pytest.raises(DataError, match=r"record 0: answer 'E' is not one of the options"):
         load(tmp_path, path="mc.jsonl", format="multiple_choice")
 
@@ -226,11 +246,15 @@ def test_hub_dataset_offline_error_mentions_offline(monkeypatch):
 
 # ------------------------------------------------------------------------------------ encodings (issue 11)
 
-@pytest.mark.parametrize("name, body, line", [
-    ("bad.jsonl", b'{"question": "a", "answer": "b"}\n{"question": "caf\xe9", "answer": "b"}\n', 2),
-    ("bad.json", b'[\n {"question": "a", "answer": "b"},\n {"question": "caf\xe9", "answer": "b"}\n]\n', 3),
-    ("bad.csv", b"question,answer\na,b\ncaf\xe9,b\n", 3),
-])
+
+@pytest.mark.parametrize(
+    "name, body, line",
+    [
+        ("bad.jsonl", b'{"question": "a", "answer": "b"}\n{"question": "caf\xe9", "answer": "b"}\n', 2),
+        ("bad.json", b'[\n {"question": "a", "answer": "b"},\n {"question": "caf\xe9", "answer": "b"}\n]\n', 3),
+        ("bad.csv", b"question,answer\na,b\ncaf\xe9,b\n", 3),
+    ],
+)
 def test_non_utf8_bytes_name_the_file_and_line(tmp_path, name, body, line):
     (tmp_path / name).write_bytes(body)
     with pytest.raises(DataError) as info:

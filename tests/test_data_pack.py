@@ -27,8 +27,9 @@ def make_examples(n: int, seed: int = 0, min_len: int = 5, max_len: int = 40, vo
 
 
 def batches(examples, **kw):
-    args = dict(batch_size=3, max_seq_length=64, packing=True, pad_to_max_length=False, pad_token_id=PAD, seed=0,
-                epoch=0)
+    args = dict(
+        batch_size=3, max_seq_length=64, packing=True, pad_to_max_length=False, pad_token_id=PAD, seed=0, epoch=0
+    )
     args.update(kw)
     return list(iter_batches(examples, **args))
 
@@ -41,6 +42,7 @@ def rows_of(examples, **kw):
 
 
 # ---------------------------------------------------------------------------------------------------- layout
+
 
 @pytest.mark.parametrize("packing", [True, False])
 def test_epoch_is_deterministic_and_changes_with_epoch_and_seed(packing):
@@ -107,11 +109,11 @@ def test_packed_batch_layout():
             at = 0
             for i in row:
                 n = len(exs[i]["input_ids"])
-                assert batch.input_ids[r, at: at + n].tolist() == exs[i]["input_ids"]
-                assert batch.position_ids[r, at: at + n].tolist() == list(range(n))
+                assert batch.input_ids[r, at : at + n].tolist() == exs[i]["input_ids"]
+                assert batch.position_ids[r, at : at + n].tolist() == list(range(n))
                 # first token of every packed example: no loss (never predicted from the previous example)
                 assert batch.labels[r, at].item() == IGNORE_INDEX
-                assert batch.labels[r, at + 1: at + n].tolist() == exs[i]["labels"][1:]
+                assert batch.labels[r, at + 1 : at + n].tolist() == exs[i]["labels"][1:]
                 at += n
             assert (batch.input_ids[r, at:] == PAD).all() and (batch.labels[r, at:] == IGNORE_INDEX).all()
             assert batch.position_ids[r, at:].tolist() == list(range(width - at))
@@ -125,8 +127,9 @@ def test_packed_batch_layout():
 def test_packing_forces_first_label_off_even_if_data_labels_it():
     exs = [{"input_ids": [7, 8, 9], "labels": [7, 8, 9]}, {"input_ids": [10, 11], "labels": [10, 11]}]
     (batch,) = batches(exs, batch_size=4, max_seq_length=8)
-    assert batch.labels.tolist() == [[IGNORE_INDEX, 8, 9, IGNORE_INDEX, 11]] or \
-        batch.labels.tolist() == [[IGNORE_INDEX, 11, IGNORE_INDEX, 8, 9]]
+    assert batch.labels.tolist() == [[IGNORE_INDEX, 8, 9, IGNORE_INDEX, 11]] or batch.labels.tolist() == [
+        [IGNORE_INDEX, 11, IGNORE_INDEX, 8, 9]
+    ]
 
 
 def test_unpacked_batch_layout_and_pad_to_max_length():
@@ -165,17 +168,24 @@ def test_model_kwargs_disable_the_cache():
 
 # ---------------------------------------------------------------------------------------------------- padding stats
 
+
 @pytest.mark.parametrize("packing", [True, False])
 @pytest.mark.parametrize("pad_to_max", [True, False])
 def test_padding_stats_match_the_batches(packing, pad_to_max):
     exs = make_examples(37, seed=3)
-    stats = padding_stats(exs, batch_size=4, max_seq_length=64, packing=packing, pad_to_max_length=pad_to_max,
-                          seed=5, epoch=2)
+    stats = padding_stats(
+        exs, batch_size=4, max_seq_length=64, packing=packing, pad_to_max_length=pad_to_max, seed=5, epoch=2
+    )
     built = batches(exs, batch_size=4, packing=packing, pad_to_max_length=pad_to_max, seed=5, epoch=2)
     real = sum(b.real_tokens for b in built)
     padded = sum(b.padded_tokens for b in built)
-    assert stats == {"rows": sum(b.input_ids.shape[0] for b in built), "batches": len(built), "real_tokens": real,
-                     "padded_tokens": padded, "padding_fraction": padded / (real + padded)}
+    assert stats == {
+        "rows": sum(b.input_ids.shape[0] for b in built),
+        "batches": len(built),
+        "real_tokens": real,
+        "padded_tokens": padded,
+        "padding_fraction": padded / (real + padded),
+    }
     assert real == sum(len(e["input_ids"]) for e in exs)
 
 
@@ -191,17 +201,30 @@ def test_packing_pads_less():
 
 def test_padding_stats_of_nothing():
     assert padding_stats([], batch_size=2, max_seq_length=8, packing=True, pad_to_max_length=False) == {
-        "rows": 0, "batches": 0, "real_tokens": 0, "padded_tokens": 0, "padding_fraction": 0.0}
+        "rows": 0,
+        "batches": 0,
+        "real_tokens": 0,
+        "padded_tokens": 0,
+        "padding_fraction": 0.0,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- tiny model
+
 
 @pytest.fixture(scope="module", params=["sdpa", "eager"])
 def tiny_llama(request):
     import transformers
 
-    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, vocab_size=49152, tie_word_embeddings=True)
+    cfg = transformers.LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM._from_config(cfg, attn_implementation=request.param)
     assert model.config._attn_implementation == request.param
@@ -214,8 +237,9 @@ def per_example_losses_unpacked(model, exs, batch):
         logits = model(**batch.model_kwargs()).logits.float()
     out = []
     for r in range(logits.shape[0]):
-        loss = torch.nn.functional.cross_entropy(logits[r, :-1], batch.labels[r, 1:], ignore_index=IGNORE_INDEX,
-                                                 reduction="sum")
+        loss = torch.nn.functional.cross_entropy(
+            logits[r, :-1], batch.labels[r, 1:], ignore_index=IGNORE_INDEX, reduction="sum"
+        )
         out.append(loss)
     return out
 
@@ -225,8 +249,11 @@ def test_packed_and_unpacked_give_the_same_per_example_loss(tiny_llama):
     max_len = 64
     packed_losses: dict[int, float] = {}
     total_label_tokens = 0
-    for batch, (rows, _) in zip(batches(exs, batch_size=2, max_seq_length=max_len),
-                                    rows_of(exs, batch_size=2, max_seq_length=max_len), strict=True):
+    for batch, (rows, _) in zip(
+        batches(exs, batch_size=2, max_seq_length=max_len),
+        rows_of(exs, batch_size=2, max_seq_length=max_len),
+        strict=True,
+    ):
         with torch.no_grad():
             out = tiny_llama(**batch.model_kwargs())
         logits = out.logits.float()
@@ -236,8 +263,12 @@ def test_packed_and_unpacked_give_the_same_per_example_loss(tiny_llama):
             for i in row:
                 n = len(exs[i]["input_ids"])
                 # within the example only: position t predicts label t+1; label at `at` is -100 by construction
-                loss = torch.nn.functional.cross_entropy(logits[r, at: at + n - 1], batch.labels[r, at + 1: at + n],
-                                                         ignore_index=IGNORE_INDEX, reduction="sum")
+                loss = torch.nn.functional.cross_entropy(
+                    logits[r, at : at + n - 1],
+                    batch.labels[r, at + 1 : at + n],
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                )
                 packed_losses[i] = loss.item()
                 summed += loss
                 at += n
@@ -247,8 +278,11 @@ def test_packed_and_unpacked_give_the_same_per_example_loss(tiny_llama):
     assert sorted(packed_losses) == list(range(len(exs)))
 
     unpacked_losses: dict[int, float] = {}
-    for batch, (rows, _) in zip(batches(exs, batch_size=3, max_seq_length=max_len, packing=False, seed=1),
-                                rows_of(exs, batch_size=3, max_seq_length=max_len, packing=False, seed=1), strict=True):
+    for batch, (rows, _) in zip(
+        batches(exs, batch_size=3, max_seq_length=max_len, packing=False, seed=1),
+        rows_of(exs, batch_size=3, max_seq_length=max_len, packing=False, seed=1),
+        strict=True,
+    ):
         for (i,), loss in zip(rows, per_example_losses_unpacked(tiny_llama, exs, batch)):
             unpacked_losses[i] = loss.item()
     alone = {}
@@ -256,8 +290,9 @@ def test_packed_and_unpacked_give_the_same_per_example_loss(tiny_llama):
         ids = torch.tensor([e["input_ids"]])
         with torch.no_grad():
             logits = tiny_llama(input_ids=ids, use_cache=False).logits.float()[0]
-        alone[i] = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(e["labels"][1:]),
-                                                     ignore_index=IGNORE_INDEX, reduction="sum").item()
+        alone[i] = torch.nn.functional.cross_entropy(
+            logits[:-1], torch.tensor(e["labels"][1:]), ignore_index=IGNORE_INDEX, reduction="sum"
+        ).item()
     for i in range(len(exs)):
         assert packed_losses[i] == pytest.approx(alone[i], rel=1e-4, abs=1e-4), i
         assert unpacked_losses[i] == pytest.approx(alone[i], rel=1e-4, abs=1e-4), i
@@ -275,8 +310,8 @@ def test_no_attention_across_example_boundaries(tiny_llama):
         with torch.no_grad():
             logits = tiny_llama(**batch.model_kwargs()).logits[0]
         row = batch.input_ids[0].tolist()
-        start = next(j for j in range(len(row)) if row[j: j + 15] == second["input_ids"])
-        return logits[start: start + 15]
+        start = next(j for j in range(len(row)) if row[j : j + 15] == second["input_ids"])
+        return logits[start : start + 15]
 
     a = logits_of_row([first, second])
     b = logits_of_row([changed_first, second])

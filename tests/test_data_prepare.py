@@ -47,17 +47,34 @@ class CountingTokenizer:
 
 # Records written for these tests: duplicates, PII, an empty answer, and one long answer.
 EXTRA_QA = [
-    {"id": "x1", "question": "How much paracetamol can an adult take?", "answer": "Up to 4 g a day, in doses of "
-     "0.5 to 1 g at least four hours apart; less with liver disease."},
-    {"id": "x2", "question": "How much paracetamol can an adult take?", "answer": "Up to 4 g a day, in doses of "
-     "0.5 to 1 g at least four hours apart; less with liver disease."},
-    {"id": "x3", "question": "how much PARACETAMOL can an adult take", "answer": "up to 4 g a day in doses of "
-     "0.5 to 1 g at least four hours apart less with liver disease"},
-    {"id": "x4", "question": "Please call me back on 555-010-3344 about my results.", "answer": "We will call you "
-     "back today; my e-mail is nurse.k@example.org if that is easier."},
+    {
+        "id": "x1",
+        "question": "How much paracetamol can an adult take?",
+        "answer": "Up to 4 g a day, in doses of 0.5 to 1 g at least four hours apart; less with liver disease.",
+    },
+    {
+        "id": "x2",
+        "question": "How much paracetamol can an adult take?",
+        "answer": "Up to 4 g a day, in doses of 0.5 to 1 g at least four hours apart; less with liver disease.",
+    },
+    {
+        "id": "x3",
+        "question": "how much PARACETAMOL can an adult take",
+        "answer": "up to 4 g a day in doses of 0.5 to 1 g at least four hours apart less with liver disease",
+    },
+    {
+        "id": "x4",
+        "question": "Please call me back on 555-010-3344 about my results.",
+        "answer": "We will call you back today; my e-mail is nurse.k@example.org if that is easier.",
+    },
     {"id": "x5", "question": "Is there an answer?", "answer": ""},
-    {"id": "x6", "question": "Describe the stages of wound healing in detail.", "answer": " ".join(
-        ["Haemostasis, then inflammation, then proliferation with new tissue, then remodelling of the scar."] * 12)},
+    {
+        "id": "x6",
+        "question": "Describe the stages of wound healing in detail.",
+        "answer": " ".join(
+            ["Haemostasis, then inflammation, then proliferation with new tissue, then remodelling of the scar."] * 12
+        ),
+    },
 ]
 
 
@@ -73,9 +90,16 @@ def data_dir(tmp_path):
 
 
 def config(**overrides) -> TrainConfig:
-    base = dict(datasets=[{"path": "qa.jsonl", "format": "qa"}, {"path": "instruction.json", "format": "instruction"},
-                          {"path": "messages.jsonl", "format": "messages"}, {"path": "extra.jsonl", "format": "qa"}],
-                max_seq_length=256, validation_fraction=0.25)
+    base = dict(
+        datasets=[
+            {"path": "qa.jsonl", "format": "qa"},
+            {"path": "instruction.json", "format": "instruction"},
+            {"path": "messages.jsonl", "format": "messages"},
+            {"path": "extra.jsonl", "format": "qa"},
+        ],
+        max_seq_length=256,
+        validation_fraction=0.25,
+    )
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -85,6 +109,7 @@ def prep(tok, data_dir, cache_dir, seed=0, **overrides):
 
 
 # ---------------------------------------------------------------------------------------------------- pipeline
+
 
 def test_prepare_counts_every_step_and_token_stats(smol_tokenizer, data_dir, tmp_path):
     p = prep(smol_tokenizer, data_dir, tmp_path / "cache")
@@ -129,8 +154,13 @@ def test_heldout_is_the_validation_set_untokenized(smol_tokenizer, data_dir, tmp
 
 
 def test_system_prompt_is_added_unless_the_record_has_one(smol_tokenizer, data_dir, tmp_path):
-    p = prep(smol_tokenizer, data_dir, tmp_path / "cache", system_prompt="You answer medical questions briefly.",
-             validation_fraction=0.0)
+    p = prep(
+        smol_tokenizer,
+        data_dir,
+        tmp_path / "cache",
+        system_prompt="You answer medical questions briefly.",
+        validation_fraction=0.0,
+    )
     texts = [smol_tokenizer.decode(e["input_ids"]) for e in p.train]
     with_ours = [t for t in texts if "<|im_start|>system\nYou answer medical questions briefly.<|im_end|>" in t]
     with_own = [t for t in texts if "You are a cautious medical assistant." in t]  # messages.jsonl's own system
@@ -175,19 +205,26 @@ def test_no_training_examples_left_is_an_error(smol_tokenizer, tmp_path):
     d.mkdir()
     (d / "empty.jsonl").write_text(json.dumps({"question": "q", "answer": ""}) + "\n")
     with pytest.raises(DataError, match="no training examples left"):
-        prepare_data(TrainConfig(datasets=[{"path": "empty.jsonl", "format": "qa"}]), smol_tokenizer, d,
-                     tmp_path / "cache", 0)
+        prepare_data(
+            TrainConfig(datasets=[{"path": "empty.jsonl", "format": "qa"}]), smol_tokenizer, d, tmp_path / "cache", 0
+        )
 
 
 def test_missing_data_file_and_no_datasets(smol_tokenizer, tmp_path):
     with pytest.raises(DataError, match=r"missing\.jsonl: data file not found \(train\.datasets\[0\]\.path\)"):
-        prepare_data(TrainConfig(datasets=[{"path": "missing.jsonl", "format": "qa"}]), smol_tokenizer, tmp_path,
-                     tmp_path / "cache", 0)
+        prepare_data(
+            TrainConfig(datasets=[{"path": "missing.jsonl", "format": "qa"}]),
+            smol_tokenizer,
+            tmp_path,
+            tmp_path / "cache",
+            0,
+        )
     with pytest.raises(DataError, match="train.datasets is empty"):
         prepare_data(TrainConfig(), smol_tokenizer, tmp_path, tmp_path / "cache", 0)
 
 
 # ---------------------------------------------------------------------------------------------------- cache
+
 
 def test_second_call_is_a_cache_hit_without_tokenizing(smol_tokenizer, data_dir, tmp_path):
     cache = tmp_path / "cache"
@@ -201,8 +238,9 @@ def test_second_call_is_a_cache_hit_without_tokenizing(smol_tokenizer, data_dir,
     assert second.stats["cache_hit"] is True and second.stats["cache_key"] == first.stats["cache_key"]
     assert second.train == first.train and second.validation == first.validation
     assert second.heldout == first.heldout and second.data_files == first.data_files
-    assert {k: v for k, v in second.stats.items() if k != "cache_hit"} == \
-        {k: v for k, v in first.stats.items() if k != "cache_hit"}
+    assert {k: v for k, v in second.stats.items() if k != "cache_hit"} == {
+        k: v for k, v in first.stats.items() if k != "cache_hit"
+    }
 
     # the counting wrapper does tokenize on a miss (so the zero above means something)
     prep(counting, data_dir, cache, seed=5)
@@ -234,10 +272,22 @@ def primed(smol_tokenizer, tmp_path_factory):
     return data_dir, root / "cache", base.stats["cache_key"]
 
 
-@pytest.mark.parametrize("change", [
-    "data file content", "cleaning flag", "max_seq_length", "system prompt", "seed", "validation_fraction",
-    "max_examples", "dataset limit", "dataset format fields", "tokenizer chat template", "tokenizer eos token",
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        "data file content",
+        "cleaning flag",
+        "max_seq_length",
+        "system prompt",
+        "seed",
+        "validation_fraction",
+        "max_examples",
+        "dataset limit",
+        "dataset format fields",
+        "tokenizer chat template",
+        "tokenizer eos token",
+    ],
+)
 def test_any_input_change_misses_the_cache(smol_tokenizer, primed, tmp_path, change):
     data_dir, cache, base_key = primed
     tok, seed, overrides = smol_tokenizer, 0, {}

@@ -56,8 +56,7 @@ def test_meter_reads_rapl_on_cpu(powercap: Path, monkeypatch: pytest.MonkeyPatch
     assert r["domains"] == ["intel-rapl:0", "intel-rapl:1"] and r["reason"] is None and r["seconds"] > 0
 
 
-def test_meter_records_why_when_rapl_is_missing_or_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                              ) -> None:
+def test_meter_records_why_when_rapl_is_missing_or_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(energy, "POWERCAP", str(tmp_path / "absent"))
     with EnergyMeter("cpu") as meter:
         pass

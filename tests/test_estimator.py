@@ -32,15 +32,30 @@ H100 = DeviceProfile.for_device("NVIDIA H100 80GB HBM3")
 LORA16 = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
 
 
-def make_cell(kind: str = "lora", options: dict | None = None, model: ModelSpec | None = None,
-              arch: str = "llama-3.2-1b", overrides: dict | None = None, **train) -> CellConfig:
+def make_cell(
+    kind: str = "lora",
+    options: dict | None = None,
+    model: ModelSpec | None = None,
+    arch: str = "llama-3.2-1b",
+    overrides: dict | None = None,
+    **train,
+) -> CellConfig:
     if options is None:
         options = dict(LORA16) if kind != "full" else {"weights_dtype": "fp32"}
     model = model or ModelSpec(id="m", source="synthetic", architecture=arch, config_overrides=overrides or {})
     train.setdefault("precision", "bf16")
-    return CellConfig(matrix="t", model=model, method=MethodConfig(name=kind, kind=kind, options=options),
-                      variant="v", epochs=1, learning_rate=1e-4, seed=0, train=TrainConfig(**train), eval=EvalConfig(),
-                      runtime=CellRuntime(data_dir=".", results_dir=".", cache_dir="."))
+    return CellConfig(
+        matrix="t",
+        model=model,
+        method=MethodConfig(name=kind, kind=kind, options=options),
+        variant="v",
+        epochs=1,
+        learning_rate=1e-4,
+        seed=0,
+        train=TrainConfig(**train),
+        eval=EvalConfig(),
+        runtime=CellRuntime(data_dir=".", results_dir=".", cache_dir="."),
+    )
 
 
 def est(*args, device=H100, mean=None, **kw) -> Estimate:
@@ -59,24 +74,32 @@ def test_full_finetuning_fp32_exact_small_case():
     assert e.breakdown["gradients"] == 4 * total
     assert e.breakdown["optimizer"] == 8 * total  # AdamW: two fp32 states
     assert e.breakdown["autocast_weight_copies"] == 0
-    per_token_layer = (2 * (4 * h + 4 * h)  # two RMSNorms: fp32 input + normalised output (norm weight trains)
-                       + 4 * (h + q + h + i)  # inputs of q/k/v, o, gate/up, down
-                       + 4 * (4 * q) + 4 * 4  # SDPA: q, k, v (expanded), out; fp32 logsumexp per head
-                       + 4 * 3 * i)  # SwiGLU: gate out, SiLU out, up out
+    per_token_layer = (
+        2 * (4 * h + 4 * h)  # two RMSNorms: fp32 input + normalised output (norm weight trains)
+        + 4 * (h + q + h + i)  # inputs of q/k/v, o, gate/up, down
+        + 4 * (4 * q)
+        + 4 * 4  # SDPA: q, k, v (expanded), out; fp32 logsumexp per head
+        + 4 * 3 * i
+    )  # SwiGLU: gate out, SiLU out, up out
     assert per_token_layer == 4880
     assert e.breakdown["activations"] == layers * pos * per_token_layer + 2 * 32 * 32 + pos * h * 4 * 2
     assert e.breakdown["logits"] == LOGITS_BYTES * pos * vocab
     peak = (4 + 8) * total + max(e.breakdown["activations"] + e.breakdown["logits"], 4 * total + 4 * total)
     assert e.peak_allocated_bytes == peak + WORKSPACE_BYTES
-    assert e.params == {"total": total, "linear": flops.linear_params(ARCHITECTURES["tiny-llama"]),
-                        "trainable": total, "quantized": 0}
+    assert e.params == {
+        "total": total,
+        "linear": flops.linear_params(ARCHITECTURES["tiny-llama"]),
+        "trainable": total,
+        "quantized": 0,
+    }
 
 
 def test_qlora_weights_exact():
     arch = ARCHITECTURES["llama-3.2-1b"]
     c = count_parameters(arch)
-    nt = flops.lora_trainable_params(arch, 16, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                "down_proj"])
+    nt = flops.lora_trainable_params(
+        arch, 16, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     blocks = flops.block_linear_params(arch)
     norms = c["total"] - blocks - c["embedding"] - c["lm_head"]
     e = est("qlora", {**LORA16, "double_quant": True})
@@ -108,9 +131,9 @@ def test_flops_per_token_agree_with_the_training_loop():
     """The estimate's flops_per_token is what harness.training puts in the MFU for the same cell."""
     arch = ARCHITECTURES["llama-3.2-1b"]
     e = est("lora", max_seq_length=1024)
-    assert e.flops_per_token == flops.training_flops_per_token(arch, trainable_params=e.params["trainable"],
-                                                               frozen_base=True, gradient_checkpointing=False,
-                                                               seq_len=1024)
+    assert e.flops_per_token == flops.training_flops_per_token(
+        arch, trainable_params=e.params["trainable"], frozen_base=True, gradient_checkpointing=False, seq_len=1024
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- shape
@@ -158,8 +181,10 @@ def test_packing_and_padding_use_the_same_memory_but_padding_costs_time():
 
 
 def test_eager_attention_keeps_the_probabilities():
-    sdpa, eager = est("lora", max_seq_length=1024, batch_size=8), est("lora", max_seq_length=1024, batch_size=8,
-                                                                      attn_implementation="eager")
+    sdpa, eager = (
+        est("lora", max_seq_length=1024, batch_size=8),
+        est("lora", max_seq_length=1024, batch_size=8, attn_implementation="eager"),
+    )
     extra = eager.breakdown["activations"] - sdpa.breakdown["activations"]
     assert extra == 16 * 8 * 1024 * 32 * 1024 * (4 + 2)  # layers x positions x heads x T x (fp32 + bf16 copy)
 
@@ -167,8 +192,10 @@ def test_eager_attention_keeps_the_probabilities():
 def test_gradient_accumulation_keeps_gradients_alive():
     one = est("full", gradient_accumulation_steps=1)
     four = est("full", gradient_accumulation_steps=4)
-    assert four.peak_allocated_bytes - one.peak_allocated_bytes > 0.9 * one.breakdown["gradients"] - \
-        one.breakdown["optimizer_step_temporary"]
+    assert (
+        four.peak_allocated_bytes - one.peak_allocated_bytes
+        > 0.9 * one.breakdown["gradients"] - one.breakdown["optimizer_step_temporary"]
+    )
 
 
 def test_bf16_weights_and_8bit_optimizer_shrink_full_finetuning():
@@ -189,10 +216,17 @@ def test_llama_1b_full_finetuning_fits_an_h100_and_a_huge_batch_does_not():
 def test_tiny_cpu_model_predictions_are_finite_and_positive():
     cpu = DeviceProfile.cpu(5e9)
     for kind in ("full", "lora", "qlora"):
-        e = est(kind, arch="tiny-llama", precision="auto", batch_size=4, max_seq_length=128, token_budget=4000,
-                device=cpu)
-        for value in (e.peak_memory_bytes, e.peak_allocated_bytes, e.flops_per_token, e.time_per_step_s,
-                      e.time_per_epoch_s, e.cell_wall_s):
+        e = est(
+            kind, arch="tiny-llama", precision="auto", batch_size=4, max_seq_length=128, token_budget=4000, device=cpu
+        )
+        for value in (
+            e.peak_memory_bytes,
+            e.peak_allocated_bytes,
+            e.flops_per_token,
+            e.time_per_step_s,
+            e.time_per_epoch_s,
+            e.cell_wall_s,
+        ):
             assert value is not None and math.isfinite(value) and value > 0
         assert all(v >= 0 for v in e.breakdown.values())
         assert any("fp32" in a for a in e.assumptions)  # precision auto on a CPU
@@ -236,11 +270,16 @@ def test_activations_match_the_tensors_pytorch_saves(mode):
     if mode == "full-fp32":
         model, precision, kind, options = transformers.LlamaForCausalLM(cfg).float(), "fp32", "full", None
     else:
-        model = peft.get_peft_model(transformers.LlamaForCausalLM(cfg).to(torch.bfloat16),
-                                    peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05,
-                                                    target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                    "gate_proj", "up_proj", "down_proj"]),
-                                    autocast_adapter_dtype=True)
+        model = peft.get_peft_model(
+            transformers.LlamaForCausalLM(cfg).to(torch.bfloat16),
+            peft.LoraConfig(
+                r=8,
+                lora_alpha=16,
+                lora_dropout=0.05,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            ),
+            autocast_adapter_dtype=True,
+        )
         precision, kind, options = "bf16", "lora", {**LORA16, "r": 8}
     model.train()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -254,15 +293,20 @@ def test_activations_match_the_tensors_pytorch_saves(mode):
 
     ids = torch.randint(0, 1000, (b, seq))
     positions = torch.arange(seq).repeat(b, 1)
-    positions[:, seq // 2:] -= seq // 2  # two packed examples per row, as the harness packs
+    positions[:, seq // 2 :] -= seq // 2  # two packed examples per row, as the harness packs
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
         model(input_ids=ids, labels=ids, position_ids=positions, use_cache=False)
     measured = sum(saved.values())
-    e = estimate_cell(make_cell(kind, options, arch="tiny-llama", overrides=overrides, precision=precision,
-                                batch_size=b, max_seq_length=seq), DeviceProfile.cpu(1e10))
-    predicted = e.breakdown["activations"] + e.breakdown["logits"] * 4 / LOGITS_BYTES \
-        + e.breakdown["autocast_weight_copies"]
+    e = estimate_cell(
+        make_cell(
+            kind, options, arch="tiny-llama", overrides=overrides, precision=precision, batch_size=b, max_seq_length=seq
+        ),
+        DeviceProfile.cpu(1e10),
+    )
+    predicted = (
+        e.breakdown["activations"] + e.breakdown["logits"] * 4 / LOGITS_BYTES + e.breakdown["autocast_weight_copies"]
+    )
     # seen: full-fp32 0.99, lora-bf16 1.08 (CPU dropout keeps an fp32 noise tensor where CUDA keeps a bool mask)
     assert predicted == pytest.approx(measured, rel=0.10), (predicted, measured)
 
@@ -312,9 +356,17 @@ def test_gguf_header_is_parsed(tmp_path):
     w.write_tensors_to_file()
     w.close()
     cfg = gguf_architecture(str(path))
-    assert cfg == {"model_type": "llama", "hidden_size": 96, "intermediate_size": 256, "num_hidden_layers": 3,
-                   "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 500,
-                   "tie_word_embeddings": True}
+    assert cfg == {
+        "model_type": "llama",
+        "hidden_size": 96,
+        "intermediate_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "vocab_size": 500,
+        "tie_word_embeddings": True,
+    }
     e = est("lora", model=ModelSpec(id="g", source="gguf", path=str(path)))
     assert e.params["total"] == count_parameters(cfg)["total"] and "GGUF header" in e.assumptions[0]
 
@@ -327,14 +379,30 @@ def test_no_torch_import():
 # ---------------------------------------------------------------------------------------------------- calibration
 
 
-def _result(cell: CellConfig, *, status="success", tokens_per_s=None, headline=None, peak=989e12, wall=60.0,
-            train_s=40.0, device="NVIDIA H100 80GB HBM3") -> CellResult:
-    return CellResult(cell_id=f"c{id(cell)}", config_hash="0" * 64, matrix="t", status=status,
-                      config=cell.model_dump(mode="json"),
-                      metrics={"train": {"tokens_per_s": tokens_per_s, "peak_flops": peak, "padding_fraction": 0.0},
-                               "memory": {"headline": "max_reserved_bytes", "headline_bytes": headline}},
-                      timings={"wall_s": wall, "train_s": train_s},
-                      environment={"device": {"type": "cuda", "name": device, "memory_bytes": 85_520_809_984}})
+def _result(
+    cell: CellConfig,
+    *,
+    status="success",
+    tokens_per_s=None,
+    headline=None,
+    peak=989e12,
+    wall=60.0,
+    train_s=40.0,
+    device="NVIDIA H100 80GB HBM3",
+) -> CellResult:
+    return CellResult(
+        cell_id=f"c{id(cell)}",
+        config_hash="0" * 64,
+        matrix="t",
+        status=status,
+        config=cell.model_dump(mode="json"),
+        metrics={
+            "train": {"tokens_per_s": tokens_per_s, "peak_flops": peak, "padding_fraction": 0.0},
+            "memory": {"headline": "max_reserved_bytes", "headline_bytes": headline},
+        },
+        timings={"wall_s": wall, "train_s": train_s},
+        environment={"device": {"type": "cuda", "name": device, "memory_bytes": 85_520_809_984}},
+    )
 
 
 def test_calibrate_fits_fraction_memory_and_startup():
@@ -356,8 +424,9 @@ def test_calibrate_fits_fraction_memory_and_startup():
     # a calibrated profile predicts the measured speed back
     e = estimate_cell(make_cell("qlora", max_seq_length=2048, batch_size=4, token_budget=100_000), profile)
     assert e.time_per_step_s == pytest.approx(4 * 2048 * e.hardware_flops_per_position / (0.20 * 989e12))
-    assert e.peak_memory_bytes == pytest.approx(1.1 * est("qlora", max_seq_length=2048, batch_size=4)
-                                                .peak_memory_bytes, rel=1e-6)
+    assert e.peak_memory_bytes == pytest.approx(
+        1.1 * est("qlora", max_seq_length=2048, batch_size=4).peak_memory_bytes, rel=1e-6
+    )
     assert DeviceProfile.from_dict(json.loads(json.dumps(profile.as_dict()))) == profile
 
 

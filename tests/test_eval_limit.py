@@ -16,8 +16,12 @@ def _sorted_pubmedqa(path, counts):
     for label, n in counts.items():
         for _ in range(n):
             pmid += 1
-            records[str(pmid)] = {"QUESTION": f"Question {pmid}?", "CONTEXTS": [f"Context {pmid}."],
-                                  "final_decision": label, "LONG_ANSWER": f"Answer {pmid}."}
+            records[str(pmid)] = {
+                "QUESTION": f"Question {pmid}?",
+                "CONTEXTS": [f"Context {pmid}."],
+                "final_decision": label,
+                "LONG_ANSWER": f"Answer {pmid}.",
+            }
     path.write_text(json.dumps(records))
     return records
 

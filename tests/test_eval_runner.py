@@ -21,6 +21,7 @@ MEDQA = FIX / "medqa_tiny.jsonl"
 PUBMEDQA = FIX / "pubmedqa_tiny.json"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -56,18 +57,32 @@ def tiny_model(seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=49152)
+    cfg = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+    )
     return LlamaForCausalLM(cfg).to(torch.float32)
 
 
 def make_cell(tmp_path: Path, tasks, **eval_kwargs) -> CellConfig:
     return CellConfig(
-        matrix="t", model=ModelSpec(id="tiny", source="local", path="/unused", eval_batch_size=2),
-        method=MethodConfig(name="base", kind="base", options={}), variant="default", epochs=0, learning_rate=0.0,
-        seed=0, train=TrainConfig(), eval=EvalConfig(tasks=tasks, **eval_kwargs),
-        runtime=CellRuntime(data_dir=str(FIX), results_dir=str(tmp_path / "results"),
-                            cache_dir=str(tmp_path / "cache")))
+        matrix="t",
+        model=ModelSpec(id="tiny", source="local", path="/unused", eval_batch_size=2),
+        method=MethodConfig(name="base", kind="base", options={}),
+        variant="default",
+        epochs=0,
+        learning_rate=0.0,
+        seed=0,
+        train=TrainConfig(),
+        eval=EvalConfig(tasks=tasks, **eval_kwargs),
+        runtime=CellRuntime(
+            data_dir=str(FIX), results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache")
+        ),
+    )
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -84,7 +99,7 @@ def direct_loglikelihood(model, tokenizer, context: str, continuation: str) -> f
 
     whole = tokenizer.encode(context + continuation)
     ctx = tokenizer.encode(context)
-    cont = whole[len(ctx):]
+    cont = whole[len(ctx) :]
     inp = torch.tensor([(ctx + cont)[:-1]])
     with torch.no_grad():
         logp = torch.log_softmax(model(inp).logits[0].float(), dim=-1)
@@ -98,10 +113,15 @@ def test_evaluate_model_end_to_end(tmp_path, tokenizer, no_network):
     model = tiny_model()
     model.train()
     before = state(model)
-    cell = make_cell(tmp_path, [{"name": "medqa", "data": str(MEDQA)},
-                                {"name": "pubmedqa", "data": "pubmedqa_tiny.json", "limit": 3},
-                                "medbench_fixture_yesno"],
-                     include_path="custom_tasks")
+    cell = make_cell(
+        tmp_path,
+        [
+            {"name": "medqa", "data": str(MEDQA)},
+            {"name": "pubmedqa", "data": "pubmedqa_tiny.json", "limit": 3},
+            "medbench_fixture_yesno",
+        ],
+        include_path="custom_tasks",
+    )
     out_dir = Path(cell.runtime.results_dir) / "cell-a"
     res = evaluate_model(model, tokenizer, cell, out_dir)
 
@@ -159,8 +179,9 @@ def test_evaluation_uses_the_in_memory_weights(tmp_path, tokenizer, no_network):
     assert len(trained) == 3
     for rec, doc in ((r, docs[r["id"]]) for r in trained):
         for letter, ll in zip("ABCD", rec["ll"]):
-            assert ll == pytest.approx(direct_loglikelihood(model, tokenizer, medqa_doc_to_text(doc), " " + letter),
-                                       abs=1e-4)
+            assert ll == pytest.approx(
+                direct_loglikelihood(model, tokenizer, medqa_doc_to_text(doc), " " + letter), abs=1e-4
+            )
 
     # back to the original weights: back to the original scores
     model.load_state_dict(original)
@@ -206,11 +227,21 @@ def test_generation_metrics(tokenizer, no_network):
 
     model = tiny_model()
     model.train()
-    examples = [SimpleNamespace(messages=[{"role": "user", "content": "What does insulin do?"},
-                                          {"role": "assistant", "content": "It lowers blood glucose."}]),
-                SimpleNamespace(messages=[{"role": "system", "content": "You are a nurse."},
-                                          {"role": "user", "content": "How often should I wash my hands?"},
-                                          {"role": "assistant", "content": "Before and after every patient."}])]
+    examples = [
+        SimpleNamespace(
+            messages=[
+                {"role": "user", "content": "What does insulin do?"},
+                {"role": "assistant", "content": "It lowers blood glucose."},
+            ]
+        ),
+        SimpleNamespace(
+            messages=[
+                {"role": "system", "content": "You are a nurse."},
+                {"role": "user", "content": "How often should I wash my hands?"},
+                {"role": "assistant", "content": "Before and after every patient."},
+            ]
+        ),
+    ]
     m1 = generation_metrics(model, tokenizer, examples, max_new_tokens=6)
     m2 = generation_metrics(model, tokenizer, examples, max_new_tokens=6)
     assert m1 == m2  # greedy: deterministic
@@ -225,8 +256,9 @@ def test_generation_metrics(tokenizer, no_network):
 def test_score_answers_on_known_strings():
     from harness.evaluation.generation import score_answers
 
-    same = score_answers(["the patient has a fever", "take two tablets daily"],
-                         ["the patient has a fever", "take two tablets daily"])
+    same = score_answers(
+        ["the patient has a fever", "take two tablets daily"], ["the patient has a fever", "take two tablets daily"]
+    )
     assert same == {"rouge_l": pytest.approx(1.0), "bleu": pytest.approx(100.0)}
     none = score_answers(["alpha beta gamma delta"], ["one two three four"])
     assert none["rouge_l"] == 0.0 and none["bleu"] == pytest.approx(0.0, abs=1e-6)

@@ -21,15 +21,19 @@ from harness.results import CellResult, write_result
 
 # ---------------------------------------------------------------------------------------------------- McNemar
 
-@pytest.mark.parametrize("b, c, p", [
-    (0, 0, 1.0),
-    (0, 5, 2 / 32),  # 2 * P(X <= 0), X ~ Bin(5, 1/2)
-    (5, 0, 2 / 32),
-    (1, 9, 2 * 11 / 1024),  # 2 * (1 + 10) / 2^10
-    (3, 3, 1.0),  # capped at 1
-    (2, 8, 2 * (1 + 10 + 45) / 1024),
-    (0, 1, 1.0),
-])
+
+@pytest.mark.parametrize(
+    "b, c, p",
+    [
+        (0, 0, 1.0),
+        (0, 5, 2 / 32),  # 2 * P(X <= 0), X ~ Bin(5, 1/2)
+        (5, 0, 2 / 32),
+        (1, 9, 2 * 11 / 1024),  # 2 * (1 + 10) / 2^10
+        (3, 3, 1.0),  # capped at 1
+        (2, 8, 2 * (1 + 10 + 45) / 1024),
+        (0, 1, 1.0),
+    ],
+)
 def test_mcnemar_exact_hand_computed(b, c, p):
     assert mcnemar_exact_p(b, c) == pytest.approx(p, rel=1e-12)
 
@@ -42,6 +46,7 @@ def test_mcnemar_matches_scipy_binomtest():
 
 
 # ---------------------------------------------------------------------------------------------------- interval
+
 
 def test_paired_interval_hand_computed():
     # a = [1,1,0,0,1], b = [1,0,1,1,1] -> d = [0,-1,1,1,0]: mean 0.2, sd^2 = 2.8/4 = 0.7
@@ -61,10 +66,13 @@ def test_paired_interval_degenerate_cases():
 
 # ---------------------------------------------------------------------------------------------------- compare_items
 
+
 def items(outcomes, ids=None, targets=None):
     ids = ids if ids is not None else list(range(len(outcomes)))
-    return [{"id": i, "target": (targets[k] if targets else "A"), "chosen": "A", "correct": bool(o)}
-            for k, (i, o) in enumerate(zip(ids, outcomes))]
+    return [
+        {"id": i, "target": (targets[k] if targets else "A"), "chosen": "A", "correct": bool(o)}
+        for k, (i, o) in enumerate(zip(ids, outcomes))
+    ]
 
 
 def test_compare_items_aligns_by_id_not_position():
@@ -116,20 +124,44 @@ def test_compare_items_against_a_brute_force_count():
 
 # ---------------------------------------------------------------------------------------------------- results folder
 
-def write_cell(results_dir: Path, cell_id: str, model: str, kind: str, outcomes: dict[str, list[int]],
-               status: str = "success", seed: int = 0) -> None:
+
+def write_cell(
+    results_dir: Path,
+    cell_id: str,
+    model: str,
+    kind: str,
+    outcomes: dict[str, list[int]],
+    status: str = "success",
+    seed: int = 0,
+) -> None:
     ev = {}
     for task, outs in outcomes.items():
         rel = f"{cell_id}/items/{task}.jsonl"
         p = results_dir / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("".join(json.dumps(r) + "\n" for r in items(outs)))
-        ev[task] = {"acc": sum(outs) / len(outs), "acc_stderr": None, "acc_norm": None, "acc_norm_stderr": None,
-                    "n": len(outs), "wall_s": 1.0, "num_fewshot": 0, "limit": None, "items": rel}
-    write_result(results_dir, CellResult(
-        cell_id=cell_id, config_hash="h" + cell_id, matrix="m", status=status,
-        config={"model": {"id": model}, "method": {"kind": kind, "name": f"{kind}-x"}, "seed": seed},
-        metrics={"eval": ev}))
+        ev[task] = {
+            "acc": sum(outs) / len(outs),
+            "acc_stderr": None,
+            "acc_norm": None,
+            "acc_norm_stderr": None,
+            "n": len(outs),
+            "wall_s": 1.0,
+            "num_fewshot": 0,
+            "limit": None,
+            "items": rel,
+        }
+    write_result(
+        results_dir,
+        CellResult(
+            cell_id=cell_id,
+            config_hash="h" + cell_id,
+            matrix="m",
+            status=status,
+            config={"model": {"id": model}, "method": {"kind": kind, "name": f"{kind}-x"}, "seed": seed},
+            metrics={"eval": ev},
+        ),
+    )
 
 
 def test_compute_comparisons_pairs_trained_cells_with_their_base_row(tmp_path):

@@ -50,8 +50,11 @@ def builtin_config(rel: str) -> dict:
 
 def medqa_hub_schema(rec: dict) -> dict:
     """A local MedQA record in the schema of the Hub copy lm-eval's built-in reads."""
-    return {"sent1": rec["question"], **{f"ending{i}": rec["options"][k] for i, k in enumerate("ABCD")},
-            "label": "ABCD".index(rec["answer_idx"])}
+    return {
+        "sent1": rec["question"],
+        **{f"ending{i}": rec["options"][k] for i, k in enumerate("ABCD")},
+        "label": "ABCD".index(rec["answer_idx"]),
+    }
 
 
 def raw_medqa() -> list[dict]:
@@ -64,6 +67,7 @@ def resolve(tmp_path: Path, **eval_kwargs) -> list:
 
 # ---------------------------------------------------------------------------------------------------- registry
 
+
 def test_registry_keeps_its_interface():
     assert builtin_task("medqa") is BUILTIN_TASKS["medqa"]
     assert builtin_task("nope") is None
@@ -73,6 +77,7 @@ def test_registry_keeps_its_interface():
 
 
 # ---------------------------------------------------------------------------------------------------- prompts
+
 
 def test_medqa_prompt_is_byte_identical_to_lm_eval():
     theirs = builtin_config("medqa/medqa.yaml")["doc_to_text"]
@@ -89,8 +94,9 @@ def test_pubmedqa_prompt_is_byte_identical_to_lm_eval():
         assert pubmedqa_utils.pubmedqa_doc_to_text(rec) == theirs(raw[rec["id"]])
 
 
-@pytest.mark.parametrize("ours_name, builtin_rel", [("medqa", "medqa/medqa.yaml"),
-                                                    ("pubmedqa", "pubmedqa/pubmedqa.yaml")])
+@pytest.mark.parametrize(
+    "ours_name, builtin_rel", [("medqa", "medqa/medqa.yaml"), ("pubmedqa", "pubmedqa/pubmedqa.yaml")]
+)
 def test_choices_target_and_metrics_copy_the_builtin(ours_name, builtin_rel):
     from lm_eval.tasks._yaml_loader import load_yaml
 
@@ -108,8 +114,14 @@ def _tasks_from(tmp_path, ours_spec, builtin_rel, data_file, name):
     from lm_eval.tasks import TaskManager
 
     cfg = builtin_config(builtin_rel)
-    cfg.update(task=name, dataset_path="json", dataset_name=None, training_split=None, validation_split=None,
-               dataset_kwargs={"data_files": {"test": str(data_file)}})
+    cfg.update(
+        task=name,
+        dataset_path="json",
+        dataset_name=None,
+        training_split=None,
+        validation_split=None,
+        dataset_kwargs={"data_files": {"test": str(data_file)}},
+    )
     loaded = TaskManager(include_defaults=False).load([ours_spec, cfg])["tasks"]
     return loaded[ours_spec["task"]], loaded[name]
 
@@ -135,13 +147,15 @@ def test_medqa_task_renders_like_the_builtin_through_lm_eval(tmp_path):
 def test_pubmedqa_task_renders_like_the_builtin_through_lm_eval(tmp_path):
     (task,) = resolve(tmp_path, tasks=[{"name": "pubmedqa", "data": str(PUBMEDQA)}])
     records = tmp_path / "records.jsonl"
-    records.write_text("".join(json.dumps({"pubid": k, **v}) + "\n"
-                               for k, v in json.loads(PUBMEDQA.read_text()).items()))
+    records.write_text(
+        "".join(json.dumps({"pubid": k, **v}) + "\n" for k, v in json.loads(PUBMEDQA.read_text()).items())
+    )
     ours, theirs = _tasks_from(tmp_path, task.spec, "pubmedqa/pubmedqa.yaml", records, "builtin_pubmedqa_copy")
     _assert_same_requests(ours, theirs)
 
 
 # ---------------------------------------------------------------------------------------------------- labels
+
 
 @pytest.mark.parametrize("letter, index", [("A", 0), ("B", 1), ("C", 2), ("D", 3)])
 def test_medqa_label_mapping(letter, index):
@@ -180,6 +194,7 @@ def test_scoring_maps_every_label_to_its_choice(tmp_path, task_name):
 
 # ---------------------------------------------------------------------------------------------------- data errors
 
+
 def test_missing_explicit_file_says_which_and_how_to_obtain(tmp_path):
     with pytest.raises(EvalDataError) as err:
         resolve(tmp_path, tasks=[{"name": "medqa", "data": "nowhere/medqa.jsonl"}])
@@ -202,16 +217,18 @@ def test_missing_default_file_offline_names_data_dir_and_hub(tmp_path):
 def test_no_file_and_online_uses_the_hub_copy(tmp_path, monkeypatch):
     for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(k, raising=False)
-    medqa, pubmedqa = resolve_tasks(EvalConfig(tasks=["medqa", "pubmedqa"]), data_dir=tmp_path,
-                                    cache_dir=tmp_path / "cache")
+    medqa, pubmedqa = resolve_tasks(
+        EvalConfig(tasks=["medqa", "pubmedqa"]), data_dir=tmp_path, cache_dir=tmp_path / "cache"
+    )
     assert medqa.data["kind"] == "hub" and medqa.spec["dataset_path"] == "GBaker/MedQA-USMLE-4-options-hf"
     assert "dataset_kwargs" not in medqa.spec and medqa.spec["process_docs"] is builtin_task("medqa").from_hub
     assert pubmedqa.spec["dataset_path"] == "bigbio/pubmed_qa"
     assert pubmedqa.spec["dataset_name"] == "pubmed_qa_labeled_fold0_source"
     # an explicitly given file that is missing is an error even online
     with pytest.raises(EvalDataError):
-        resolve_tasks(EvalConfig(tasks=[{"name": "medqa", "data": "x.jsonl"}]), data_dir=tmp_path,
-                      cache_dir=tmp_path / "cache")
+        resolve_tasks(
+            EvalConfig(tasks=[{"name": "medqa", "data": "x.jsonl"}]), data_dir=tmp_path, cache_dir=tmp_path / "cache"
+        )
 
 
 def test_hub_records_map_onto_the_local_schema():
@@ -230,21 +247,34 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
     return p
 
 
-GOOD_MEDQA = json.dumps({"question": "Q?", "options": {"A": "a", "B": "b", "C": "c", "D": "d"}, "answer_idx": "B",
-                         "answer": "b"})
+GOOD_MEDQA = json.dumps(
+    {"question": "Q?", "options": {"A": "a", "B": "b", "C": "c", "D": "d"}, "answer_idx": "B", "answer": "b"}
+)
 
 
-@pytest.mark.parametrize("line, fragments", [
-    ('{"question": "Q?", "options": {', ["line 2", "not valid JSON"]),
-    ('["a list"]', ["line 2", "expected a JSON object"]),
-    ('{"options": {"A": "a", "B": "b", "C": "c", "D": "d"}, "answer_idx": "A"}', ["line 2", "'question'", "missing"]),
-    ('{"question": "Q?", "options": {"A": "a", "B": "b", "C": "c", "D": "d"}, "answer_idx": "E"}',
-     ["line 2", "'answer_idx'", "'E'", "A, B, C, D"]),
-    ('{"question": "Q?", "options": {"A": "a", "B": "b", "C": "c", "D": "d", "E": "e"}, "answer_idx": "A"}',
-     ["line 2", "'options'", "exactly the keys A, B, C, D"]),
-    ('{"question": "Q?", "options": {"A": "a", "B": "b", "C": "c", "D": "d"}, "answer_idx": "A", "answer": "b"}',
-     ["line 2", "'answer'", "options.A"]),
-])
+@pytest.mark.parametrize(
+    "line, fragments",
+    [
+        ('{"question": "Q?", "options": {', ["line 2", "not valid JSON"]),
+        ('["a list"]', ["line 2", "expected a JSON object"]),
+        (
+            '{"options": {"A": "a", "B": "b", "C": "c", "D": "d"}, "answer_idx": "A"}',
+            ["line 2", "'question'", "missing"],
+        ),
+        (
+            '{"question": "Q?", "options": {"A": "a", "B": "b", "C": "c", "D": "d"}, "answer_idx": "E"}',
+            ["line 2", "'answer_idx'", "'E'", "A, B, C, D"],
+        ),
+        (
+            '{"question": "Q?", "options": {"A": "a", "B": "b", "C": "c", "D": "d", "E": "e"}, "answer_idx": "A"}',
+            ["line 2", "'options'", "exactly the keys A, B, C, D"],
+        ),
+        (
+            '{"question": "Q?", "options": {"A": "a", "B": "b", "C": "c", "D": "d"}, "answer_idx": "A", "answer": "b"}',
+            ["line 2", "'answer'", "options.A"],
+        ),
+    ],
+)
 def test_malformed_medqa_names_file_line_and_field(tmp_path, line, fragments):
     path = _write(tmp_path, "bad.jsonl", GOOD_MEDQA + "\n" + line + "\n")
     with pytest.raises(EvalDataError) as err:
@@ -258,16 +288,23 @@ def test_malformed_medqa_names_file_line_and_field(tmp_path, line, fragments):
 GOOD_PUB = {"QUESTION": "Q?", "CONTEXTS": ["c1", "c2"], "final_decision": "yes", "LONG_ANSWER": "la"}
 
 
-@pytest.mark.parametrize("text, fragments", [
-    ('{"1": {"QUESTION": "Q?",\n "CONTEXTS": [}', ["not valid JSON", "line 2"]),
-    (json.dumps([GOOD_PUB]), ["one JSON object keyed by PMID", "list"]),
-    (json.dumps({"11": GOOD_PUB, "12": {**GOOD_PUB, "final_decision": "Yes"}}),
-     ["record '12'", "'final_decision'", "'Yes'", "yes, no, maybe"]),
-    (json.dumps({"11": {k: v for k, v in GOOD_PUB.items() if k != "CONTEXTS"}}),
-     ["record '11'", "'CONTEXTS'", "missing"]),
-    (json.dumps({"11": {**GOOD_PUB, "CONTEXTS": ["ok", 3]}}), ["record '11'", "'CONTEXTS[1]'"]),
-    ("{}", ["no records"]),
-])
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ('{"1": {"QUESTION": "Q?",\n "CONTEXTS": [}', ["not valid JSON", "line 2"]),
+        (json.dumps([GOOD_PUB]), ["one JSON object keyed by PMID", "list"]),
+        (
+            json.dumps({"11": GOOD_PUB, "12": {**GOOD_PUB, "final_decision": "Yes"}}),
+            ["record '12'", "'final_decision'", "'Yes'", "yes, no, maybe"],
+        ),
+        (
+            json.dumps({"11": {k: v for k, v in GOOD_PUB.items() if k != "CONTEXTS"}}),
+            ["record '11'", "'CONTEXTS'", "missing"],
+        ),
+        (json.dumps({"11": {**GOOD_PUB, "CONTEXTS": ["ok", 3]}}), ["record '11'", "'CONTEXTS[1]'"]),
+        ("{}", ["no records"]),
+    ],
+)
 def test_malformed_pubmedqa_names_file_record_and_field(tmp_path, text, fragments):
     path = _write(tmp_path, "bad.json", text)
     with pytest.raises(EvalDataError) as err:
@@ -281,11 +318,13 @@ def test_malformed_pubmedqa_names_file_record_and_field(tmp_path, text, fragment
 def test_malformed_file_fails_in_resolve_before_any_model_work(tmp_path):
     bad = _write(tmp_path, "bad.jsonl", '{"question": "Q"}\n')
     with pytest.raises(EvalDataError, match="bad.jsonl, line 1"):
-        resolve_tasks(EvalConfig(tasks=[{"name": "medqa", "data": str(bad)}]), data_dir=tmp_path,
-                      cache_dir=tmp_path / "cache")
+        resolve_tasks(
+            EvalConfig(tasks=[{"name": "medqa", "data": str(bad)}]), data_dir=tmp_path, cache_dir=tmp_path / "cache"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- normalised copies
+
 
 def test_normalised_copy_keeps_order_ids_and_is_keyed_by_content(tmp_path):
     prep = prepare_local_data(builtin_task("pubmedqa"), PUBMEDQA, tmp_path / "cache")
@@ -308,10 +347,17 @@ def test_normalised_copy_keeps_order_ids_and_is_keyed_by_content(tmp_path):
 
 # ------------------------------------------------------------------------------------- few-shot, limits, custom tasks
 
+
 def test_task_level_values_override_eval_level(tmp_path):
-    med, pub = resolve(tmp_path, tasks=[{"name": "medqa", "data": str(MEDQA), "limit": 2},
-                                        {"name": "pubmedqa", "data": str(PUBMEDQA), "num_fewshot": 0}],
-                       limit=5, num_fewshot=0)
+    med, pub = resolve(
+        tmp_path,
+        tasks=[
+            {"name": "medqa", "data": str(MEDQA), "limit": 2},
+            {"name": "pubmedqa", "data": str(PUBMEDQA), "num_fewshot": 0},
+        ],
+        limit=5,
+        num_fewshot=0,
+    )
     assert (med.extra["limit"], med.num_fewshot) == (2, 0) and len(med.expected_ids) == 2  # spread subset
     assert (pub.extra["limit"], pub.num_fewshot) == (5, 0)
 
@@ -338,13 +384,21 @@ def test_custom_task_folder_is_picked_up(tmp_path):
     from lm_eval.tasks import TaskManager
 
     tm = TaskManager(include_defaults=False, include_path=str(FIX / "custom_tasks"))
-    (t,) = resolve_tasks(EvalConfig(tasks=["medbench_fixture_yesno"], include_path=str(FIX / "custom_tasks")),
-                         data_dir=tmp_path, cache_dir=tmp_path / "cache", task_manager=tm)
+    (t,) = resolve_tasks(
+        EvalConfig(tasks=["medbench_fixture_yesno"], include_path=str(FIX / "custom_tasks")),
+        data_dir=tmp_path,
+        cache_dir=tmp_path / "cache",
+        task_manager=tm,
+    )
     assert t.spec["task"] == "medbench_fixture_yesno" and not t.builtin  # the YAML as a config, paths resolved
     assert t.data["yaml"] == "medbench_fixture_task.yaml" and len(t.data["yaml_sha256"]) == 64
     # relative include paths resolve against the data dir, like every path of a matrix
-    (t,) = resolve_tasks(EvalConfig(tasks=["medbench_fixture_yesno"], include_path="custom_tasks"),
-                         data_dir=FIX, cache_dir=tmp_path / "cache", task_manager=tm)
+    (t,) = resolve_tasks(
+        EvalConfig(tasks=["medbench_fixture_yesno"], include_path="custom_tasks"),
+        data_dir=FIX,
+        cache_dir=tmp_path / "cache",
+        task_manager=tm,
+    )
     assert t.data["include_path"] == "custom_tasks"  # shown relative to the data dir: no absolute paths
 
 
@@ -352,26 +406,42 @@ def test_unknown_task_and_missing_folder_are_clear_errors(tmp_path):
     from lm_eval.tasks import TaskManager
 
     tm = TaskManager(include_defaults=False, include_path=str(FIX / "custom_tasks"))
-    with pytest.raises(EvalTaskError,
-                       match="unknown task 'medbench_fixture_yesn'.*did you mean medbench_fixture_yesno"):
-        resolve_tasks(EvalConfig(tasks=["medbench_fixture_yesn"], include_path=str(FIX / "custom_tasks")),
-                      data_dir=tmp_path, cache_dir=tmp_path / "cache", task_manager=tm)
+    with pytest.raises(
+        EvalTaskError, match="unknown task 'medbench_fixture_yesn'.*did you mean medbench_fixture_yesno"
+    ):
+        resolve_tasks(
+            EvalConfig(tasks=["medbench_fixture_yesn"], include_path=str(FIX / "custom_tasks")),
+            data_dir=tmp_path,
+            cache_dir=tmp_path / "cache",
+            task_manager=tm,
+        )
     with pytest.raises(EvalTaskError, match="task folder not found"):
-        resolve_tasks(EvalConfig(tasks=["x"], include_path="no_such_dir"), data_dir=tmp_path,
-                      cache_dir=tmp_path / "cache", task_manager=tm)
+        resolve_tasks(
+            EvalConfig(tasks=["x"], include_path="no_such_dir"),
+            data_dir=tmp_path,
+            cache_dir=tmp_path / "cache",
+            task_manager=tm,
+        )
     with pytest.raises(EvalTaskError, match="'data' cannot be set"):
-        resolve_tasks(EvalConfig(tasks=[{"name": "hellaswag", "data": "x.jsonl"}]), data_dir=tmp_path,
-                      cache_dir=tmp_path / "cache", task_manager=tm)
+        resolve_tasks(
+            EvalConfig(tasks=[{"name": "hellaswag", "data": "x.jsonl"}]),
+            data_dir=tmp_path,
+            cache_dir=tmp_path / "cache",
+            task_manager=tm,
+        )
 
 
 def test_package_import_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, harness.evaluation as e; e.compare_items; e.mcnemar_exact_p;"
-            "print(sorted(m for m in ('torch', 'lm_eval', 'transformers', 'datasets') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parents[1])
+    code = (
+        "import sys, harness.evaluation as e; e.compare_items; e.mcnemar_exact_p;"
+        "print(sorted(m for m in ('torch', 'lm_eval', 'transformers', 'datasets') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -379,10 +449,25 @@ def test_item_records_from_logged_samples():
     from harness.evaluation.lm_eval_runner import item_records
 
     mc = [  # lm-eval's logged samples, out of order; target as index (medqa) or as text (pubmedqa)
-        {"doc_id": 1, "doc": {"id": "p2"}, "target": "no", "arguments": [("ctx", " yes"), ("ctx", " no")],
-         "filtered_resps": [(-2.0, False), (-1.0, True)], "acc": 1.0, "metrics": ["acc"]},
-        {"doc_id": 0, "doc": {"id": "p1"}, "target": 0, "arguments": [("ctx", " yes"), ("ctx", " no")],
-         "filtered_resps": [(-3.0, False), (-1.5, True)], "acc": 0.0, "acc_norm": 1.0, "metrics": ["acc", "acc_norm"]},
+        {
+            "doc_id": 1,
+            "doc": {"id": "p2"},
+            "target": "no",
+            "arguments": [("ctx", " yes"), ("ctx", " no")],
+            "filtered_resps": [(-2.0, False), (-1.0, True)],
+            "acc": 1.0,
+            "metrics": ["acc"],
+        },
+        {
+            "doc_id": 0,
+            "doc": {"id": "p1"},
+            "target": 0,
+            "arguments": [("ctx", " yes"), ("ctx", " no")],
+            "filtered_resps": [(-3.0, False), (-1.5, True)],
+            "acc": 0.0,
+            "acc_norm": 1.0,
+            "metrics": ["acc", "acc_norm"],
+        },
     ]
     recs = item_records(mc, "multiple_choice", " ", "id")
     assert recs == [
@@ -390,7 +475,16 @@ def test_item_records_from_logged_samples():
         {"id": "p2", "target": "no", "chosen": "no", "correct": True, "ll": [-2.0, -1.0]},
     ]
     assert [r["id"] for r in item_records(mc, "multiple_choice", " ", None)] == [0, 1]  # no id field: doc index
-    gen = [{"doc_id": 0, "doc": {}, "target": "42", "filtered_resps": ["42"], "exact_match": 1.0,
-            "metrics": ["exact_match"]}]
+    gen = [
+        {
+            "doc_id": 0,
+            "doc": {},
+            "target": "42",
+            "filtered_resps": ["42"],
+            "exact_match": 1.0,
+            "metrics": ["exact_match"],
+        }
+    ]
     assert item_records(gen, "generate_until", " ", None) == [
-        {"id": 0, "target": "42", "response": "42", "exact_match": 1.0, "correct": True}]
+        {"id": 0, "target": "42", "response": "42", "exact_match": 1.0, "correct": True}
+    ]

@@ -29,8 +29,10 @@ from harness.runner import execute, plan
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = "max_steps: 2\nvalidation_fraction: 0.0\n"
 EVAL = "eval:\n  tasks: [{name: medqa, data: medqa_fixture.jsonl, limit: 6}]\n  base_rows: false\n"
-HUGE = ("{id: huge, source: synthetic, architecture: tiny-llama, config_overrides: {hidden_size: 5120, "
-        "intermediate_size: 13824, num_hidden_layers: 40, num_attention_heads: 40, num_key_value_heads: 40}}")
+HUGE = (
+    "{id: huge, source: synthetic, architecture: tiny-llama, config_overrides: {hidden_size: 5120, "
+    "intermediate_size: 13824, num_hidden_layers: 40, num_attention_heads: 40, num_key_value_heads: 40}}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +86,15 @@ def kill_workers_of(cell_id: str, times: int, after_s: float = 1.0) -> threading
 
 # ---------------------------------------------------------------------------------------------------- quick
 
+
 def test_placement_uses_the_cluster_devices(ray_session, make_cells, tmp_path):
     (small,) = make_cells("[lora-r8]")
     huge_yaml = tmp_path / "huge.yaml"
-    huge_yaml.write_text(matrix_yaml("[full]").replace(
-        "{id: tiny, source: synthetic, architecture: tiny-llama, eval_batch_size: 8}", HUGE))
+    huge_yaml.write_text(
+        matrix_yaml("[full]").replace(
+            "{id: tiny, source: synthetic, architecture: tiny-llama, eval_batch_size: 8}", HUGE
+        )
+    )
     from harness.matrix import expand, load_matrix
 
     (huge,) = expand(load_matrix(huge_yaml, data_dir=CI_DATA), small.config.runtime)
@@ -108,8 +114,9 @@ def test_placement_uses_the_cluster_devices(ray_session, make_cells, tmp_path):
 def test_cells_get_their_own_gpu_and_exceptions_are_recorded(ray_session, make_cells, tmp_path):
     (cell,) = make_cells("[full]", results=tmp_path / "res")
     cells = [broken(cell, "broken-a"), broken(cell, "broken-b")]
-    summary = execute(plan(cells, tmp_path / "res"), tmp_path / "res", executor=ray_executor(gpus_per_cell=1),
-                      progress=False)
+    summary = execute(
+        plan(cells, tmp_path / "res"), tmp_path / "res", executor=ray_executor(gpus_per_cell=1), progress=False
+    )
     assert summary.counts == {"failed": 2} and summary.ran == 2
     records = [read_result(result_path(tmp_path / "res", c.id)) for c in cells]
     for r in records:
@@ -123,9 +130,14 @@ def test_cells_get_their_own_gpu_and_exceptions_are_recorded(ray_session, make_c
 
 # ---------------------------------------------------------------------------------------------------- slow
 
+
 def _shape(record) -> tuple:
-    return (sorted(record.model_dump()), sorted(record.metrics), sorted(record.timings),
-            sorted(k for k in record.artifacts))
+    return (
+        sorted(record.model_dump()),
+        sorted(record.metrics),
+        sorted(record.timings),
+        sorted(k for k in record.artifacts),
+    )
 
 
 @pytest.mark.slow
@@ -156,8 +168,9 @@ def test_timeouts_and_lost_workers(ray_session, make_cells, tmp_path):
     full, r8, r16 = make_cells("[full, lora-r8, lora-r16]", train=QUICK, results=tmp_path / "res")
     r8 = with_timeout(r8, 1.0)
     watchers = [kill_workers_of(r16.id, times=1), kill_workers_of(full.id, times=2)]
-    summary = execute(plan([full, r8, r16], tmp_path / "res"), tmp_path / "res",
-                      executor=ray_executor(max_retries=1), progress=False)
+    summary = execute(
+        plan([full, r8, r16], tmp_path / "res"), tmp_path / "res", executor=ray_executor(max_retries=1), progress=False
+    )
     for w in watchers:
         w.join(timeout=10)
     got = {c.id: read_result(result_path(tmp_path / "res", c.id)) for c in (full, r8, r16)}
@@ -179,9 +192,23 @@ def test_driver_killed_and_restarted(tmp_path):
     results = tmp_path / "results"
     marker = f"medbench-ray-test-{os.getpid()}-{time.monotonic_ns()}"
     env = dict(os.environ, MEDBENCH_TEST_MARKER=marker, RAY_TMPDIR=tempfile.mkdtemp(prefix="mbr", dir="/tmp"))
-    cmd = [sys.executable, str(ROOT / "run_matrix.py"), str(matrix), "--data-dir", str(CI_DATA), "--results",
-           str(results), "--no-report", "--no-progress", "--executor", "ray", "--cpus-per-cell", "1",
-           "--cache-dir", os.environ.get("MEDBENCH_TEST_CACHE") or str(tmp_path / "cache")]
+    cmd = [
+        sys.executable,
+        str(ROOT / "run_matrix.py"),
+        str(matrix),
+        "--data-dir",
+        str(CI_DATA),
+        "--results",
+        str(results),
+        "--no-report",
+        "--no-progress",
+        "--executor",
+        "ray",
+        "--cpus-per-cell",
+        "1",
+        "--cache-dir",
+        os.environ.get("MEDBENCH_TEST_CACHE") or str(tmp_path / "cache"),
+    ]
     driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not list(results.glob("*.json")):

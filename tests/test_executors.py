@@ -16,8 +16,10 @@ from harness.runner import plan
 ROOT = Path(__file__).resolve().parent.parent
 
 # a 13B-sized Llama (fp32 in these tests): LoRA needs ~52 GB, full fine-tuning with AdamW over 200 GB
-HUGE = ("{id: huge, source: synthetic, architecture: tiny-llama, config_overrides: {hidden_size: 5120, "
-        "intermediate_size: 13824, num_hidden_layers: 40, num_attention_heads: 40, num_key_value_heads: 40}}")
+HUGE = (
+    "{id: huge, source: synthetic, architecture: tiny-llama, config_overrides: {hidden_size: 5120, "
+    "intermediate_size: 13824, num_hidden_layers: 40, num_attention_heads: 40, num_key_value_heads: 40}}"
+)
 
 
 def test_executors_are_found_by_name():
@@ -37,7 +39,8 @@ def test_an_executor_is_one_plugin_file(tmp_path, monkeypatch):
         "class Inline(Executor):\n"
         "    name = 'inline-test'\n"
         "    def run(self, cells, results_dir, progress):\n"
-        "        pass\n")
+        "        pass\n"
+    )
     monkeypatch.setenv("MEDBENCH_PLUGINS", str(tmp_path))
     import harness.executors as reg
 
@@ -46,11 +49,13 @@ def test_an_executor_is_one_plugin_file(tmp_path, monkeypatch):
 
 
 def test_local_executor_never_imports_ray(tmp_path):
-    code = ("import sys\n"
-            "from harness.cli import main\n"
-            f"main(['{ROOT / 'matrices' / 'tiny_ci.yaml'}', '--dry-run', '--results', '{tmp_path / 'r'}'])\n"
-            "from harness.executors import executors; executors()\n"
-            "print('RAY IMPORTED' if 'ray' in sys.modules else 'no ray')\n")
+    code = (
+        "import sys\n"
+        "from harness.cli import main\n"
+        f"main(['{ROOT / 'matrices' / 'tiny_ci.yaml'}', '--dry-run', '--results', '{tmp_path / 'r'}'])\n"
+        "from harness.executors import executors; executors()\n"
+        "print('RAY IMPORTED' if 'ray' in sys.modules else 'no ray')\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("no ray")
@@ -79,8 +84,11 @@ def test_placement_skips_what_fits_no_device_and_puts_big_cells_first(tmp_path, 
 
     small = make_cells("[lora-r8]")
     path = tmp_path / "huge.yaml"
-    path.write_text(matrix_yaml("[full, lora-r8]").replace(
-        "{id: tiny, source: synthetic, architecture: tiny-llama, eval_batch_size: 8}", HUGE))
+    path.write_text(
+        matrix_yaml("[full, lora-r8]").replace(
+            "{id: tiny, source: synthetic, architecture: tiny-llama, eval_batch_size: 8}", HUGE
+        )
+    )
     from harness.config import CellRuntime
     from harness.matrix import expand, load_matrix
 
@@ -108,18 +116,24 @@ def test_placement_skips_what_fits_no_device_and_puts_big_cells_first(tmp_path, 
 def test_cluster_devices_from_ray_nodes_and_probes():
     from harness.executors.ray import DeviceKind, cluster_devices
 
-    nodes = [{"NodeID": "a", "Alive": True, "Resources": {"CPU": 64.0, "GPU": 2.0}},
-             {"NodeID": "b", "Alive": True, "Resources": {"CPU": 32.0, "GPU": 1.0}},
-             {"NodeID": "c", "Alive": False, "Resources": {"CPU": 8.0, "GPU": 8.0}},
-             {"NodeID": "d", "Alive": True, "Resources": {"CPU": 2.0, "GPU": 2.0}}]
+    nodes = [
+        {"NodeID": "a", "Alive": True, "Resources": {"CPU": 64.0, "GPU": 2.0}},
+        {"NodeID": "b", "Alive": True, "Resources": {"CPU": 32.0, "GPU": 1.0}},
+        {"NodeID": "c", "Alive": False, "Resources": {"CPU": 8.0, "GPU": 8.0}},
+        {"NodeID": "d", "Alive": True, "Resources": {"CPU": 2.0, "GPU": 2.0}},
+    ]
     h100 = {"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85_520_809_984}
-    probes = {"a": {"memory_bytes": 10**12, "gpus": [h100, h100]},
-              "b": {"memory_bytes": 10**12, "gpus": [{"name": "NVIDIA L4", "memory_bytes": 23_580_639_232}]},
-              "d": {"memory_bytes": 8 * 10**9, "gpus": []}}  # logical GPUs: Ray counts them, NVML sees none
+    probes = {
+        "a": {"memory_bytes": 10**12, "gpus": [h100, h100]},
+        "b": {"memory_bytes": 10**12, "gpus": [{"name": "NVIDIA L4", "memory_bytes": 23_580_639_232}]},
+        "d": {"memory_bytes": 8 * 10**9, "gpus": []},
+    }  # logical GPUs: Ray counts them, NVML sees none
     gpus, cpus = cluster_devices(nodes, probes)
-    assert sorted(gpus, key=lambda k: k.name) == [DeviceKind("GPU", None, 2),
-                                                   DeviceKind("NVIDIA H100 80GB HBM3", 85_520_809_984, 2),
-                                                   DeviceKind("NVIDIA L4", 23_580_639_232, 1)]
+    assert sorted(gpus, key=lambda k: k.name) == [
+        DeviceKind("GPU", None, 2),
+        DeviceKind("NVIDIA H100 80GB HBM3", 85_520_809_984, 2),
+        DeviceKind("NVIDIA L4", 23_580_639_232, 1),
+    ]
     assert sorted(c.memory_bytes for c in cpus) == [8 * 10**9, 10**12] and sum(c.count for c in cpus) == 3
 
 

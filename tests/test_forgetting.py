@@ -56,10 +56,24 @@ def _cell(folder: Path, cell_id: str, method: str, forgetting: float | None) -> 
     metrics = {"eval": {"medqa": {"acc": 0.3, "n": 100}}}
     if forgetting is not None:
         metrics["forgetting"] = {"increase": forgetting, "base_ce": 2.0, "trained_ce": 2.0 + forgetting}
-    write_result(folder, CellResult(
-        cell_id=cell_id, config_hash=cell_id, matrix="m", status="success", metrics=metrics,
-        config={"model": {"id": "m1"}, "method": {"name": method, "kind": kind}, "variant": "default",
-                "epochs": 0 if kind == "base" else 1, "learning_rate": 0.0 if kind == "base" else 1e-4, "seed": 0}))
+    write_result(
+        folder,
+        CellResult(
+            cell_id=cell_id,
+            config_hash=cell_id,
+            matrix="m",
+            status="success",
+            metrics=metrics,
+            config={
+                "model": {"id": "m1"},
+                "method": {"name": method, "kind": kind},
+                "variant": "default",
+                "epochs": 0 if kind == "base" else 1,
+                "learning_rate": 0.0 if kind == "base" else 1e-4,
+                "seed": 0,
+            },
+        ),
+    )
 
 
 def test_report_column_and_gate_threshold(tmp_path: Path) -> None:
@@ -75,7 +89,8 @@ def test_report_column_and_gate_threshold(tmp_path: Path) -> None:
     assert df.loc["f", "forgetting"] == pytest.approx(0.30) and df.loc["b", "forgetting"] == 0.0
     write_baseline(base_dir, tmp_path / "baseline.json")
     assert json.loads((tmp_path / "baseline.json").read_text())["cells"]["m1/full/default/e1/lr0.0001/s0"][
-        "forgetting"] == pytest.approx(0.05)
+        "forgetting"
+    ] == pytest.approx(0.05)
     assert check_baseline(now_dir, tmp_path / "baseline.json", Thresholds()).passed  # off by default
     gate = check_baseline(now_dir, tmp_path / "baseline.json", Thresholds(max_forgetting_increase=0.1))
     assert not gate.passed
@@ -88,8 +103,10 @@ def test_report_column_and_gate_threshold(tmp_path: Path) -> None:
 def test_forgetting_rises_after_full_fine_tuning_and_is_zero_untrained(make_cells) -> None:
     from harness.cell import run_cell
 
-    extra = ("epochs: [2]\neval:\n  tasks: []\n  base_rows: false\n"
-             "  forgetting: {path: general_text.txt, max_tokens: 1024, seq_len: 128}\n")
+    extra = (
+        "epochs: [2]\neval:\n  tasks: []\n  base_rows: false\n"
+        "  forgetting: {path: general_text.txt, max_tokens: 1024, seq_len: 128}\n"
+    )
     base, full, lora = make_cells("[base, full, lora-r8]", train="validation_fraction: 0.0\n", extra=extra)
     got = {c.config.method.kind: run_cell(c.config, c.id, c.config_hash) for c in (base, full, lora)}
     assert all(r.status == "success" for r in got.values()), {k: r.reason for k, r in got.items()}

@@ -57,9 +57,13 @@ def test_matrix_validates_against_the_schema():
 def test_every_cell_is_in_the_value_order_exactly_once(cells):
     plan = load_script("plan")
     ordered = plan.ordered_cells()
-    assert [c.label for c in ordered][:5] == ["LoRA r16, Llama-3.2-1B, seq 2048 packed, bf16",
-                                               "the same, padded to 2048", "full fine-tuning bf16", "QLoRA r16 (NF4)",
-                                               "Unsloth LoRA r16 (bf16 base)"]
+    assert [c.label for c in ordered][:5] == [
+        "LoRA r16, Llama-3.2-1B, seq 2048 packed, bf16",
+        "the same, padded to 2048",
+        "full fine-tuning bf16",
+        "QLoRA r16 (NF4)",
+        "Unsloth LoRA r16 (bf16 base)",
+    ]
     bench_ids = [c.cell_id for c in ordered if c.matrix_name == "gpu_bench"]
     assert sorted(bench_ids) == sorted(c.id for c in cells)  # every training cell, once
     assert ordered[-1].matrix_name == "gpu_eval_speed"
@@ -109,33 +113,49 @@ def test_shellcheck_when_available(script):
 
 
 def test_wheel_list_never_carries_the_cuda_stack():
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "prepare_gpu_wheels.sh"), "--list"], capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "prepare_gpu_wheels.sh"), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
     names = [w.split("==")[0].lower() for w in out]
     assert all("==" in w for w in out), "every wheel is pinned"
     assert len(names) == len(set(names)), "one version per project"
     assert not [n for n in names if n in ("torch", "torchvision", "triton", "xformers") or n.startswith("nvidia-")]
-    for wanted in ("bitsandbytes==0.50.2", "lm-eval==0.4.13", "unsloth==2026.10.9", "pydantic==2.14.3",
-                   "trl==1.15.0", "liger-kernel==0.8.5"):
+    for wanted in (
+        "bitsandbytes==0.50.2",
+        "lm-eval==0.4.13",
+        "unsloth==2026.10.9",
+        "pydantic==2.14.3",
+        "trl==1.15.0",
+        "liger-kernel==0.8.5",
+    ):
         assert wanted in out
-    core = subprocess.run(["bash", str(ROOT / "scripts" / "prepare_gpu_wheels.sh"), "--groups", "core", "--list"],
-                          capture_output=True, text=True, check=True).stdout.split()
+    core = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "prepare_gpu_wheels.sh"), "--groups", "core", "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert "bitsandbytes==0.50.2" not in core and "pydantic==2.14.3" in core
-    bad = subprocess.run(["bash", str(ROOT / "scripts" / "prepare_gpu_wheels.sh"), "--groups", "nope", "--list"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "prepare_gpu_wheels.sh"), "--groups", "nope", "--list"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2
 
 
 def test_bench_script_rejects_unknown_arguments(tmp_path):
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OUT": str(tmp_path), "HOME": str(tmp_path)}
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--part", "1"], capture_output=True,
-                       text=True, env=env)
+    r = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--part", "1"], capture_output=True, text=True, env=env
+    )
     assert r.returncode == 2 and "usage" in r.stderr
 
 
 def test_plan_prints_the_ordered_cells_with_the_budget():
-    r = subprocess.run([sys.executable, str(GPU / "plan.py"), "--budget-s", "200"], capture_output=True, text=True,
-                       check=True)
+    r = subprocess.run(
+        [sys.executable, str(GPU / "plan.py"), "--budget-s", "200"], capture_output=True, text=True, check=True
+    )
     lines = r.stdout.splitlines()
     assert "llama-3.2-1b_lora-r16_packed_" in lines[1] and "next call" not in lines[1]
     assert "next call" in r.stdout and "min predicted on NVIDIA H200" in lines[-1]
@@ -146,8 +166,9 @@ def test_plan_prints_the_ordered_cells_with_the_budget():
 
 def _fixture_data(root: Path) -> None:
     (root / "chatdoctor5k").mkdir(parents=True)
-    records = [{"instruction": "Answer as a doctor.", "input": f"Symptom {i}", "output": f"Advice {i}"}
-               for i in range(2500)]
+    records = [
+        {"instruction": "Answer as a doctor.", "input": f"Symptom {i}", "output": f"Advice {i}"} for i in range(2500)
+    ]
     (root / "chatdoctor5k" / "chatdoctor5k.json").write_text(json.dumps(records))
     (root / "chatdoctor5k" / "LICENSE").write_text("fixture license\n")
     (root / "medquad").mkdir()
@@ -157,19 +178,29 @@ def _fixture_data(root: Path) -> None:
             if i == 3:
                 f.write("\n")  # blank lines are skipped
     (root / "medqa_usmle_4opt").mkdir()
-    (root / "medqa_usmle_4opt" / "test.jsonl").write_text("".join(json.dumps(
-        {"question": f"Q{i}?", "options": {k: f"{k}{i}" for k in "ABCD"}, "answer_idx": "ABCD"[i % 4]}) + "\n"
-        for i in range(8)))
+    (root / "medqa_usmle_4opt" / "test.jsonl").write_text(
+        "".join(
+            json.dumps({"question": f"Q{i}?", "options": {k: f"{k}{i}" for k in "ABCD"}, "answer_idx": "ABCD"[i % 4]})
+            + "\n"
+            for i in range(8)
+        )
+    )
     (root / "pubmedqa").mkdir()
-    (root / "pubmedqa" / "test_set.json").write_text(json.dumps(
-        {str(1000 + i): {"QUESTION": f"Q{i}?", "CONTEXTS": ["c"], "final_decision": "yes"} for i in range(5)}))
+    (root / "pubmedqa" / "test_set.json").write_text(
+        json.dumps(
+            {str(1000 + i): {"QUESTION": f"Q{i}?", "CONTEXTS": ["c"], "final_decision": "yes"} for i in range(5)}
+        )
+    )
 
 
 def test_prepare_data_copies_the_slice(tmp_path):
     src, dest = tmp_path / "shared", tmp_path / "out"
     _fixture_data(src)
-    r = subprocess.run([sys.executable, str(GPU / "prepare_data.py"), "--src", str(src), "--dest", str(dest),
-                        "--no-tokenizer"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(GPU / "prepare_data.py"), "--src", str(src), "--dest", str(dest), "--no-tokenizer"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     chat = json.loads((dest / "chatdoctor5k" / "chatdoctor5k.json").read_text())
     assert len(chat) == 2000 and chat[0]["input"] == "Symptom 0" and chat[-1]["input"] == "Symptom 1999"
@@ -179,7 +210,9 @@ def test_prepare_data_copies_the_slice(tmp_path):
     manifest = json.loads((dest / "MANIFEST.json").read_text())
     assert manifest["files"]["medquad/medquad.jsonl"]["of"] == 700
     assert manifest["files"]["pubmedqa/test_set.json"]["records"] == 5  # eval files: whole
-    assert (dest / "medqa_usmle_4opt" / "test.jsonl").read_bytes() == (src / "medqa_usmle_4opt" / "test.jsonl").read_bytes()
+    assert (dest / "medqa_usmle_4opt" / "test.jsonl").read_bytes() == (
+        src / "medqa_usmle_4opt" / "test.jsonl"
+    ).read_bytes()
     assert not (tmp_path / "out" / "tokenizer").exists()
 
 
@@ -188,15 +221,29 @@ def test_prepared_slice_loads_as_the_matrix_reads_it(tmp_path):
 
     src, dest = tmp_path / "shared", tmp_path / "out"
     _fixture_data(src)
-    subprocess.run([sys.executable, str(GPU / "prepare_data.py"), "--src", str(src), "--dest", str(dest),
-                    "--no-tokenizer"], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(GPU / "prepare_data.py"), "--src", str(src), "--dest", str(dest), "--no-tokenizer"],
+        check=True,
+        capture_output=True,
+    )
     load_matrix(MATRIX, data_dir=dest, check_files=True)  # every data file the matrices name is there
     load_matrix(ROOT / "matrices" / "gpu_eval_speed.yaml", data_dir=dest, check_files=True)
 
 
 def test_prepare_data_reports_missing_sources(tmp_path):
-    r = subprocess.run([sys.executable, str(GPU / "prepare_data.py"), "--src", str(tmp_path), "--dest",
-                        str(tmp_path / "o"), "--no-tokenizer"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(GPU / "prepare_data.py"),
+            "--src",
+            str(tmp_path),
+            "--dest",
+            str(tmp_path / "o"),
+            "--no-tokenizer",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "not found" in r.stderr
 
 
@@ -210,9 +257,13 @@ def _record_hash(data: bytes) -> str:
 def _make_wheel(path: Path, name: str, version: str, files: dict[str, bytes], requires: list[str] = ()) -> Path:
     dist = f"{name}-{version}.dist-info"
     meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
-        f"Requires-Dist: {r}\n" for r in requires)
-    members = {**files, f"{dist}/METADATA": meta.encode(),
-               f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+        f"Requires-Dist: {r}\n" for r in requires
+    )
+    members = {
+        **files,
+        f"{dist}/METADATA": meta.encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
     whl = path / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(whl, "w") as z:
         rows = []
@@ -227,15 +278,21 @@ def _make_wheel(path: Path, name: str, version: str, files: dict[str, bytes], re
 
 def test_slim_wheel_drops_files_and_keeps_a_valid_record(tmp_path):
     slim = load_script("slim_wheel")
-    src = _make_wheel(tmp_path, "toylib", "1.0", {"toylib/__init__.py": b"X = 1\n",
-                                                 "toylib/lib_cuda118.so": b"\0" * 1000,
-                                                 "toylib/lib_cuda130.so": b"\1" * 10,
-                                                 "studio/app.js": b"js"})
+    src = _make_wheel(
+        tmp_path,
+        "toylib",
+        "1.0",
+        {
+            "toylib/__init__.py": b"X = 1\n",
+            "toylib/lib_cuda118.so": b"\0" * 1000,
+            "toylib/lib_cuda130.so": b"\1" * 10,
+            "studio/app.js": b"js",
+        },
+    )
     out = tmp_path / "slim"
     out.mkdir()
     dst = out / src.name
-    kept, dropped = slim.slim(str(src), str(dst), drop=["toylib/lib_*.so", "studio/*"],
-                              keep=["toylib/lib_cuda13*.so"])
+    kept, dropped = slim.slim(str(src), str(dst), drop=["toylib/lib_*.so", "studio/*"], keep=["toylib/lib_cuda13*.so"])
     assert sorted(dropped) == ["studio/app.js", "toylib/lib_cuda118.so"]
     with zipfile.ZipFile(dst) as z:
         names = set(z.namelist())
@@ -248,17 +305,31 @@ def test_slim_wheel_drops_files_and_keeps_a_valid_record(tmp_path):
     assert "toylib-1.0.dist-info/medbench-slim.txt" in names
     # pip accepts it
     target = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target",
-                        str(target), str(dst)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(target), str(dst)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert (target / "toylib" / "__init__.py").read_text() == "X = 1\n"
 
 
 def test_check_wheels_finds_duplicates_and_missing_dependencies(tmp_path):
     check = load_script("check_wheels")
-    _make_wheel(tmp_path, "alpha", "1.0", {"alpha/__init__.py": b""},
-                requires=["beta>=1", "numpy", "torch>=2", "xformers; sys_platform == 'linux'",
-                          "mlx; sys_platform == 'darwin'", "gamma; extra == 'dev'"])
+    _make_wheel(
+        tmp_path,
+        "alpha",
+        "1.0",
+        {"alpha/__init__.py": b""},
+        requires=[
+            "beta>=1",
+            "numpy",
+            "torch>=2",
+            "xformers; sys_platform == 'linux'",
+            "mlx; sys_platform == 'darwin'",
+            "gamma; extra == 'dev'",
+        ],
+    )
     _make_wheel(tmp_path, "beta", "1.0", {"beta/__init__.py": b""}, requires=["missing-thing"])
     errors, notes, total = check.check(tmp_path, max_mib=1)
     assert any("missing-thing" in e for e in errors)
@@ -292,17 +363,43 @@ def test_summary_reads_results(tmp_path, cells, capsys):
     for c in cells[:3]:
         e = estimate_cell(c.config, h100)
         tps = 0.35 * 989e12 / e.hardware_flops_per_position
-        write_result(results, CellResult(
-            cell_id=c.id, config_hash=c.config_hash, matrix="gpu_bench", status="success",
-            config=c.config.model_dump(mode="json"), estimate=estimate_cell(c.config).as_dict(),
-            metrics={"train": {"tokens_per_s": tps, "mfu": 0.3, "peak_flops": 989e12, "padding_fraction": 0.0,
-                               "time_per_epoch_s": 7.0, "steps": 37, "steps_per_epoch": [37], "tokens": 290000},
-                     "memory": {"headline": "max_reserved_bytes", "headline_bytes": e.peak_memory_bytes}},
-            timings={"wall_s": 30.0, "train_s": 7.0},
-            environment={"device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"}}))
-    write_result(results, CellResult(cell_id=cells[3].id, config_hash=cells[3].config_hash, matrix="gpu_bench",
-                                     status="oom", reason="CUDA out of memory", config=cells[3].config.model_dump(
-                                         mode="json")))
+        write_result(
+            results,
+            CellResult(
+                cell_id=c.id,
+                config_hash=c.config_hash,
+                matrix="gpu_bench",
+                status="success",
+                config=c.config.model_dump(mode="json"),
+                estimate=estimate_cell(c.config).as_dict(),
+                metrics={
+                    "train": {
+                        "tokens_per_s": tps,
+                        "mfu": 0.3,
+                        "peak_flops": 989e12,
+                        "padding_fraction": 0.0,
+                        "time_per_epoch_s": 7.0,
+                        "steps": 37,
+                        "steps_per_epoch": [37],
+                        "tokens": 290000,
+                    },
+                    "memory": {"headline": "max_reserved_bytes", "headline_bytes": e.peak_memory_bytes},
+                },
+                timings={"wall_s": 30.0, "train_s": 7.0},
+                environment={"device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"}},
+            ),
+        )
+    write_result(
+        results,
+        CellResult(
+            cell_id=cells[3].id,
+            config_hash=cells[3].config_hash,
+            matrix="gpu_bench",
+            status="oom",
+            reason="CUDA out of memory",
+            config=cells[3].config.model_dump(mode="json"),
+        ),
+    )
     out_json = tmp_path / "s.json"
     assert summary.main([str(tmp_path), "--json", str(out_json)]) == 0
     text = capsys.readouterr().out
@@ -322,15 +419,25 @@ def bench_on_tiny_cells(tmp_path, monkeypatch):
     from conftest import CI_DATA, matrix_yaml
 
     matrix = tmp_path / "tiny.yaml"
-    matrix.write_text(matrix_yaml("[full, lora-r8]", train="token_budget: 1000\n", name="tiny_gpu")
-                      + "eval: {tasks: [], base_rows: false}\n")
+    matrix.write_text(
+        matrix_yaml("[full, lora-r8]", train="token_budget: 1000\n", name="tiny_gpu")
+        + "eval: {tasks: [], base_rows: false}\n"
+    )
     monkeypatch.syspath_prepend(str(GPU))
     import bench
     import plan
 
     monkeypatch.setattr(plan, "VALUE_ORDER", [("full", str(matrix), "*_full_*"), ("lora", str(matrix), "*_lora-r8_*")])
-    args = ["--data-dir", str(CI_DATA), "--results", str(tmp_path / "results"), "--device", "NVIDIA H200",
-            "--cache-dir", str(tmp_path / "cache")]
+    args = [
+        "--data-dir",
+        str(CI_DATA),
+        "--results",
+        str(tmp_path / "results"),
+        "--device",
+        "NVIDIA H200",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     return bench, args, tmp_path
 
 
@@ -357,6 +464,7 @@ def test_bench_streams_each_cell_and_a_second_call_continues(bench_on_tiny_cells
     assert bench.run([*args, "--out", str(out2), "--budget-s", "600"]) == 0
     text = capsys.readouterr().out
     assert "already success (carried), skipped" in text
-    assert [p.name for p in (out2 / "results" / "tiny_gpu").glob("*.json")] == \
-        [p.name for p in (tmp_path / "results" / "tiny_gpu").glob("*lora-r8*.json")]
+    assert [p.name for p in (out2 / "results" / "tiny_gpu").glob("*.json")] == [
+        p.name for p in (tmp_path / "results" / "tiny_gpu").glob("*lora-r8*.json")
+    ]
     assert (out2 / "report-tiny_gpu.html").is_file()

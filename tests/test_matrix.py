@@ -69,18 +69,21 @@ def test_missing_key(tmp_path, data_dir):
 def test_unknown_key_names_path_and_allowed(tmp_path, data_dir):
     got = problems(tmp_path, BASE + "  batchsize: 4\n", data_dir)
     assert len(got) == 1
-    assert got[0].startswith("train.batchsize: unknown key 'batchsize'; allowed keys here: attn_implementation, "
-                             "batch_size,")
+    assert got[0].startswith(
+        "train.batchsize: unknown key 'batchsize'; allowed keys here: attn_implementation, batch_size,"
+    )
 
 
 def test_unknown_top_level_key(tmp_path, data_dir):
     got = problems(tmp_path, BASE + "epoch: [1]\n", data_dir)
-    assert got[0].startswith("epoch: unknown key 'epoch'; allowed keys here: data_dir, description, epochs, eval, exclude,")
+    assert got[0].startswith(
+        "epoch: unknown key 'epoch'; allowed keys here: data_dir, description, epochs, eval, exclude,"
+    )
 
 
 def test_wrong_type(tmp_path, data_dir):
     got = problems(tmp_path, BASE.replace("epochs: [1, 2]", "epochs: many"), data_dir)
-    assert got == ["epochs: Input should be a valid list (got \"many\")"]
+    assert got == ['epochs: Input should be a valid list (got "many")']
 
 
 def test_bad_value_in_method_override(tmp_path, data_dir):
@@ -92,40 +95,52 @@ def test_bad_value_in_method_override(tmp_path, data_dir):
 def test_unknown_method(tmp_path, data_dir):
     got = problems(tmp_path, BASE.replace("lora-r8", "lora-r9"), data_dir)
     assert len(got) == 1
-    assert got[0].startswith("methods[1].name: unknown method 'lora-r9'; allowed: base, full, full-bf16, lora, "
-                             "lora-r16, lora-r64, lora-r8, qlora")
+    assert got[0].startswith(
+        "methods[1].name: unknown method 'lora-r9'; allowed: base, full, full-bf16, lora, "
+        "lora-r16, lora-r64, lora-r8, qlora"
+    )
 
 
 def test_unknown_method_option(tmp_path, data_dir):
     text = BASE.replace("methods: [full, lora-r8]", "methods:\n  - {name: x, preset: lora-r8, options: {rank: 4}}")
     got = problems(tmp_path, text, data_dir)
-    assert got[0].startswith("methods[0].options.rank: unknown key 'rank'; allowed keys here: alpha, dropout, r, "
-                             "target_modules, use_dora, use_rslora")
+    assert got[0].startswith(
+        "methods[0].options.rank: unknown key 'rank'; allowed keys here: alpha, dropout, r, "
+        "target_modules, use_dora, use_rslora"
+    )
 
 
 def test_unknown_architecture(tmp_path, data_dir):
     got = problems(tmp_path, BASE.replace("tiny-llama", "llama-9b"), data_dir)
-    assert got == ["models[0]: unknown architecture 'llama-9b'; allowed: llama-3.2-1b, smollm2-1.7b, smollm2-135m, "
-                   "smollm2-360m, tiny-llama, tinyllama-1.1b (got {...})"]
+    assert got == [
+        "models[0]: unknown architecture 'llama-9b'; allowed: llama-3.2-1b, smollm2-1.7b, smollm2-135m, "
+        "smollm2-360m, tiny-llama, tinyllama-1.1b (got {...})"
+    ]
 
 
 def test_source_needs_its_key(tmp_path, data_dir):
-    got = problems(tmp_path, BASE.replace("{id: tiny, source: synthetic, architecture: tiny-llama}",
-                                          "{id: m, source: hub}"), data_dir)
+    got = problems(
+        tmp_path,
+        BASE.replace("{id: tiny, source: synthetic, architecture: tiny-llama}", "{id: m, source: hub}"),
+        data_dir,
+    )
     assert got == ["models[0]: source 'hub' needs the key 'hub_id' (got {...})"]
 
 
 def test_missing_data_file(tmp_path, data_dir):
     got = problems(tmp_path, BASE.replace("train.json", "nope.json"), data_dir)
-    assert got == [f"train.datasets[0].path: data file not found: {data_dir / 'nope.json'} (relative paths resolve "
-                   f"against --data-dir, $MEDBENCH_DATA_DIR or the matrix's data_dir; now {data_dir})"]
+    assert got == [
+        f"train.datasets[0].path: data file not found: {data_dir / 'nope.json'} (relative paths resolve "
+        f"against --data-dir, $MEDBENCH_DATA_DIR or the matrix's data_dir; now {data_dir})"
+    ]
 
 
 def test_missing_eval_file_says_how_to_obtain(tmp_path, data_dir):
     got = problems(tmp_path, BASE + "eval: {tasks: [medqa]}\n", data_dir)
     assert len(got) == 1
-    assert got[0].startswith(f"eval.tasks[0].data: data file for task 'medqa' not found: "
-                             f"{data_dir / 'medqa_usmle_4opt/test.jsonl'}")
+    assert got[0].startswith(
+        f"eval.tasks[0].data: data file for task 'medqa' not found: {data_dir / 'medqa_usmle_4opt/test.jsonl'}"
+    )
     assert "github.com/jind11/MedQA" in got[0]
 
 
@@ -149,9 +164,9 @@ def test_empty_product(tmp_path, data_dir):
 
 def test_bad_rule_key(tmp_path, data_dir):
     got = problems(tmp_path, BASE + "exclude: [{lr: 1}]\n", data_dir)
-    assert got[0].startswith("exclude: Value error, unknown rule key(s) ['lr']") or \
-        got[0].startswith("exclude: unknown rule key(s) ['lr']; allowed: model, method, variant, epochs, "
-                          "learning_rate, seed")
+    assert got[0].startswith("exclude: Value error, unknown rule key(s) ['lr']") or got[0].startswith(
+        "exclude: unknown rule key(s) ['lr']; allowed: model, method, variant, epochs, learning_rate, seed"
+    )
 
 
 def test_not_yaml_and_not_mapping(tmp_path, data_dir):
@@ -161,16 +176,23 @@ def test_not_yaml_and_not_mapping(tmp_path, data_dir):
 
 def test_duplicate_names(tmp_path, data_dir):
     text = BASE.replace("methods: [full, lora-r8]", "methods: [full, full]")
-    assert problems(tmp_path, text, data_dir) == ["methods: the name 'full' is used twice; give each entry its own "
-                                                  "'name'"]
+    assert problems(tmp_path, text, data_dir) == [
+        "methods: the name 'full' is used twice; give each entry its own 'name'"
+    ]
 
 
 def test_per_method_lrs_epochs_and_exclude(tmp_path, data_dir):
-    text = BASE.replace("methods: [full, lora-r8]", textwrap.dedent("""\
+    text = (
+        BASE.replace(
+            "methods: [full, lora-r8]",
+            textwrap.dedent("""\
         methods:
           - {name: full, learning_rates: [1.0e-5]}
           - {name: lora-r8, epochs: [3]}
-        """)) + "seeds: [0, 1]\nexclude: [{method: lora-r8, seed: 1}]\n"
+        """),
+        )
+        + "seeds: [0, 1]\nexclude: [{method: lora-r8, seed: 1}]\n"
+    )
     cells = expand(load_matrix(write(tmp_path, text), data_dir=data_dir), runtime(data_dir))
     full = [c for c in cells if c.method == "full"]
     lora = [c for c in cells if c.method == "lora-r8"]
@@ -206,13 +228,19 @@ def test_cell_ids_are_stable_and_readable(tmp_path, data_dir):
     other_dir = tmp_path / "elsewhere"
     other_dir.mkdir()
     (other_dir / "train.json").write_text("[]")
-    b = expand(load_matrix(path, data_dir=other_dir), CellRuntime(data_dir=str(other_dir), results_dir="/x",
-                                                                  cache_dir="/y", timeout_s=5))
+    b = expand(
+        load_matrix(path, data_dir=other_dir),
+        CellRuntime(data_dir=str(other_dir), results_dir="/x", cache_dir="/y", timeout_s=5),
+    )
     assert [c.id for c in a] == [c.id for c in b]  # machine paths and timeouts are not part of the identity
     assert a[0].id.startswith("tiny_full_e1_lr1e-4_s0-") and len(a[0].id.rsplit("-", 1)[1]) == 8
     assert len({c.id for c in a}) == len(a)
-    changed = expand(load_matrix(write(tmp_path, BASE.replace("datasets:", "batch_size: 8\n  datasets:"), "n.yaml"),
-                                 data_dir=data_dir), runtime(data_dir))
+    changed = expand(
+        load_matrix(
+            write(tmp_path, BASE.replace("datasets:", "batch_size: 8\n  datasets:"), "n.yaml"), data_dir=data_dir
+        ),
+        runtime(data_dir),
+    )
     assert {c.id for c in changed}.isdisjoint({c.id for c in a})  # any config change -> new hash
 
 
@@ -224,9 +252,11 @@ def test_shipped_matrices_validate():
 
 def test_dry_run_imports_no_torch(tmp_path, data_dir):
     path = write(tmp_path, BASE)
-    code = ("import sys; from harness.cli import main; rc = main([%r, '--data-dir', %r, '--dry-run', '--results', "
-            "%r]); assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
-            % (str(path), str(data_dir), str(tmp_path / "res")))
+    code = (
+        f"import sys; from harness.cli import main; rc = main([{str(path)!r}, '--data-dir', {str(data_dir)!r}, "
+        f"'--dry-run', '--results', {str(tmp_path / 'res')!r}]); assert 'torch' not in sys.modules, "
+        "'torch imported'; sys.exit(rc)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "matrix t: 8 cells  (run 8, done 0, skip 0)" in out.stdout

@@ -14,8 +14,16 @@ ARCH = dict(ARCHITECTURES["llama-3.2-1b"])
 
 def figures(tokens: int, seconds: float, device: str = "NVIDIA H200") -> dict:
     counters = TrainCounters(real_tokens=tokens, padded_tokens=0, label_tokens=tokens, epoch_times_s=[seconds])
-    return throughput(counters, arch=ARCH, trainable_params=11_272_192, total_params=1_247_086_592,
-                      gradient_checkpointing=False, seq_len=2048, device_name=device, dtype="bf16")
+    return throughput(
+        counters,
+        arch=ARCH,
+        trainable_params=11_272_192,
+        total_params=1_247_086_592,
+        gradient_checkpointing=False,
+        seq_len=2048,
+        device_name=device,
+        dtype="bf16",
+    )
 
 
 def test_tokens_per_second_and_mfu_follow_the_formula() -> None:
@@ -25,7 +33,8 @@ def test_tokens_per_second_and_mfu_follow_the_formula() -> None:
     assert out["peak_flops"] == 989e12
     assert out["mfu"] == pytest.approx(20_000 * out["flops_per_token"] / 989e12)
     assert out["flops_per_token"] == flops.training_flops_per_token(
-        ARCH, trainable_params=11_272_192, frozen_base=True, gradient_checkpointing=False, seq_len=2048)
+        ARCH, trainable_params=11_272_192, frozen_base=True, gradient_checkpointing=False, seq_len=2048
+    )
 
 
 def test_an_impossible_mfu_raises_on_the_training_path() -> None:

@@ -27,15 +27,23 @@ def data_for(cell, prepared):
     from harness.data import prepare_data
 
     cfg = cell.config
-    return prepare_data(cfg.train, prepared.tokenizer, Path(cfg.runtime.data_dir), Path(cfg.runtime.cache_dir), cfg.seed)
+    return prepare_data(
+        cfg.train, prepared.tokenizer, Path(cfg.runtime.data_dir), Path(cfg.runtime.cache_dir), cfg.seed
+    )
 
 
 def train(cell, method, prepared, precision, data):
     from harness.training import train_model
 
-    return train_model(prepared, data, cell.config, device="cpu", precision=precision,
-                       optimizer_name=cell.config.train.optimizer or method.default_optimizer,
-                       eval_between_epochs=method.eval_between_epochs)
+    return train_model(
+        prepared,
+        data,
+        cell.config,
+        device="cpu",
+        precision=precision,
+        optimizer_name=cell.config.train.optimizer or method.default_optimizer,
+        eval_between_epochs=method.eval_between_epochs,
+    )
 
 
 def val_loss(cell, prepared, precision, data) -> float:
@@ -130,9 +138,20 @@ def test_qlora_gradients_match_dequantized_reference(make_cells):
             if "lora_B" in name:
                 p.normal_(0, 0.02)
     data = data_for(cell, prepared)
-    batch = next(iter(iter_batches(data.train, batch_size=4, max_seq_length=128, packing=True,
-                                   pad_to_max_length=False, pad_token_id=prepared.tokenizer.pad_token_id, seed=0,
-                                   epoch=0)))
+    batch = next(
+        iter(
+            iter_batches(
+                data.train,
+                batch_size=4,
+                max_seq_length=128,
+                packing=True,
+                pad_to_max_length=False,
+                pad_token_id=prepared.tokenizer.pad_token_id,
+                seed=0,
+                epoch=0,
+            )
+        )
+    )
     model(**batch.model_kwargs()).loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -142,7 +161,9 @@ def test_qlora_gradients_match_dequantized_reference(make_cells):
         for name, module in model.get_base_model().named_modules():
             weight = getattr(module, "weight", None)
             if weight is not None and getattr(weight, "quant_state", None) is not None:
-                ref_modules[name.removesuffix(".base_layer")].weight.copy_(bnbf.dequantize_4bit(weight.data, weight.quant_state).float())
+                ref_modules[name.removesuffix(".base_layer")].weight.copy_(
+                    bnbf.dequantize_4bit(weight.data, weight.quant_state).float()
+                )
     ref = get_peft_model(ref, peft_config(method.Options.model_validate(cell.config.method.options)))
     ref.load_state_dict({k: v for k, v in model.state_dict().items() if "lora_" in k}, strict=False)
     ref.train()

@@ -24,8 +24,13 @@ def test_closed_form_parameter_count_matches_transformers(name):
 
 def test_published_sizes_of_named_architectures():
     # Sanity against the published model sizes (to 1 %): the shapes were copied right.
-    published = {"llama-3.2-1b": 1.236e9, "tinyllama-1.1b": 1.100e9, "smollm2-135m": 134.5e6,
-                 "smollm2-360m": 361.8e6, "smollm2-1.7b": 1.711e9}
+    published = {
+        "llama-3.2-1b": 1.236e9,
+        "tinyllama-1.1b": 1.100e9,
+        "smollm2-135m": 134.5e6,
+        "smollm2-360m": 361.8e6,
+        "smollm2-1.7b": 1.711e9,
+    }
     for name, size in published.items():
         assert abs(count_parameters(ARCHITECTURES[name])["total"] / size - 1) < 0.01, name
 

@@ -27,8 +27,11 @@ eval:
 
 def _guarded_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in (*OFFLINE_ENV, *QUIET_ENV)}
-    env.update(SOCKET_GUARD_LOG=str(tmp_path / "guard.log"), PYTHONPATH=f"{GUARD}{os.pathsep}{ROOT}",
-               HF_HOME=str(tmp_path / "hf"))
+    env.update(
+        SOCKET_GUARD_LOG=str(tmp_path / "guard.log"),
+        PYTHONPATH=f"{GUARD}{os.pathsep}{ROOT}",
+        HF_HOME=str(tmp_path / "hf"),
+    )
     return env
 
 
@@ -43,8 +46,9 @@ def test_local_cell_goes_offline_hub_cell_does_not(make_cells, monkeypatch):
     cell = make_cells("[full]", extra=EVAL)[0]
     assert network_needs(cell.config) == []
     assert cell_env(cell.config) == {**QUIET_ENV, **OFFLINE_ENV}
-    hub = cell.config.model_copy(update={"model": cell.config.model.model_copy(
-        update={"source": "hub", "hub_id": "org/m"})})
+    hub = cell.config.model_copy(
+        update={"model": cell.config.model.model_copy(update={"source": "hub", "hub_id": "org/m"})}
+    )
     assert network_needs(hub) == ["model tiny from the hub (org/m)"]
     assert cell_env(hub) == QUIET_ENV
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # what the user set wins
@@ -52,7 +56,10 @@ def test_local_cell_goes_offline_hub_cell_does_not(make_cells, monkeypatch):
 
 
 def test_unknown_lm_eval_task_is_not_local(make_cells):
-    cell = make_cells("[full]", extra="eval:\n  tasks: [hellaswag]\n", )[0]
+    cell = make_cells(
+        "[full]",
+        extra="eval:\n  tasks: [hellaswag]\n",
+    )[0]
     assert network_needs(cell.config) == ["eval task hellaswag (lm-eval's own data)"]
 
 
@@ -73,8 +80,9 @@ def test_local_json_through_datasets_opens_no_socket(tmp_path, make_cells):
                                    cache_dir={str(tmp_path / "cache")!r})
         assert len(ds["test"]) == 1
     """)
-    proc = subprocess.run([sys.executable, "-c", code], env=_guarded_env(tmp_path), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=_guarded_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _guard_log(tmp_path) == []
 
@@ -85,12 +93,16 @@ def test_local_only_cell_makes_no_connection(tmp_path, make_cells):
     cells = make_cells("[full]", extra=EVAL, results=tmp_path / "results")
     base = next(c for c in cells if c.config.method.kind == "base")
     spec = tmp_path / "cell.json"
-    spec.write_text(json.dumps({"cell_id": base.id, "config_hash": base.config_hash,
-                                "config": base.config.model_dump(mode="json")}))
-    code = f"import socket_guard, runpy, sys; sys.argv = ['cell', {str(spec)!r}]; " \
-           f"runpy.run_module('harness.cell', run_name='__main__')"
-    proc = subprocess.run([sys.executable, "-c", code], env=_guarded_env(tmp_path), capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
+    spec.write_text(
+        json.dumps({"cell_id": base.id, "config_hash": base.config_hash, "config": base.config.model_dump(mode="json")})
+    )
+    code = (
+        f"import socket_guard, runpy, sys; sys.argv = ['cell', {str(spec)!r}]; "
+        f"runpy.run_module('harness.cell', run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=_guarded_env(tmp_path), capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "results" / f"{base.id}.json").read_text())
     assert result["status"] == "success", result.get("traceback")

@@ -56,9 +56,11 @@ def test_normal_approximation_is_close_to_the_exact_test_power() -> None:
 
 
 def test_discordance_measured_from_comparisons_or_assumed() -> None:
-    comps = [{"cell": "a", "task": "pubmedqa", "n": 100, "n_only_a": 1, "n_only_b": 5},
-             {"cell": "b", "task": "pubmedqa", "n": 100, "n_only_a": 2, "n_only_b": 7},
-             {"cell": "a", "task": "medqa", "n": 100, "n_only_a": 0, "n_only_b": 0}]
+    comps = [
+        {"cell": "a", "task": "pubmedqa", "n": 100, "n_only_a": 1, "n_only_b": 5},
+        {"cell": "b", "task": "pubmedqa", "n": 100, "n_only_a": 2, "n_only_b": 7},
+        {"cell": "a", "task": "medqa", "n": 100, "n_only_a": 0, "n_only_b": 0},
+    ]
     d = pw.discordance_for("pubmedqa", comps)
     assert d.source == "measured" and d.rate == pytest.approx(15 / 200)
     assert "15 of 200" in d.detail and "2 cells" in d.detail
@@ -70,8 +72,9 @@ def test_discordance_measured_from_comparisons_or_assumed() -> None:
 def test_sentence_reads_as_the_plan_prints_it() -> None:
     d = pw.detectability("medqa", 100, pw.Discordance(0.2, "assumed", "assumed"), target=0.03)
     text = pw.sentence(d, "MedQA")
-    assert text.startswith("MedQA, 100 items: differences under ≈ 12.4 points are invisible; ≈ 1742 items would "
-                           "show 3 points")
+    assert text.startswith(
+        "MedQA, 100 items: differences under ≈ 12.4 points are invisible; ≈ 1742 items would show 3 points"
+    )
 
 
 def test_seed_aware_sizing_is_connor_without_seed_spread_and_costs_with_it() -> None:
@@ -83,7 +86,7 @@ def test_seed_aware_sizing_is_connor_without_seed_spread_and_costs_with_it() -> 
     n = pw.items_needed_with_seeds(0.05, 0.2, 0.01, 3)
     assert n > pw.required_items(0.05, 0.2)
     # hand check of the condition d = za sqrt(psi/n + s2) + zb sqrt((psi - d^2)/n + s2) at n and n - 1
-    za, zb, s2 = 1.959963984540054, 0.8416212335729143, 0.01 ** 2 / 3
+    za, zb, s2 = 1.959963984540054, 0.8416212335729143, 0.01**2 / 3
 
     def gap(m: int) -> float:
         return 0.05 - za * math.sqrt(0.2 / m + s2) - zb * math.sqrt((0.2 - 0.0025) / m + s2)

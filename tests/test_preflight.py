@@ -56,8 +56,19 @@ eval:
 
 
 def _run(tmp_path: Path, matrix: Path, data: Path, *extra: str) -> int:
-    return main([str(matrix), "--dry-run", "--data-dir", str(data), "--results", str(tmp_path / "r"),
-                 "--cache-dir", str(tmp_path / "c"), *extra])
+    return main(
+        [
+            str(matrix),
+            "--dry-run",
+            "--data-dir",
+            str(data),
+            "--results",
+            str(tmp_path / "r"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            *extra,
+        ]
+    )
 
 
 def test_good_matrix_passes_and_dry_run_says_so(tmp_path, capsys):
@@ -75,20 +86,31 @@ def test_every_problem_is_one_exit_2_error_before_anything_runs(tmp_path, capsys
     (data / "renamed.jsonl").write_text('{"q": "a", "a": "b"}\n')
     (tmp_path / "notgguf.gguf").write_bytes(b"PK\x03\x04 not a gguf")
     (tmp_path / "emptymodel").mkdir()
-    body = GOOD.replace("  - {id: tiny, source: synthetic, architecture: tiny-llama}", f"""\
+    body = (
+        GOOD.replace(
+            "  - {id: tiny, source: synthetic, architecture: tiny-llama}",
+            f"""\
   - {{id: tiny, source: synthetic, architecture: tiny-llama}}
   - {{id: gone, source: local, path: {tmp_path / "no-such-model"}}}
   - {{id: empty, source: local, path: {tmp_path / "emptymodel"}}}
-  - {{id: fake, source: gguf, path: {tmp_path / "notgguf.gguf"}}}""").replace(
-        "  datasets: [{path: train_instructions.json, format: instruction}]", """\
+  - {{id: fake, source: gguf, path: {tmp_path / "notgguf.gguf"}}}""",
+        )
+        .replace(
+            "  datasets: [{path: train_instructions.json, format: instruction}]",
+            """\
   datasets:
     - {path: bad.jsonl, format: qa}
     - {path: latin1.jsonl, format: qa}
     - {path: nofield.jsonl, format: qa}
-    - {path: renamed.jsonl, format: qa, fields: {questio: q}}""").replace(
-        "    - {name: pubmedqa, data: pubmedqa_fixture.json}", """\
+    - {path: renamed.jsonl, format: qa, fields: {questio: q}}""",
+        )
+        .replace(
+            "    - {name: pubmedqa, data: pubmedqa_fixture.json}",
+            """\
     - {name: pubmedqa, data: pubmedqa_fixture.json}
-    - pubmedq""")
+    - pubmedq""",
+        )
+    )
     rc = _run(tmp_path, _matrix(tmp_path, body), data)
     err = capsys.readouterr().err
     assert rc == EXIT_BAD_INPUT
@@ -123,8 +145,9 @@ def test_sequence_longer_than_the_model_is_an_error(tmp_path, capsys):
 
 def test_done_cells_are_not_checked(tmp_path, capsys):
     data = _data(tmp_path)
-    body = GOOD.replace("architecture: tiny-llama}", "architecture: tiny-llama}\n  - {id: gone, source: local, "
-                                                     "path: /no/such/model}")
+    body = GOOD.replace(
+        "architecture: tiny-llama}", "architecture: tiny-llama}\n  - {id: gone, source: local, path: /no/such/model}"
+    )
     assert _run(tmp_path, _matrix(tmp_path, body), data, "--only", "tiny") == EXIT_OK
 
 
@@ -147,8 +170,19 @@ def test_offline_unreachable_models_are_named_once_with_the_fix(tmp_path, capsys
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     data = _data(tmp_path)
     t0 = time.monotonic()
-    rc = main([str(_matrix(tmp_path, HUB_MATRIX)), "--data-dir", str(data), "--results", str(tmp_path / "r"),
-               "--cache-dir", str(tmp_path / "c"), "--no-report", "--fail-unreachable"])
+    rc = main(
+        [
+            str(_matrix(tmp_path, HUB_MATRIX)),
+            "--data-dir",
+            str(data),
+            "--results",
+            str(tmp_path / "r"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--no-report",
+            "--fail-unreachable",
+        ]
+    )
     assert time.monotonic() - t0 < 10
     err = capsys.readouterr().err
     assert rc == EXIT_BAD_INPUT
@@ -163,17 +197,27 @@ def test_research_matrix_offline_fails_in_seconds(tmp_path, capsys, monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     data = tmp_path / "data"
-    for rel, src in {"chatdoctor5k/chatdoctor5k.json": "train_instructions.json",
-                     "medqa_usmle_4opt/test.jsonl": "medqa_fixture.jsonl",
-                     "pubmedqa/test_set.json": "pubmedqa_fixture.json",
-                     "pubmedqa/pqal_fold0/train_set.json": "pubmedqa_fixture.json"}.items():
+    for rel, src in {
+        "chatdoctor5k/chatdoctor5k.json": "train_instructions.json",
+        "medqa_usmle_4opt/test.jsonl": "medqa_fixture.jsonl",
+        "pubmedqa/test_set.json": "pubmedqa_fixture.json",
+        "pubmedqa/pqal_fold0/train_set.json": "pubmedqa_fixture.json",
+    }.items():
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(CI_DATA / src, data / rel)
     (data / "medquad").mkdir()
     shutil.copy(ROOT / "tests" / "fixtures" / "data" / "qa.jsonl", data / "medquad" / "medquad.jsonl")
     t0 = time.monotonic()
-    rc = main([str(ROOT / "matrices" / "small_models.yaml"), "--dry-run", "--data-dir", str(data),
-               "--results", str(tmp_path / "r")])
+    rc = main(
+        [
+            str(ROOT / "matrices" / "small_models.yaml"),
+            "--dry-run",
+            "--data-dir",
+            str(data),
+            "--results",
+            str(tmp_path / "r"),
+        ]
+    )
     assert time.monotonic() - t0 < 10
     captured = capsys.readouterr()
     assert rc == EXIT_OK  # every cell of the unreachable models is planned as skipped, the reason given once
@@ -181,8 +225,11 @@ def test_research_matrix_offline_fails_in_seconds(tmp_path, capsys, monkeypatch)
 
 
 class _Hub(http.server.BaseHTTPRequestHandler):
-    answers = {"/org/model-a/resolve/main/config.json": 200, "/org/model-b/resolve/main/config.json": 404,
-               "/org/model-c/resolve/main/config.json": 401}
+    answers = {
+        "/org/model-a/resolve/main/config.json": 200,
+        "/org/model-b/resolve/main/config.json": 404,
+        "/org/model-c/resolve/main/config.json": 401,
+    }
 
     def do_HEAD(self):
         self.send_response(self.answers.get(self.path, 200))
@@ -247,14 +294,17 @@ def test_closed_port_fails_fast(monkeypatch, tmp_path):
 
 # -------------------------------------------------------------------------------------------- places, flags, faults
 
+
 def test_full_or_read_only_places_are_errors(tmp_path, monkeypatch):
     assert preflight.writable_problem(tmp_path / "new" / "results", "results folder") is None
     full = preflight.writable_problem(tmp_path / "r", "results folder", min_free=1 << 62)
     assert full and full.startswith(f"results folder {tmp_path / 'r'}: the disk is full")
     monkeypatch.setattr(preflight.os, "access", lambda *a, **k: False)
     ro = preflight.writable_problem(tmp_path / "r", "cache folder")
-    assert ro == f"cache folder {tmp_path / 'r'}: {tmp_path} is read-only (no write permission, or a read-only file " \
-                 f"system)"
+    assert (
+        ro == f"cache folder {tmp_path / 'r'}: {tmp_path} is read-only (no write permission, or a read-only file "
+        f"system)"
+    )
 
 
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "abc"])
@@ -273,8 +323,19 @@ def _fault(tmp_path, monkeypatch, exc):
 
     monkeypatch.setattr(harness.runner, "execute", boom)
     data = _data(tmp_path)
-    return main([str(_matrix(tmp_path, GOOD)), "--data-dir", str(data), "--results", str(tmp_path / "r"),
-                 "--cache-dir", str(tmp_path / "c"), "--no-report", "--no-progress"])
+    return main(
+        [
+            str(_matrix(tmp_path, GOOD)),
+            "--data-dir",
+            str(data),
+            "--results",
+            str(tmp_path / "r"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--no-report",
+            "--no-progress",
+        ]
+    )
 
 
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
@@ -298,11 +359,19 @@ def test_unreachable_models_cells_are_recorded_skipped_with_the_reason_once_per_
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     data = _data(tmp_path)
-    body = HUB_MATRIX.replace("  - {id: a, source: hub, hub_id: org/model-a}\n",
-                              "  - {id: a, source: hub, hub_id: org/model-a}\n"
-                              "  - {id: tiny, source: synthetic, architecture: tiny-llama}\n")
-    args = [str(_matrix(tmp_path, body)), "--data-dir", str(data), "--results", str(tmp_path / "r"),
-            "--cache-dir", str(tmp_path / "c")]
+    body = HUB_MATRIX.replace(
+        "  - {id: a, source: hub, hub_id: org/model-a}\n",
+        "  - {id: a, source: hub, hub_id: org/model-a}\n  - {id: tiny, source: synthetic, architecture: tiny-llama}\n",
+    )
+    args = [
+        str(_matrix(tmp_path, body)),
+        "--data-dir",
+        str(data),
+        "--results",
+        str(tmp_path / "r"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     import sys
 
     import harness.cli
@@ -317,8 +386,9 @@ def test_unreachable_models_cells_are_recorded_skipped_with_the_reason_once_per_
     import harness.runner
 
     real = harness.runner.execute
-    monkeypatch.setattr(harness.runner, "execute", lambda planned, *a, **k: real(
-        [p for p in planned if p.action != "run"], *a, **k))  # record the skips only; nothing trains here
+    monkeypatch.setattr(
+        harness.runner, "execute", lambda planned, *a, **k: real([p for p in planned if p.action != "run"], *a, **k)
+    )  # record the skips only; nothing trains here
     assert main(args + ["--no-report", "--no-progress"]) == EXIT_OK
     records = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json") if p.stem != "comparisons"]
     assert sorted(r["cell_id"].split("_")[0] for r in records) == ["a", "b", "c"]

@@ -46,7 +46,7 @@ def render(folder: Path, tmp_path: Path, **kwargs) -> str:
 
 def section(html: str, sid: str) -> str:
     start = html.index(f'<section id="{sid}">')
-    return html[start:html.index("</section>", start)]
+    return html[start : html.index("</section>", start)]
 
 
 def table_rows(html: str) -> list[str]:
@@ -80,10 +80,17 @@ def test_fixture_folder_loads_as_valid_records() -> None:
 
 
 def test_full_report_has_every_section_in_order(small: Path, tmp_path: Path) -> None:
-    html = render(small, tmp_path, matrix_text=MATRIX.read_text(), matrix_path=str(MATRIX),
-                  command="medbench run matrices/fixture.yaml")
-    order = [html.index(f'<section id="{s}">') for s in
-             ("headline", "pareto", "table", "curves", "heatmaps", "cost", "failures", "provenance")]
+    html = render(
+        small,
+        tmp_path,
+        matrix_text=MATRIX.read_text(),
+        matrix_path=str(MATRIX),
+        command="medbench run matrices/fixture.yaml",
+    )
+    order = [
+        html.index(f'<section id="{s}">')
+        for s in ("headline", "pareto", "table", "curves", "heatmaps", "cost", "failures", "provenance")
+    ]
     assert order == sorted(order)
     assert html.count("<section") == 8  # no gate section without a gate
     assert len(table_rows(html)) == 37
@@ -110,16 +117,24 @@ def test_headline_picks_the_best_real_cell_and_reports_its_statistics(small: Pat
     html = render(small, tmp_path)
     head = section(html, "headline")
     for task in ("medqa", "pubmedqa"):
-        trained = [r for r in recs if r["status"] == "success" and r["config"]["method"]["kind"] != "base"
-                   and r["config"]["model"]["source"] != "synthetic"]
+        trained = [
+            r
+            for r in recs
+            if r["status"] == "success"
+            and r["config"]["method"]["kind"] != "base"
+            and r["config"]["model"]["source"] != "synthetic"
+        ]
         # ties go to the cell with less peak memory
-        best = max(trained, key=lambda r: (r["metrics"]["eval"][task]["acc"],
-                                           -r["metrics"]["memory"]["headline_bytes"]))
+        best = max(
+            trained, key=lambda r: (r["metrics"]["eval"][task]["acc"], -r["metrics"]["memory"]["headline_bytes"])
+        )
         comp = comparisons[best["cell_id"]][task]
         assert best["cell_id"] in head
         assert f"{100 * best['metrics']['eval'][task]['acc']:.1f} %" in head
-        assert f"{100 * comp['diff']:+.1f} [{100 * comp['ci_low']:+.1f}, {100 * comp['ci_high']:+.1f}]" \
-            .replace("-", "−") in head
+        assert (
+            f"{100 * comp['diff']:+.1f} [{100 * comp['ci_low']:+.1f}, {100 * comp['ci_high']:+.1f}]".replace("-", "−")
+            in head
+        )
     assert "1 SE ≈ 1.3 points on 1273 items" in head  # MedQA noise level
     assert "1 SE ≈ 2.2 points on 500 items" in head  # PubMedQA noise level
     assert "winner&#39;s curse" in head
@@ -171,12 +186,19 @@ def test_pareto_tables_list_only_real_trained_cells(small: Path, tmp_path: Path)
     pareto = section(render(small, tmp_path), "pareto")
     assert "llama-3.2-1b-random" not in pareto
     # the memory front of MedQA, recomputed by hand from the records
-    pts = [{"acc": r["metrics"]["eval"]["medqa"]["acc"], "mem": r["metrics"]["memory"]["headline_bytes"],
-            "id": r["cell_id"]} for r in records(small).values()
-           if r["status"] == "success" and r["config"]["method"]["kind"] != "base"
-           and r["config"]["model"]["source"] != "synthetic"]
+    pts = [
+        {
+            "acc": r["metrics"]["eval"]["medqa"]["acc"],
+            "mem": r["metrics"]["memory"]["headline_bytes"],
+            "id": r["cell_id"],
+        }
+        for r in records(small).values()
+        if r["status"] == "success"
+        and r["config"]["method"]["kind"] != "base"
+        and r["config"]["model"]["source"] != "synthetic"
+    ]
     front = [pts[i] for i in pareto_front(pts, maximize=["acc"], minimize=["mem"])]
-    table = pareto[pareto.index("Pareto-optimal on MedQA vs memory"):pareto.index("Pareto-optimal on MedQA vs time")]
+    table = pareto[pareto.index("Pareto-optimal on MedQA vs memory") : pareto.index("Pareto-optimal on MedQA vs time")]
     assert table.count('<tr><td class="num">') == len(front) >= 1
 
 
@@ -213,7 +235,7 @@ def test_failed_only_folder(small: Path, tmp_path: Path) -> None:
     assert "<img" not in html
     assert "No real (non-synthetic) model" not in html  # there is a real model, it just has no success
     assert "No successful cell of this model has task scores yet" in section(html, "headline")
-    assert section(html, "failures").count("<tr><td><span class=\"badge") == 3
+    assert section(html, "failures").count('<tr><td><span class="badge') == 3
 
 
 def test_empty_and_missing_folders(tmp_path: Path) -> None:
@@ -263,8 +285,14 @@ def test_every_string_is_escaped(small: Path, tmp_path: Path) -> None:
         rec["environment"] = {**rec["environment"], "hostname": XSS}
         rec["data_files"] = {XSS: "abc"}
         path.write_text(json.dumps(rec))
-    html = render(small, tmp_path, matrix_text=f"name: x\n# {XSS}\n", command=f"run {XSS}",
-                  title=f"report {XSS}", matrix_path=f"m{XSS}.yaml")
+    html = render(
+        small,
+        tmp_path,
+        matrix_text=f"name: x\n# {XSS}\n",
+        command=f"run {XSS}",
+        title=f"report {XSS}",
+        matrix_path=f"m{XSS}.yaml",
+    )
     assert XSS not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<img src=x" not in html and "onerror=alert(2)>" not in html
@@ -290,8 +318,15 @@ def test_report_is_self_contained(small: Path, tmp_path: Path) -> None:
 
 
 def test_cell_key_is_stable_across_hash_changes() -> None:
-    cfg = {"model": {"id": "m"}, "method": {"name": "lora-r8"}, "variant": "default", "epochs": 2,
-           "learning_rate": 0.0002, "seed": 0, "train": {"max_seq_length": 512}}
+    cfg = {
+        "model": {"id": "m"},
+        "method": {"name": "lora-r8"},
+        "variant": "default",
+        "epochs": 2,
+        "learning_rate": 0.0002,
+        "seed": 0,
+        "train": {"max_seq_length": 512},
+    }
     key = cell_key(cfg)
     assert key == "m/lora-r8/default/e2/lr0.0002/s0"
     assert cell_key({**cfg, "train": {"max_seq_length": 1024}}) == key
@@ -302,10 +337,22 @@ def test_loader_tolerates_minimal_records(tmp_path: Path) -> None:
     from harness.results import CellResult, write_result
 
     folder = tmp_path / "r"
-    write_result(folder, CellResult(cell_id="m_base-00000000", config_hash="0" * 64, matrix="x", status="success",
-                                    config={"model": {"id": "m"}, "method": {"kind": "base", "name": "base"}}))
-    write_result(folder, CellResult(cell_id="m_lora-11111111", config_hash="1" * 64, matrix="x", status="failed",
-                                    reason="it broke", config={}))
+    write_result(
+        folder,
+        CellResult(
+            cell_id="m_base-00000000",
+            config_hash="0" * 64,
+            matrix="x",
+            status="success",
+            config={"model": {"id": "m"}, "method": {"kind": "base", "name": "base"}},
+        ),
+    )
+    write_result(
+        folder,
+        CellResult(
+            cell_id="m_lora-11111111", config_hash="1" * 64, matrix="x", status="failed", reason="it broke", config={}
+        ),
+    )
     data = load_report_data(folder)
     assert len(data.cells) == 2 and data.tasks == []
     html = render(folder, tmp_path)

@@ -27,9 +27,20 @@ import pytest
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report" / "small"
 MATRIX = Path(__file__).parent / "fixtures" / "report" / "small_matrix.yaml"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio", "--remote-debugging-pipe"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--remote-debugging-pipe",
+]
 
 
 def find_chromium() -> str | None:
@@ -55,13 +66,25 @@ class CDP:
         hi_r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD_CLOEXEC, 10)
         hi_w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD_CLOEXEC, 10)
         os.close(to_child_r), os.close(from_child_w)
-        trampoline = ("import os, sys; r, w = int(sys.argv[1]), int(sys.argv[2]); os.dup2(r, 3); os.dup2(w, 4); "
-                      "os.close(r); os.close(w); os.execv(sys.argv[3], sys.argv[3:])")
-        cmd = [sys.executable, "-c", trampoline, str(hi_r), str(hi_w), binary, *FLAGS,
-               f"--user-data-dir={profile}", "about:blank"]
+        trampoline = (
+            "import os, sys; r, w = int(sys.argv[1]), int(sys.argv[2]); os.dup2(r, 3); os.dup2(w, 4); "
+            "os.close(r); os.close(w); os.execv(sys.argv[3], sys.argv[3:])"
+        )
+        cmd = [
+            sys.executable,
+            "-c",
+            trampoline,
+            str(hi_r),
+            str(hi_w),
+            binary,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ]
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, pass_fds=(hi_r, hi_w), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self.stderr)
+        self.proc = subprocess.Popen(
+            cmd, pass_fds=(hi_r, hi_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr
+        )
         os.close(hi_r), os.close(hi_w)
         self.w = os.fdopen(to_child_w, "wb", buffering=0)
         self.r = os.fdopen(from_child_r, "rb", buffering=0)
@@ -115,8 +138,9 @@ class CDP:
             raise TimeoutError(f"no answer from Chromium for {what} within {self.timeout} s") from None
         if msg is None:
             self.stderr.seek(0)
-            raise RuntimeError(f"Chromium exited while waiting for {what}: "
-                               f"{self.stderr.read().decode(errors='replace')[-2000:]}")
+            raise RuntimeError(
+                f"Chromium exited while waiting for {what}: {self.stderr.read().decode(errors='replace')[-2000:]}"
+            )
         return msg
 
     def close(self) -> None:
@@ -143,8 +167,10 @@ class Page:
         self.session = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable")
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": 1440, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1440, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.cdp.send(method, params, self.session)
@@ -154,20 +180,22 @@ class Page:
         self.cdp.wait_event("Page.loadEventFired", self.session)
 
     def js(self, expression: str) -> Any:
-        res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                             "awaitPromise": True})
+        res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
         if "exceptionDetails" in res:
             raise AssertionError(f"page script failed: {res['exceptionDetails']}")
         return res["result"].get("value")
 
     def click(self, selector: str) -> None:
         """A real mouse click (pressed + released) at the centre of the element."""
-        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
-                      "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect(); "
-                      "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        box = self.js(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+            "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect(); "
+            "return [r.left + r.width / 2, r.top + r.height / 2]; })()"
+        )
         for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
-                                                   "clickCount": 1})
+            self.send(
+                "Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1}
+            )
 
     def problems(self) -> list[str]:
         out = []
@@ -176,8 +204,10 @@ class Page:
                 continue
             m, p = ev.get("method"), ev.get("params", {})
             if m == "Runtime.exceptionThrown":
-                out.append(f"exception: {p['exceptionDetails'].get('text')} "
-                           f"{p['exceptionDetails'].get('exception', {}).get('description', '')}")
+                out.append(
+                    f"exception: {p['exceptionDetails'].get('text')} "
+                    f"{p['exceptionDetails'].get('exception', {}).get('description', '')}"
+                )
             elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
                 out.append(f"console.{p['type']}: {[a.get('value', a.get('description')) for a in p['args']]}")
             elif m == "Log.entryAdded" and p["entry"].get("level") == "error":
@@ -192,9 +222,14 @@ class Page:
 
     def screenshot(self, path: Path) -> None:
         size = self.send("Page.getLayoutMetrics")["cssContentSize"]
-        shot = self.send("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+        shot = self.send(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+            },
+        )
         path.write_bytes(base64.b64decode(shot["data"]))
 
 
@@ -229,32 +264,43 @@ COLUMN_VALUES = """(label) => {
 def test_report_in_headless_chromium(browser: CDP, tmp_path: Path, artifacts: Path) -> None:
     from harness.report import render_report
 
-    out = render_report(FIXTURE, tmp_path / "report.html", matrix_text=MATRIX.read_text(),
-                        matrix_path=str(MATRIX), command=f"medbench run {MATRIX} --results results/fixture-small")
+    out = render_report(
+        FIXTURE,
+        tmp_path / "report.html",
+        matrix_text=MATRIX.read_text(),
+        matrix_path=str(MATRIX),
+        command=f"medbench run {MATRIX} --results results/fixture-small",
+    )
     shutil.copy(out, artifacts / "report.html")
     page = Page(browser)
     page.goto(out.resolve().as_uri())
 
     # every figure is a decoded image
-    sizes = page.js("Promise.all([...document.images].map(i => i.decode().then("
-                    "() => [i.naturalWidth, i.naturalHeight], () => [0, 0])))")
+    sizes = page.js(
+        "Promise.all([...document.images].map(i => i.decode().then("
+        "() => [i.naturalWidth, i.naturalHeight], () => [0, 0])))"
+    )
     assert len(sizes) >= 6, sizes
     assert all(w > 0 and h > 0 for w, h in sizes), sizes
 
     # sort by peak memory: one click ascending, a second click descending; empty values stay last
     col = "peak mem"
     before = page.js(f"({COLUMN_VALUES})({json.dumps(col)})")
-    header = page.js("[...document.querySelectorAll('#results thead th')].findIndex("
-                     f"h => h.textContent.trim() === {json.dumps(col)}) + 1")
+    header = page.js(
+        "[...document.querySelectorAll('#results thead th')].findIndex("
+        f"h => h.textContent.trim() === {json.dumps(col)}) + 1"
+    )
     assert header > 0
     page.click(f"#results thead th:nth-child({header})")
     after = page.js(f"({COLUMN_VALUES})({json.dumps(col)})")
     assert after != before, "clicking the header did not reorder the table"
     numbers = [float(v) for v in after if v]
     assert numbers == sorted(numbers)
-    assert all(v == "" for v in after[len(numbers):]), "empty values must sort last"
-    assert page.js(f"document.querySelector('#results thead th:nth-child({header})').getAttribute('aria-sort')") \
+    assert all(v == "" for v in after[len(numbers) :]), "empty values must sort last"
+    assert (
+        page.js(f"document.querySelector('#results thead th:nth-child({header})').getAttribute('aria-sort')")
         == "ascending"
+    )
     page.click(f"#results thead th:nth-child({header})")
     desc = [float(v) for v in page.js(f"({COLUMN_VALUES})({json.dumps(col)})") if v]
     assert desc == sorted(numbers, reverse=True)
@@ -263,13 +309,16 @@ def test_report_in_headless_chromium(browser: CDP, tmp_path: Path, artifacts: Pa
     total = page.js("document.querySelectorAll('#results tbody tr').length")
     page.click("#filter")
     page.send("Input.insertText", {"text": "qlora smollm2"})
-    visible = page.js("[...document.querySelectorAll('#results tbody tr')].filter(r => r.style.display !== 'none')"
-                      ".map(r => r.textContent)")
+    visible = page.js(
+        "[...document.querySelectorAll('#results tbody tr')].filter(r => r.style.display !== 'none')"
+        ".map(r => r.textContent)"
+    )
     assert 0 < len(visible) < total
     assert all("qlora" in t and "smollm2" in t for t in visible)
     assert page.js("document.getElementById('shown').textContent") == f"{len(visible)} of {total} rows"
-    page.js("(() => { const f = document.getElementById('filter'); f.value = '';"
-            " f.dispatchEvent(new Event('input')); })()")
+    page.js(
+        "(() => { const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); })()"
+    )
 
     page.js("window.scrollTo(0, 0)")
     shot = artifacts / "report.png"

@@ -36,8 +36,11 @@ def edit(folder: Path, every: int, update) -> list[str]:
 def mixed(tmp_path: Path) -> tuple[Path, list[str], list[str]]:
     folder = Path(shutil.copytree(SMALL, tmp_path / "mixed"))
     on_l4 = edit(folder, 3, lambda r: r["environment"].update(device=L4))
-    shared = edit(folder, 7, lambda r: r["environment"].update(
-        execution={"executor": "ray", "node": "gpu-node-2", "share_gpu": True}))
+    shared = edit(
+        folder,
+        7,
+        lambda r: r["environment"].update(execution={"executor": "ray", "node": "gpu-node-2", "share_gpu": True}),
+    )
     return folder, sorted(set(on_l4) - set(shared)), shared
 
 
@@ -56,7 +59,7 @@ def test_device_type_node_and_sharing_are_columns(mixed):
 def test_table_groups_speed_and_memory_by_device(mixed, tmp_path):
     folder, on_l4, shared = mixed
     html = render_report(folder, tmp_path / "r.html").read_text()
-    table = html[html.index('<section id="table">'):]
+    table = html[html.index('<section id="table">') :]
     assert ">device</th>" in table or "device</th>" in table
     rows = re.findall(r"<tr class=\"st-[a-z]+\">(.*?)</tr>", table, flags=re.S)
     shared_rows = [r for r in rows if "(shared)" in r]

@@ -192,7 +192,7 @@ def test_gate_section_in_the_report(baseline: Path, current: Path, tmp_path: Pat
     gate = check_baseline(current, baseline, LIMITS)
     html = render_report(current, tmp_path / "r.html", gate=gate).read_text()
     start = html.index('<section id="gate">')
-    sec = html[start:html.index("</section>", start)]
+    sec = html[start : html.index("</section>", start)]
     assert start < html.index('<section id="headline">')  # near the top
     assert "FAILED" in sec and REAL_LORA in sec and "−5.0 pts" not in sec  # gate uses ASCII minus
     assert "-5.0 pts" in sec and "smollm2-360m/qlora-r16/default/e1/lr0.0001/s0" in sec

@@ -27,8 +27,13 @@ def test_identical_points_do_not_dominate_each_other() -> None:
 
 
 def test_missing_values_take_no_part() -> None:
-    pts = [{"acc": 0.9, "mem": None}, {"acc": math.nan, "mem": 1.0}, {"acc": 0.5}, {"acc": 0.4, "mem": 3.0},
-           {"acc": 0.3, "mem": math.inf}]
+    pts = [
+        {"acc": 0.9, "mem": None},
+        {"acc": math.nan, "mem": 1.0},
+        {"acc": 0.5},
+        {"acc": 0.4, "mem": 3.0},
+        {"acc": 0.3, "mem": math.inf},
+    ]
     # the 0.9 point has no memory: it cannot dominate the others, and is not on the front itself
     assert pareto_front(pts, maximize=["acc"], minimize=["mem"]) == [3]
 
@@ -39,8 +44,12 @@ def test_single_objective_is_the_argmax_with_ties() -> None:
 
 
 def test_three_objectives() -> None:
-    pts = [{"acc": 0.3, "mem": 4, "t": 10}, {"acc": 0.3, "mem": 4, "t": 5}, {"acc": 0.2, "mem": 1, "t": 50},
-           {"acc": 0.1, "mem": 2, "t": 60}]
+    pts = [
+        {"acc": 0.3, "mem": 4, "t": 10},
+        {"acc": 0.3, "mem": 4, "t": 5},
+        {"acc": 0.2, "mem": 1, "t": 50},
+        {"acc": 0.1, "mem": 2, "t": 60},
+    ]
     assert pareto_front(pts, maximize=["acc"], minimize=["mem", "t"]) == [1, 2]
 
 

@@ -31,8 +31,16 @@ def test_data_paths_shown_relative_to_the_data_dir():
     assert shown_data_path("hub:org/ds", None) == "hub:org/ds"
 
 
-@pytest.mark.parametrize("label, width", [("LoRA r16 [unpacked]", 0.62), ("QLoRA r16 (NF4)", 0.42),
-                                          ("full", 0.42), ("lora-r16-attn", 0.42), ("LoRA r64", 1.86)])
+@pytest.mark.parametrize(
+    "label, width",
+    [
+        ("LoRA r16 [unpacked]", 0.62),
+        ("QLoRA r16 (NF4)", 0.42),
+        ("full", 0.42),
+        ("lora-r16-attn", 0.42),
+        ("LoRA r64", 1.86),
+    ],
+)
 def test_heatmap_method_names_fit_their_block(label, width):
     text, size = method_block_label(label, width)
     widest = max(len(line) for line in text.splitlines())

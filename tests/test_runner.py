@@ -20,11 +20,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def record(cell, status: str, **kw) -> CellResult:
-    return CellResult(cell_id=cell.id, config_hash=cell.config_hash, matrix="t", status=status,
-                      config=cell.config.model_dump(mode="json"), **kw)
+    return CellResult(
+        cell_id=cell.id,
+        config_hash=cell.config_hash,
+        matrix="t",
+        status=status,
+        config=cell.config.model_dump(mode="json"),
+        **kw,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- no torch
+
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "r.json"
@@ -79,6 +86,7 @@ def test_only_patterns():
 
 # ---------------------------------------------------------------------------------------------------- real children
 
+
 def _kill_child_when_started(results_dir: Path, cell_id: str, after_s: float) -> threading.Thread:
     import psutil
 
@@ -103,19 +111,23 @@ def _kill_child_when_started(results_dir: Path, cell_id: str, after_s: float) ->
 
 @pytest.mark.slow
 def test_failures_are_recorded_and_the_matrix_goes_on(tmp_path, make_cells):
-    cells = make_cells("[full, lora-r8, lora-r16]", train="max_steps: 2\nvalidation_fraction: 0.0\n",
-                       results=tmp_path / "res")
+    cells = make_cells(
+        "[full, lora-r8, lora-r16]", train="max_steps: 2\nvalidation_fraction: 0.0\n", results=tmp_path / "res"
+    )
     # A cell whose model folder does not exist raises inside its child; one with a 1 s timeout is killed.
     from harness.config import ModelSpec
     from harness.matrix import Cell, config_hash
 
-    bad_cfg = cells[0].config.model_copy(update={"model": ModelSpec(id="broken", source="local",
-                                                                  path="/nonexistent/model-folder")})
+    bad_cfg = cells[0].config.model_copy(
+        update={"model": ModelSpec(id="broken", source="local", path="/nonexistent/model-folder")}
+    )
     bad = Cell(id="broken_full-00000000", config_hash=config_hash(bad_cfg), config=bad_cfg)
     full, r8, r16 = cells
-    r8 = type(r8)(id=r8.id, config_hash=r8.config_hash,
-                  config=r8.config.model_copy(update={"runtime": r8.config.runtime.model_copy(
-                      update={"timeout_s": 1.0})}))
+    r8 = type(r8)(
+        id=r8.id,
+        config_hash=r8.config_hash,
+        config=r8.config.model_copy(update={"runtime": r8.config.runtime.model_copy(update={"timeout_s": 1.0})}),
+    )
     results_dir = tmp_path / "res"
     planned = plan([full, r8, r16, bad], results_dir)
     watcher = _kill_child_when_started(results_dir, r16.id, after_s=1.0)
@@ -139,9 +151,19 @@ def test_sigkill_and_resume(tmp_path):
     matrix = tmp_path / "m.yaml"
     matrix.write_text(matrix_yaml("[full, lora-r8, lora-r16]", train="max_steps: 2\nvalidation_fraction: 0.0\n"))
     results = tmp_path / "results"
-    cmd = [sys.executable, str(ROOT / "run_matrix.py"), str(matrix), "--data-dir", str(CI_DATA), "--results",
-           str(results), "--no-report", "--no-progress", "--cache-dir", os.environ.get("MEDBENCH_TEST_CACHE") or
-           str(tmp_path / "cache")]
+    cmd = [
+        sys.executable,
+        str(ROOT / "run_matrix.py"),
+        str(matrix),
+        "--data-dir",
+        str(CI_DATA),
+        "--results",
+        str(results),
+        "--no-report",
+        "--no-progress",
+        "--cache-dir",
+        os.environ.get("MEDBENCH_TEST_CACHE") or str(tmp_path / "cache"),
+    ]
     runner = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not list(results.glob("*.json")):
@@ -173,10 +195,16 @@ def test_sigkill_and_resume(tmp_path):
 def test_records_never_carry_this_machines_folders(tmp_path):
     from harness.results import PORTABLE_RUNTIME, CellResult, read_result, write_result
 
-    runtime = {"data_dir": str(tmp_path / "data"), "results_dir": str(tmp_path / "r"), "cache_dir": "/home/x/.cache",
-               "timeout_s": 60.0}
-    path = write_result(tmp_path / "r", CellResult(cell_id="c", config_hash="h", matrix="m", status="success",
-                                                   config={"runtime": runtime, "seed": 0}))
+    runtime = {
+        "data_dir": str(tmp_path / "data"),
+        "results_dir": str(tmp_path / "r"),
+        "cache_dir": "/home/x/.cache",
+        "timeout_s": 60.0,
+    }
+    path = write_result(
+        tmp_path / "r",
+        CellResult(cell_id="c", config_hash="h", matrix="m", status="success", config={"runtime": runtime, "seed": 0}),
+    )
     text = path.read_text()
     assert str(tmp_path) not in text and "/home/x" not in text
     assert read_result(path).config["runtime"] == {**PORTABLE_RUNTIME, "timeout_s": 60.0}

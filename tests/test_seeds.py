@@ -33,10 +33,10 @@ def _shift(base: list[int], gain_items: int, rng: random.Random) -> list[int]:
     for i in right[:20]:
         out[i] = 0
     if gain_items > 0:
-        for i in wrong[20:20 + gain_items]:
+        for i in wrong[20 : 20 + gain_items]:
             out[i] = 1
     else:
-        for i in right[20:20 - gain_items]:
+        for i in right[20 : 20 - gain_items]:
             out[i] = 0
     return out
 
@@ -77,14 +77,32 @@ def _write_cell(folder: Path, cell_id: str, method: str, seed: int, outcomes: li
     kind = "base" if method == "base" else "lora"
     items = folder / cell_id / "items" / "medqa.jsonl"
     items.parent.mkdir(parents=True, exist_ok=True)
-    items.write_text("".join(json.dumps({"id": i, "target": "A", "correct": bool(x)}) + "\n"
-                             for i, x in enumerate(outcomes)))
-    rec = CellResult(cell_id=cell_id, config_hash=cell_id, matrix="m", status="success",
-                     config={"model": {"id": "m1"}, "method": {"name": method, "kind": kind}, "variant": "default",
-                             "epochs": 0 if kind == "base" else 1, "learning_rate": 0.0 if kind == "base" else 1e-4,
-                             "seed": seed},
-                     metrics={"eval": {"medqa": {"acc": sum(outcomes) / len(outcomes), "n": len(outcomes),
-                                                 "items": f"{cell_id}/items/medqa.jsonl"}}})
+    items.write_text(
+        "".join(json.dumps({"id": i, "target": "A", "correct": bool(x)}) + "\n" for i, x in enumerate(outcomes))
+    )
+    rec = CellResult(
+        cell_id=cell_id,
+        config_hash=cell_id,
+        matrix="m",
+        status="success",
+        config={
+            "model": {"id": "m1"},
+            "method": {"name": method, "kind": kind},
+            "variant": "default",
+            "epochs": 0 if kind == "base" else 1,
+            "learning_rate": 0.0 if kind == "base" else 1e-4,
+            "seed": seed,
+        },
+        metrics={
+            "eval": {
+                "medqa": {
+                    "acc": sum(outcomes) / len(outcomes),
+                    "n": len(outcomes),
+                    "items": f"{cell_id}/items/medqa.jsonl",
+                }
+            }
+        },
+    )
     write_result(folder, rec)
     return rec
 
@@ -93,8 +111,9 @@ def test_summaries_and_comparison_from_a_results_folder(tmp_path: Path) -> None:
     rng = random.Random(3)
     base = _outcomes(0.40, rng)
     base_rec = _write_cell(tmp_path, "base", "base", 0, base)
-    recs = [_write_cell(tmp_path, f"lora_s{s}", "lora", s, _shift(base, g, rng))
-            for s, g in zip((0, 1, 2), (36, 40, 44))]
+    recs = [
+        _write_cell(tmp_path, f"lora_s{s}", "lora", s, _shift(base, g, rng)) for s, g in zip((0, 1, 2), (36, 40, 44))
+    ]
     (summary,) = seed_summaries([base_rec, *recs], ["medqa"])
     assert summary.seeds == (0, 1, 2)
     assert summary.mean == pytest.approx(0.50)
@@ -116,7 +135,7 @@ def test_report_shows_seed_spread_and_says_when_it_exceeds_the_gain(tmp_path: Pa
         _write_cell(tmp_path, f"lora_s{s}", "lora", s, _shift(base, g, rng))
     compute_comparisons(tmp_path)
     html = render_report(tmp_path, tmp_path / "r.html").read_text()
-    headline = html[html.index('id="headline"'):html.index('id="pareto"')]
+    headline = html[html.index('id="headline"') : html.index('id="pareto"')]
     assert "Seeds: mean ± sd across seeds per configuration" in headline
     assert "41.0 % ± 8.3" in headline  # mean 41 %, sd 8.3 points
     assert "bootstrap over 400 items and 3 seeds" in headline

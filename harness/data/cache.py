@@ -44,7 +44,8 @@ def _vocab_hashes(tokenizer: Any) -> dict[str, str]:
         # merges, normalizer, pre-tokenizer and post-processor (which adds bos); not the mutable padding/truncation
         spec = json.loads(backend.to_str())
         hashes["backend_sha256"] = sha256_json(
-            {k: spec.get(k) for k in ("model", "normalizer", "pre_tokenizer", "post_processor", "added_tokens")})
+            {k: spec.get(k) for k in ("model", "normalizer", "pre_tokenizer", "post_processor", "added_tokens")}
+        )
     try:
         _VOCAB_HASHES[tokenizer] = (size, hashes)
     except TypeError:
@@ -92,8 +93,11 @@ def save_entry(cache_dir: Path, key: str, entry: dict[str, Any]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as f:
-            f.write(json.dumps({"format_version": FORMAT_VERSION, "key": key, **entry},
-                               ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+            f.write(
+                json.dumps(
+                    {"format_version": FORMAT_VERSION, "key": key, **entry}, ensure_ascii=False, separators=(",", ":")
+                ).encode("utf-8")
+            )
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared cache folder should stay readable
         os.replace(tmp, path)
     except BaseException:

@@ -21,8 +21,16 @@ from typing import Any
 
 from harness.data.examples import Example
 
-PLACEHOLDERS = {"url": "[URL]", "email": "[EMAIL]", "mrn": "[MRN]", "dob": "[DOB]", "phone": "[PHONE]",
-                "ssn": "[SSN]", "card": "[CARD]", "ip": "[IP]"}
+PLACEHOLDERS = {
+    "url": "[URL]",
+    "email": "[EMAIL]",
+    "mrn": "[MRN]",
+    "dob": "[DOB]",
+    "phone": "[PHONE]",
+    "ssn": "[SSN]",
+    "card": "[CARD]",
+    "ip": "[IP]",
+}
 
 # ---------------------------------------------------------------------------------------------------- patterns
 
@@ -43,8 +51,10 @@ PERSONAL_URL_RE = re.compile(
     re.IGNORECASE,
 )
 
-_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
-          r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
+    r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
 _DAY = r"(?:[0-3]?\d)(?:st|nd|rd|th)?"
 _DATE = (
     r"(?:\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}"  # 01/02/1980, 1980-02-01, 1.2.80
@@ -98,8 +108,10 @@ CUED_SSN_RE = re.compile(
 # Payment cards: 13-19 digits, alone or in groups split by single spaces / dashes; kept only if Luhn-valid.
 CARD_RE = re.compile(r"(?<![\w./+-])\d(?:[ -]?\d){12,18}(?![\w/]|[.-]\d)")
 # IPv4: four octets 0-255; IPv6: hex groups with colons (validated by the ipaddress module).
-IPV4_RE = re.compile(r"(?<![\w.:-])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-                     r"(?::\d{1,5})?(?![\w-]|\.\d)")
+IPV4_RE = re.compile(
+    r"(?<![\w.:-])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?::\d{1,5})?(?![\w-]|\.\d)"
+)
 IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])")
 
 
@@ -150,7 +162,7 @@ def scrub_pii(text: str) -> tuple[str, dict[str, int]]:
         link = whole_match.rstrip(".,;:!?")  # sentence punctuation after a URL stays in the text
         if PERSONAL_URL_RE.search(link) or EMAIL_RE.search(link):
             counts["url"] += 1
-            return PLACEHOLDERS["url"] + whole_match[len(link):]
+            return PLACEHOLDERS["url"] + whole_match[len(link) :]
         return whole_match
 
     def whole(kind: str):
@@ -159,6 +171,7 @@ def scrub_pii(text: str) -> tuple[str, dict[str, int]]:
                 return m.group(0)
             counts[kind] += 1
             return PLACEHOLDERS[kind]
+
         return sub
 
     def cued(kind: str):
@@ -167,6 +180,7 @@ def scrub_pii(text: str) -> tuple[str, dict[str, int]]:
                 return m.group(0)
             counts[kind] += 1
             return m.group(1) + PLACEHOLDERS[kind]
+
         return sub
 
     def checked(kind: str, ok: Any):
@@ -175,6 +189,7 @@ def scrub_pii(text: str) -> tuple[str, dict[str, int]]:
                 return m.group(0)
             counts[kind] += 1
             return PLACEHOLDERS[kind]
+
         return sub
 
     text = URL_RE.sub(url, text)  # first: URLs may contain e-mail addresses and digits
@@ -223,6 +238,7 @@ def _normalized_key(ex: Example) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- steps
+
 
 @dataclass
 class CleaningReport:
@@ -279,8 +295,10 @@ def clean_examples(examples: list[Example], cleaning) -> tuple[list[Example], Cl
             scrubbed.append(Example(messages=messages, source=ex.source, record_id=ex.record_id))
         kept = scrubbed
 
-    for enabled, key, counter in ((cleaning.dedup_exact, _exact_key, "dedup_exact"),
-                                  (cleaning.dedup_normalized, _normalized_key, "dedup_normalized")):
+    for enabled, key, counter in (
+        (cleaning.dedup_exact, _exact_key, "dedup_exact"),
+        (cleaning.dedup_normalized, _normalized_key, "dedup_normalized"),
+    ):
         if not enabled:
             continue
         seen: set[str] = set()

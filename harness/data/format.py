@@ -45,6 +45,7 @@ def _ids(encoded: Any) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------------- plain template
 
+
 def render_plain_prompt(messages: list[dict[str, str]]) -> str:
     """The plain template up to and including "### Response:\\n"; `messages` ends with a user turn."""
     parts = [m["content"].strip() + "\n\n" for m in messages if m["role"] == "system"]
@@ -59,12 +60,15 @@ def render_plain_prompt(messages: list[dict[str, str]]) -> str:
 
 def _plain_eos(tokenizer: Any) -> int:
     if tokenizer.eos_token_id is None:
-        raise DataError("the tokenizer has no chat template and no eos token: the end of a response cannot be learned; "
-                        "give the model a chat_template")
+        raise DataError(
+            "the tokenizer has no chat template and no eos token: the end of a response cannot be learned; "
+            "give the model a chat_template"
+        )
     return int(tokenizer.eos_token_id)
 
 
 # ---------------------------------------------------------------------------------------------------- prompts
+
 
 def encode_prompt(messages: list[dict[str, str]], tokenizer: Any) -> list[int]:
     """Token ids of the prompt to generate a response from, with the same template as training.
@@ -79,6 +83,7 @@ def encode_prompt(messages: list[dict[str, str]], tokenizer: Any) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------------- examples
+
 
 @dataclass
 class EncodeReport:
@@ -118,10 +123,12 @@ def _encode_chat(examples: list[Example], tokenizer: Any) -> tuple[list[dict[str
         full = tokenizer.apply_chat_template(ex.messages, tokenize=False)
         prompt = tokenizer.apply_chat_template(ex.messages[:-1], tokenize=False, add_generation_prompt=True)
         if not full.startswith(prompt):
-            raise DataError(f"{ex.source}: record {ex.record_id}: the chat template renders the prompt (with the "
-                            f"generation prompt) differently from the start of the full conversation, so the response "
-                            f"cannot be located; use a template whose generation prompt is a prefix of the "
-                            f"conversation")
+            raise DataError(
+                f"{ex.source}: record {ex.record_id}: the chat template renders the prompt (with the "
+                f"generation prompt) differently from the start of the full conversation, so the response "
+                f"cannot be located; use a template whose generation prompt is a prefix of the "
+                f"conversation"
+            )
         full_texts.append(full)
         prompt_texts.append(prompt)
     # apply_chat_template(tokenize=True) renders, then tokenizes without special tokens: the same, but batched here
@@ -129,7 +136,7 @@ def _encode_chat(examples: list[Example], tokenizer: Any) -> tuple[list[dict[str
     prompt_ids = tokenizer(prompt_texts, add_special_tokens=False)["input_ids"]
     retokenize = [i for i, (f, p) in enumerate(zip(full_ids, prompt_ids)) if list(f[: len(p)]) != list(p)]
     if retokenize:
-        suffixes = [full_texts[i][len(prompt_texts[i]):] for i in retokenize]
+        suffixes = [full_texts[i][len(prompt_texts[i]) :] for i in retokenize]
         for i, s in zip(retokenize, tokenizer(suffixes, add_special_tokens=False)["input_ids"]):
             full_ids[i] = list(prompt_ids[i]) + list(s)
         report.boundary_retokenized = len(retokenize)
@@ -140,14 +147,16 @@ def _encode_chat(examples: list[Example], tokenizer: Any) -> tuple[list[dict[str
         end = next((j for j in range(start, len(ids)) if ids[j] in eot), None)
         if end is None:
             if tokenizer.eos_token_id is None:
-                raise DataError(f"{ex.source}: record {ex.record_id}: the chat template emits no end-of-turn token "
-                                f"after the response and the tokenizer has no eos token")
+                raise DataError(
+                    f"{ex.source}: record {ex.record_id}: the chat template emits no end-of-turn token "
+                    f"after the response and the tokenizer has no eos token"
+                )
             ids.append(int(tokenizer.eos_token_id))
             end = len(ids) - 1
             report.eos_appended += 1
         if end == start:
             raise DataError(f"{ex.source}: record {ex.record_id}: the response has no tokens")
         labels = [IGNORE_INDEX] * len(ids)
-        labels[start: end + 1] = ids[start: end + 1]
+        labels[start : end + 1] = ids[start : end + 1]
         out.append({"input_ids": ids, "labels": labels})
     return out, report

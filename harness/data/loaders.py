@@ -28,10 +28,18 @@ FORMAT_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
     "messages": {"messages": ("messages", True)},
     "qa": {"question": ("question", True), "answer": ("answer", True)},
     # at least one of answer_idx / answer is required (checked per record)
-    "multiple_choice": {"question": ("question", True), "options": ("options", True),
-                        "answer_idx": ("answer_idx", False), "answer": ("answer", False)},
-    "pubmedqa": {"question": ("QUESTION", True), "contexts": ("CONTEXTS", True),
-                 "final_decision": ("final_decision", True), "long_answer": ("LONG_ANSWER", False)},
+    "multiple_choice": {
+        "question": ("question", True),
+        "options": ("options", True),
+        "answer_idx": ("answer_idx", False),
+        "answer": ("answer", False),
+    },
+    "pubmedqa": {
+        "question": ("QUESTION", True),
+        "contexts": ("CONTEXTS", True),
+        "final_decision": ("final_decision", True),
+        "long_answer": ("LONG_ANSWER", False),
+    },
 }
 ID_FIELD = "id"  # every format may carry an id field; its value becomes Example.record_id
 FILE_TYPES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -55,6 +63,7 @@ def field_names(fmt: str, fields: dict[str, str]) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------------- reading
 
+
 def _utf8_text(path: Path, encoding: str = "utf-8") -> str:
     """The file's text; a byte that is not UTF-8 is an error naming the file, line and column."""
     data = path.read_bytes()
@@ -63,8 +72,10 @@ def _utf8_text(path: Path, encoding: str = "utf-8") -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise DataError(f"{path}: line {line}: not UTF-8 text (byte {data[exc.start]:#04x} at column {column}); "
-                        f"re-save the file as UTF-8") from None
+        raise DataError(
+            f"{path}: line {line}: not UTF-8 text (byte {data[exc.start]:#04x} at column {column}); "
+            f"re-save the file as UTF-8"
+        ) from None
 
 
 def read_records(path: Path) -> list[tuple[str | None, Any]]:
@@ -84,8 +95,10 @@ def read_records(path: Path) -> list[tuple[str | None, Any]]:
             return [(None, r) for r in data]
         if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
             return [(str(k), v) for k, v in data.items()]
-        raise DataError(f"{path}: a JSON data file must hold a list of records or an object of records keyed by id "
-                        f"(got {type(data).__name__})")
+        raise DataError(
+            f"{path}: a JSON data file must hold a list of records or an object of records keyed by id "
+            f"(got {type(data).__name__})"
+        )
     if kind == "jsonl":
         records: list[tuple[str | None, Any]] = []
         with path.open("rb") as f:
@@ -93,15 +106,18 @@ def read_records(path: Path) -> list[tuple[str | None, Any]]:
                 try:
                     line = raw_line.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise DataError(f"{path}: line {line_no}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
-                                    f"column {exc.start + 1}); re-save the file as UTF-8") from None
+                    raise DataError(
+                        f"{path}: line {line_no}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                        f"column {exc.start + 1}); re-save the file as UTF-8"
+                    ) from None
                 if not line.strip():
                     continue
                 try:
                     records.append((None, json.loads(line)))
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}: line {line_no} (record {len(records)}): not valid JSON: {exc.msg}") \
-                        from None
+                    raise DataError(
+                        f"{path}: line {line_no} (record {len(records)}): not valid JSON: {exc.msg}"
+                    ) from None
         return records
     if kind == "csv":
         import io
@@ -129,11 +145,13 @@ def read_hub_records(hub_id: str, hub_config: str | None, split: str, limit: int
         raise DataError(
             f"hub dataset {hub_id!r} (config {hub_config!r}, split {split!r}) could not be loaded: "
             f"{type(exc).__name__}: {exc}. Offline (HF_DATASETS_OFFLINE=1 / HF_HUB_OFFLINE=1, or no network) only "
-            f"datasets already in the local cache load; give a local file with 'path' instead.") from None
+            f"datasets already in the local cache load; give a local file with 'path' instead."
+        ) from None
     return [(None, r) for r in ds]
 
 
 # ---------------------------------------------------------------------------------------------------- records
+
 
 class _Record:
     """One raw record with error messages that name the file, the record and the field."""
@@ -151,8 +169,10 @@ class _Record:
         name = self.names[canon]
         renamed = f" (canonical field '{canon}')" if name != canon else ""
         have = ", ".join(sorted(map(str, self.raw))) or "no fields"
-        return self.error(f"missing field '{name}'{renamed} needed by format '{self.fmt}'; the record has: {have}. "
-                          f"Map field names with the dataset's `fields` option.")
+        return self.error(
+            f"missing field '{name}'{renamed} needed by format '{self.fmt}'; the record has: {have}. "
+            f"Map field names with the dataset's `fields` option."
+        )
 
     def value(self, canon: str, required: bool = True) -> Any:
         name = self.names[canon]
@@ -227,8 +247,9 @@ def _options(r: _Record) -> dict[str, str]:
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError:
-            raise r.error(f"field '{r.names['options']}' is text that is not a JSON object or list of options") \
-                from None
+            raise r.error(
+                f"field '{r.names['options']}' is text that is not a JSON object or list of options"
+            ) from None
     if isinstance(raw, list):
         raw = dict(zip(LETTERS, raw))
     if not isinstance(raw, dict) or len(raw) < 2:
@@ -258,8 +279,10 @@ def _multiple_choice(r: _Record) -> list[dict[str, str]]:
             raise r.error(f"answer {idx!r} is not one of the options {list(options)}")
     question = r.text("question").strip()
     listed = "\n".join(f"{k}. {v}" for k, v in options.items())
-    return [{"role": "user", "content": f"{question}\n{listed}"},
-            {"role": "assistant", "content": f"{letter}. {options[letter]}"}]
+    return [
+        {"role": "user", "content": f"{question}\n{listed}"},
+        {"role": "assistant", "content": f"{letter}. {options[letter]}"},
+    ]
 
 
 def _pubmedqa(r: _Record) -> list[dict[str, str]]:
@@ -277,12 +300,18 @@ def _pubmedqa(r: _Record) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
 
 
-BUILDERS = {"instruction": _instruction, "messages": _messages, "qa": _qa, "multiple_choice": _multiple_choice,
-            "pubmedqa": _pubmedqa}
+BUILDERS = {
+    "instruction": _instruction,
+    "messages": _messages,
+    "qa": _qa,
+    "multiple_choice": _multiple_choice,
+    "pubmedqa": _pubmedqa,
+}
 
 
-def records_to_examples(records: Iterable[tuple[str | None, Any]], *, fmt: str, fields: dict[str, str],
-                        where: str, source: str) -> list[Example]:
+def records_to_examples(
+    records: Iterable[tuple[str | None, Any]], *, fmt: str, fields: dict[str, str], where: str, source: str
+) -> list[Example]:
     names = field_names(fmt, fields)
     build = BUILDERS[fmt]
     out = []

@@ -54,6 +54,7 @@ class Batch:
 
 # ---------------------------------------------------------------------------------------------------- planning
 
+
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     order = list(range(n))
     random.Random(f"{seed}-{epoch}").shuffle(order)
@@ -89,8 +90,10 @@ def plan_rows(lengths: list[int], order: list[int], max_seq_length: int, packing
     """Rows of example indices: one example per row, or greedy first-fit packing in `order`."""
     for i in order:
         if lengths[i] > max_seq_length:
-            raise ValueError(f"example {i} has {lengths[i]} tokens, more than max_seq_length={max_seq_length}; "
-                             f"prepare_data removes or truncates such examples")
+            raise ValueError(
+                f"example {i} has {lengths[i]} tokens, more than max_seq_length={max_seq_length}; "
+                f"prepare_data removes or truncates such examples"
+            )
     if not packing:
         return [[i] for i in order]
     rows: list[list[int]] = []
@@ -107,15 +110,23 @@ def plan_rows(lengths: list[int], order: list[int], max_seq_length: int, packing
     return rows
 
 
-def plan_batches(lengths: list[int], *, batch_size: int, max_seq_length: int, packing: bool, pad_to_max_length: bool,
-                 seed: int, epoch: int) -> list[tuple[list[list[int]], int]]:
+def plan_batches(
+    lengths: list[int],
+    *,
+    batch_size: int,
+    max_seq_length: int,
+    packing: bool,
+    pad_to_max_length: bool,
+    seed: int,
+    epoch: int,
+) -> list[tuple[list[list[int]], int]]:
     """(rows, width) of every batch of one epoch: the rows' example indices and the padded length T."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     rows = plan_rows(lengths, epoch_order(len(lengths), seed, epoch), max_seq_length, packing)
     batches = []
     for b in range(0, len(rows), batch_size):
-        chunk = rows[b: b + batch_size]
+        chunk = rows[b : b + batch_size]
         width = max_seq_length if pad_to_max_length else max(sum(lengths[i] for i in row) for row in chunk)
         batches.append((chunk, width))
     return batches
@@ -123,14 +134,31 @@ def plan_batches(lengths: list[int], *, batch_size: int, max_seq_length: int, pa
 
 # ---------------------------------------------------------------------------------------------------- batches
 
-def iter_batches(examples: list[dict[str, list[int]]], *, batch_size: int, max_seq_length: int, packing: bool,
-                 pad_to_max_length: bool, pad_token_id: int, seed: int, epoch: int) -> Iterator[Batch]:
+
+def iter_batches(
+    examples: list[dict[str, list[int]]],
+    *,
+    batch_size: int,
+    max_seq_length: int,
+    packing: bool,
+    pad_to_max_length: bool,
+    pad_token_id: int,
+    seed: int,
+    epoch: int,
+) -> Iterator[Batch]:
     """The batches of one epoch (the last one may be smaller)."""
     import torch
 
     lengths = [len(ex["input_ids"]) for ex in examples]
-    for rows, width in plan_batches(lengths, batch_size=batch_size, max_seq_length=max_seq_length, packing=packing,
-                                    pad_to_max_length=pad_to_max_length, seed=seed, epoch=epoch):
+    for rows, width in plan_batches(
+        lengths,
+        batch_size=batch_size,
+        max_seq_length=max_seq_length,
+        packing=packing,
+        pad_to_max_length=pad_to_max_length,
+        seed=seed,
+        epoch=epoch,
+    ):
         input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         position_ids = torch.zeros((len(rows), width), dtype=torch.long) if packing else None
@@ -141,11 +169,11 @@ def iter_batches(examples: list[dict[str, list[int]]], *, batch_size: int, max_s
             for i in row:
                 ids, lab = examples[i]["input_ids"], examples[i]["labels"]
                 n = len(ids)
-                input_ids[r, at: at + n] = torch.tensor(ids, dtype=torch.long)
-                labels[r, at: at + n] = torch.tensor(lab, dtype=torch.long)
+                input_ids[r, at : at + n] = torch.tensor(ids, dtype=torch.long)
+                labels[r, at : at + n] = torch.tensor(lab, dtype=torch.long)
                 if packing:
                     labels[r, at] = IGNORE_INDEX  # never predicted from the previous example
-                    position_ids[r, at: at + n] = torch.arange(n)
+                    position_ids[r, at : at + n] = torch.arange(n)
                 at += n
             if packing:
                 # padding is its own "sequence" (positions from 0): it stays out of the examples' attention blocks
@@ -153,22 +181,49 @@ def iter_batches(examples: list[dict[str, list[int]]], *, batch_size: int, max_s
             else:
                 attention_mask[r, :at] = 1
             real += at
-        yield Batch(input_ids=input_ids, labels=labels, position_ids=position_ids, attention_mask=attention_mask,
-                    real_tokens=real, label_tokens=int((labels != IGNORE_INDEX).sum()),
-                    padded_tokens=len(rows) * width - real, examples=sum(len(row) for row in rows))
+        yield Batch(
+            input_ids=input_ids,
+            labels=labels,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            real_tokens=real,
+            label_tokens=int((labels != IGNORE_INDEX).sum()),
+            padded_tokens=len(rows) * width - real,
+            examples=sum(len(row) for row in rows),
+        )
 
 
-def padding_stats(examples: list[dict[str, list[int]]], *, batch_size: int, max_seq_length: int, packing: bool,
-                  pad_to_max_length: bool, seed: int = 0, epoch: int = 0) -> dict[str, Any]:
+def padding_stats(
+    examples: list[dict[str, list[int]]],
+    *,
+    batch_size: int,
+    max_seq_length: int,
+    packing: bool,
+    pad_to_max_length: bool,
+    seed: int = 0,
+    epoch: int = 0,
+) -> dict[str, Any]:
     """Rows, batches, real and padded tokens of one epoch, as `iter_batches` would build it (no tensors).
 
     Without packing and without `pad_to_max_length` the padding depends on the order: `seed` and `epoch` pick it.
     """
     lengths = [len(ex["input_ids"]) for ex in examples]
-    batches = plan_batches(lengths, batch_size=batch_size, max_seq_length=max_seq_length, packing=packing,
-                           pad_to_max_length=pad_to_max_length, seed=seed, epoch=epoch)
+    batches = plan_batches(
+        lengths,
+        batch_size=batch_size,
+        max_seq_length=max_seq_length,
+        packing=packing,
+        pad_to_max_length=pad_to_max_length,
+        seed=seed,
+        epoch=epoch,
+    )
     rows = sum(len(r) for r, _ in batches)
     total = sum(len(r) * width for r, width in batches)
     real = sum(lengths)
-    return {"rows": rows, "batches": len(batches), "real_tokens": real, "padded_tokens": total - real,
-            "padding_fraction": (total - real) / total if total else 0.0}
+    return {
+        "rows": rows,
+        "batches": len(batches),
+        "real_tokens": real,
+        "padded_tokens": total - real,
+        "padding_fraction": (total - real) / total if total else 0.0,
+    }

@@ -33,8 +33,9 @@ def _with_system_prompt(ex: Example, system_prompt: str | None) -> Example:
     # a record's own system message wins: it is part of the data
     if not system_prompt or ex.messages[0]["role"] == "system":
         return ex
-    return Example(messages=[{"role": "system", "content": system_prompt}, *ex.messages], source=ex.source,
-                   record_id=ex.record_id)
+    return Example(
+        messages=[{"role": "system", "content": system_prompt}, *ex.messages], source=ex.source, record_id=ex.record_id
+    )
 
 
 def _data_files(train, data_dir: Path) -> dict[str, str]:
@@ -83,9 +84,13 @@ def prepare_data(train, tokenizer, data_dir: Path, cache_dir: Path, seed: int) -
     key = cache_key(key_parts)
     entry = load_entry(cache_dir, key)
     if entry is not None:
-        return PreparedData(train=entry["train"], validation=entry["validation"],
-                            heldout=[Example.from_dict(d) for d in entry["heldout"]],
-                            stats={**entry["stats"], "cache_hit": True, "cache_key": key}, data_files=data_files)
+        return PreparedData(
+            train=entry["train"],
+            validation=entry["validation"],
+            heldout=[Example.from_dict(d) for d in entry["heldout"]],
+            stats={**entry["stats"], "cache_hit": True, "cache_key": key},
+            data_files=data_files,
+        )
 
     examples: list[Example] = []
     for spec in train.datasets:
@@ -123,8 +128,11 @@ def prepare_data(train, tokenizer, data_dir: Path, cache_dir: Path, seed: int) -
     lengths = [len(e["input_ids"]) for e in train_enc]
     stats = {
         "cleaning": report.as_dict(),
-        "format": {"template": encode_report.template, "boundary_retokenized": encode_report.boundary_retokenized,
-                   "eos_appended": encode_report.eos_appended},
+        "format": {
+            "template": encode_report.template,
+            "boundary_retokenized": encode_report.boundary_retokenized,
+            "eos_appended": encode_report.eos_appended,
+        },
         "split": {"train_available": available, "train": len(train_idx), "validation": len(val_idx)},
         "tokens": {
             "train_examples": len(train_enc),
@@ -137,7 +145,21 @@ def prepare_data(train, tokenizer, data_dir: Path, cache_dir: Path, seed: int) -
         },
     }
     heldout = [kept_examples[i] for i in val_idx]
-    save_entry(cache_dir, key, {"key_parts": {**key_parts, "data_files": data_files}, "stats": stats,
-                                "train": train_enc, "validation": val_enc, "heldout": [ex.to_dict() for ex in heldout]})
-    return PreparedData(train=train_enc, validation=val_enc, heldout=heldout,
-                        stats={**stats, "cache_hit": False, "cache_key": key}, data_files=data_files)
+    save_entry(
+        cache_dir,
+        key,
+        {
+            "key_parts": {**key_parts, "data_files": data_files},
+            "stats": stats,
+            "train": train_enc,
+            "validation": val_enc,
+            "heldout": [ex.to_dict() for ex in heldout],
+        },
+    )
+    return PreparedData(
+        train=train_enc,
+        validation=val_enc,
+        heldout=heldout,
+        stats={**stats, "cache_hit": False, "cache_key": key},
+        data_files=data_files,
+    )

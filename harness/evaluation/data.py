@@ -41,17 +41,20 @@ def is_offline() -> bool:
     return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in OFFLINE_ENV)
 
 
-
-def missing_file_error(task: BuiltinTask, path: Path, data_dir: Path, given: str | None,
-                       what: str = "data file") -> EvalDataError:
+def missing_file_error(
+    task: BuiltinTask, path: Path, data_dir: Path, given: str | None, what: str = "data file"
+) -> EvalDataError:
     if given:
-        origin = f"eval.tasks[].data is {given!r}" + ("" if Path(given).is_absolute() else f", under the data dir {data_dir}")
+        origin = f"eval.tasks[].data is {given!r}" + (
+            "" if Path(given).is_absolute() else f", under the data dir {data_dir}"
+        )
     else:
         origin = f"the default {task.default_data!r} under the data dir {data_dir}"
     hub = ""
     if task.hub_dataset and not given:
-        hub = (f"\n  the Hub copy {task.hub_dataset} is not used: "
-               + ("offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)" if is_offline() else "a local file was asked for"))
+        hub = f"\n  the Hub copy {task.hub_dataset} is not used: " + (
+            "offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)" if is_offline() else "a local file was asked for"
+        )
     return EvalDataError(
         f"{what} for task '{task.name}' not found: {path}\n"
         f"  looked for: {path} ({origin})\n"
@@ -63,8 +66,10 @@ def missing_file_error(task: BuiltinTask, path: Path, data_dir: Path, given: str
 
 # ---------------------------------------------------------------------------------------------------- prepare
 
+
 def prepare_local_data(task: BuiltinTask, path: Path, cache_dir: Path) -> PreparedTaskData:
-    """Validate `path` with the task's loader and write (once) its normalised JSONL copy under `cache_dir/eval-data/`."""
+    """Validate `path` with the task's loader and write (once) its normalised JSONL copy under
+    `cache_dir/eval-data/`."""
     from harness.results import atomic_write_text
 
     path = Path(path)

@@ -53,12 +53,15 @@ def load_text(fc: Any, data_dir: Path) -> tuple[str, dict[str, Any]]:
             except Exception as exc:  # fall back to the local file when there is one, and say so
                 hub_note = f"unreadable: {type(exc).__name__}: {exc}"[:200]
     if not fc.path:
-        raise ForgettingError(f"eval.forgetting: hub dataset {fc.hub_id!r} not used ({hub_note}) and no local "
-                              "'path' is given")
+        raise ForgettingError(
+            f"eval.forgetting: hub dataset {fc.hub_id!r} not used ({hub_note}) and no local 'path' is given"
+        )
     path = resolve_data_path(fc.path, data_dir)
     if not path.is_file():
-        raise ForgettingError(f"eval.forgetting.path: general-text file not found: {path} (relative paths resolve "
-                              f"against the data dir {data_dir})")
+        raise ForgettingError(
+            f"eval.forgetting.path: general-text file not found: {path} (relative paths resolve "
+            f"against the data dir {data_dir})"
+        )
     text = path.read_text(encoding="utf-8")
     source = {"source": "file", "path": display_data_path(path, data_dir), "sha256": sha256_file(path)}
     if hub_note:
@@ -81,16 +84,21 @@ def _hub_text(fc: Any) -> tuple[str, dict[str, Any]]:
             chars += len(text)
     if not parts:
         raise ForgettingError(f"hub dataset {fc.hub_id!r}: no text in field {fc.text_field!r}")
-    return "\n\n".join(parts), {"source": "hub", "hub_id": fc.hub_id, "hub_config": fc.hub_config,
-                                "split": fc.hub_split}
+    return "\n\n".join(parts), {
+        "source": "hub",
+        "hub_id": fc.hub_id,
+        "hub_config": fc.hub_config,
+        "split": fc.hub_split,
+    }
 
 
 def token_windows(tokenizer: Any, text: str, max_tokens: int, seq_len: int) -> list[list[int]]:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
-    windows = [ids[i:i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
+    windows = [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
     if not windows:
-        raise ForgettingError(f"eval.forgetting: the text has {len(ids)} tokens, fewer than one window of "
-                              f"seq_len = {seq_len}")
+        raise ForgettingError(
+            f"eval.forgetting: the text has {len(ids)} tokens, fewer than one window of seq_len = {seq_len}"
+        )
     return windows
 
 
@@ -106,11 +114,12 @@ def mean_cross_entropy(model: Any, windows: list[list[int]], batch_size: int = E
     try:
         with torch.no_grad():
             for start in range(0, len(windows), batch_size):
-                ids = torch.tensor(windows[start:start + batch_size], dtype=torch.long, device=device)
+                ids = torch.tensor(windows[start : start + batch_size], dtype=torch.long, device=device)
                 logits = model(input_ids=ids).logits[:, :-1].float()
                 target = ids[:, 1:]
-                total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                               reduction="sum"))
+                total += float(
+                    F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum")
+                )
                 count += target.numel()
     finally:
         model.train(was_training)
@@ -154,7 +163,15 @@ class ForgettingProbe:
                 base = mean_cross_entropy(model, self.windows)
             when = "after training, adapters disabled (the frozen base)"
         tokens = sum(len(w) - 1 for w in self.windows)
-        return {"base_ce": base, "trained_ce": trained, "increase": trained - base,
-                "base_ppl": math.exp(base), "trained_ppl": math.exp(trained),
-                "tokens": tokens, "windows": len(self.windows), "seq_len": len(self.windows[0]),
-                "base_measured": when, "text": self.source}
+        return {
+            "base_ce": base,
+            "trained_ce": trained,
+            "increase": trained - base,
+            "base_ppl": math.exp(base),
+            "trained_ppl": math.exp(trained),
+            "tokens": tokens,
+            "windows": len(self.windows),
+            "seq_len": len(self.windows[0]),
+            "base_measured": when,
+            "text": self.source,
+        }

@@ -26,8 +26,9 @@ def _prompt_and_reference(example: Any) -> tuple[list[dict[str, str]], str]:
     return messages[:-1], messages[-1]["content"]
 
 
-def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[list[dict[str, str]]],
-                   max_new_tokens: int) -> list[str]:
+def greedy_answers(
+    model: Any, tokenizer: Any, prompts: Sequence[list[dict[str, str]]], max_new_tokens: int
+) -> list[str]:
     import torch
 
     from harness.data.format import encode_prompt
@@ -38,10 +39,18 @@ def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[list[dict[str, 
     with torch.no_grad():
         for messages in prompts:
             ids = torch.tensor([encode_prompt(messages, tokenizer)], device=device)
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, num_beams=1, pad_token_id=pad_id,
-                                 temperature=None, top_p=None, top_k=None)
-            answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=pad_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+            answers.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip())
     return answers
 
 

@@ -67,14 +67,23 @@ class ResolvedTask:
 
 # ---------------------------------------------------------------------------------------------------- resolve
 
+
 def _builtin_config(task: BuiltinTask) -> dict[str, Any]:
     from lm_eval.tasks._yaml_loader import load_yaml
 
     return load_yaml(task.yaml_path, resolve_func=True)
 
 
-def _resolve_builtin(task: BuiltinTask, spec: Any, num_fewshot: int, limit: int | None,
-                     key: str, data_dir: Path, cache_dir: Path, limit_strategy: str = "first") -> ResolvedTask:
+def _resolve_builtin(
+    task: BuiltinTask,
+    spec: Any,
+    num_fewshot: int,
+    limit: int | None,
+    key: str,
+    data_dir: Path,
+    cache_dir: Path,
+    limit_strategy: str = "first",
+) -> ResolvedTask:
     from harness.paths import display_data_path, resolve_data_path
 
     cfg = _builtin_config(task)
@@ -85,8 +94,7 @@ def _resolve_builtin(task: BuiltinTask, spec: Any, num_fewshot: int, limit: int 
         raise missing_file_error(task, path, data_dir, spec.data)
 
     prepared = prepare_local_data(task, path, cache_dir)
-    data = {"kind": "local", "path": display_data_path(path, data_dir), "sha256": prepared.sha256,
-            "n_file": prepared.n}
+    data = {"kind": "local", "path": display_data_path(path, data_dir), "sha256": prepared.sha256, "n_file": prepared.n}
     lm_eval_limit, samples, expected_ids = limit, None, prepared.ids
     if limit is not None and limit_strategy == "spread" and limit < prepared.n:
         # lm-eval's limit keeps the first N items; a label-sorted file (PubMedQA's test split) would then be
@@ -108,15 +116,26 @@ def _resolve_builtin(task: BuiltinTask, spec: Any, num_fewshot: int, limit: int 
             # lm-eval excludes the evaluated item from the examples only when the few-shot split is the test split
             cfg["fewshot_split"] = "test"
             fewshot_source = "test split, never the item under evaluation" + (
-                f" ({shots} not found)" if shots is not None else " (no train split for this task)")
+                f" ({shots} not found)" if shots is not None else " (no train split for this task)"
+            )
     cfg["dataset_kwargs"] = {"data_files": data_files}
-    return ResolvedTask(key=key, lm_eval_name=cfg["task"], spec=cfg, num_fewshot=num_fewshot, limit=lm_eval_limit,
-                        data=data, id_field="id", expected_ids=expected_ids, fewshot_source=fewshot_source,
-                        builtin=True, samples=samples, extra={"limit": limit, "limit_strategy": limit_strategy})
+    return ResolvedTask(
+        key=key,
+        lm_eval_name=cfg["task"],
+        spec=cfg,
+        num_fewshot=num_fewshot,
+        limit=lm_eval_limit,
+        data=data,
+        id_field="id",
+        expected_ids=expected_ids,
+        fewshot_source=fewshot_source,
+        builtin=True,
+        samples=samples,
+        extra={"limit": limit, "limit_strategy": limit_strategy},
+    )
 
 
-def _resolve_hub(task: BuiltinTask, cfg: dict[str, Any], num_fewshot: int, limit: int | None,
-                 key: str) -> ResolvedTask:
+def _resolve_hub(task: BuiltinTask, cfg: dict[str, Any], num_fewshot: int, limit: int | None, key: str) -> ResolvedTask:
     cfg = dict(cfg)
     cfg.pop("dataset_kwargs", None)
     cfg["dataset_path"] = task.hub_dataset
@@ -129,8 +148,17 @@ def _resolve_hub(task: BuiltinTask, cfg: dict[str, Any], num_fewshot: int, limit
         cfg["training_split"] = "train"
         fewshot_source = f"train split of {task.hub_dataset}"
     data = {"kind": "hub", "dataset": task.hub_dataset, "name": task.hub_name, "split": task.hub_split}
-    return ResolvedTask(key=key, lm_eval_name=cfg["task"], spec=cfg, num_fewshot=num_fewshot, limit=limit,
-                        data=data, id_field="id", fewshot_source=fewshot_source, builtin=True)
+    return ResolvedTask(
+        key=key,
+        lm_eval_name=cfg["task"],
+        spec=cfg,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        data=data,
+        id_field="id",
+        fewshot_source=fewshot_source,
+        builtin=True,
+    )
 
 
 def include_dir(eval_cfg: EvalConfig, data_dir: Path) -> Path | None:
@@ -145,8 +173,9 @@ def include_dir(eval_cfg: EvalConfig, data_dir: Path) -> Path | None:
     return p
 
 
-def resolve_tasks(eval_cfg: EvalConfig, data_dir: Path, cache_dir: Path,
-                  task_manager: Any | None = None) -> list[ResolvedTask]:
+def resolve_tasks(
+    eval_cfg: EvalConfig, data_dir: Path, cache_dir: Path, task_manager: Any | None = None
+) -> list[ResolvedTask]:
     """Every task of `eval_cfg`, with its data validated; raises EvalDataError / EvalTaskError."""
     data_dir, cache_dir = Path(data_dir), Path(cache_dir)
     resolved: list[ResolvedTask] = []
@@ -155,15 +184,26 @@ def resolve_tasks(eval_cfg: EvalConfig, data_dir: Path, cache_dir: Path,
         limit = spec.limit if spec.limit is not None else eval_cfg.limit
         builtin = builtin_task(spec.name)
         if builtin is not None:
-            resolved.append(_resolve_builtin(builtin, spec, shots, limit, spec.name, data_dir, cache_dir,
-                                             eval_cfg.limit_strategy))
+            resolved.append(
+                _resolve_builtin(builtin, spec, shots, limit, spec.name, data_dir, cache_dir, eval_cfg.limit_strategy)
+            )
             continue
         if spec.data:
-            raise EvalTaskError(f"eval.tasks: task '{spec.name}' is not a built-in task "
-                                f"({', '.join(builtin_tasks())}), so 'data' cannot be set: the task's YAML says "
-                                f"where its data is")
-        resolved.append(ResolvedTask(key=spec.name, lm_eval_name=spec.name, spec=spec.name, num_fewshot=shots,
-                                     limit=limit, data={"kind": "lm-eval", "task": spec.name}))
+            raise EvalTaskError(
+                f"eval.tasks: task '{spec.name}' is not a built-in task "
+                f"({', '.join(builtin_tasks())}), so 'data' cannot be set: the task's YAML says "
+                f"where its data is"
+            )
+        resolved.append(
+            ResolvedTask(
+                key=spec.name,
+                lm_eval_name=spec.name,
+                spec=spec.name,
+                num_fewshot=shots,
+                limit=limit,
+                data={"kind": "lm-eval", "task": spec.name},
+            )
+        )
     needs_index = [t for t in resolved if not t.builtin]
     if needs_index:
         tm = task_manager or make_task_manager(eval_cfg, data_dir)
@@ -177,7 +217,8 @@ def resolve_tasks(eval_cfg: EvalConfig, data_dir: Path, cache_dir: Path,
                     f"eval.tasks: unknown task '{t.lm_eval_name}': not a built-in task "
                     f"({', '.join(builtin_tasks())}), not an lm-eval task"
                     + (f", not in the task folder {inc}" if inc else " (no eval.include_path given)")
-                    + (f"; did you mean {', '.join(close)}?" if close else ""))
+                    + (f"; did you mean {', '.join(close)}?" if close else "")
+                )
             entry = tm.task_index[t.lm_eval_name]
             if inc is not None and entry.yaml_path is not None and _inside(Path(entry.yaml_path), inc):
                 _resolve_custom(t, Path(entry.yaml_path), inc, data_dir, eval_cfg.limit_strategy)
@@ -203,8 +244,15 @@ def _resolve_custom(t: ResolvedTask, yaml_path: Path, inc: Path, data_dir: Path,
     from harness.evaluation import custom
 
     shown = lambda p: custom.display_path(p, inc, data_dir)
-    t.data.update({"kind": "custom", "include_path": shown(inc), "yaml": shown(yaml_path),
-                   "yaml_sha256": custom.file_sha256(yaml_path), "folder_sha256": custom.folder_digest(inc)})
+    t.data.update(
+        {
+            "kind": "custom",
+            "include_path": shown(inc),
+            "yaml": shown(yaml_path),
+            "yaml_sha256": custom.file_sha256(yaml_path),
+            "folder_sha256": custom.folder_digest(inc),
+        }
+    )
     found, _ = custom.task_data_files(yaml_path)
     t.data["files"] = {shown(f): custom.file_sha256(f) for f in found if f.is_file()}
     cfg = load_yaml(yaml_path, resolve_func=True)
@@ -219,8 +267,10 @@ def _resolve_custom(t: ResolvedTask, yaml_path: Path, inc: Path, data_dir: Path,
     test_file = custom.test_split_file(custom.rewrite_data_paths(custom.read_task_yaml(yaml_path), yaml_path.parent))
     n = custom.count_records(test_file) if test_file is not None else None
     if n is None:
-        t.data["subset"] = (f"first {t.limit} items: limit_strategy spread needs the test split as one local "
-                            f"JSON / JSONL / CSV file without process_docs or custom_dataset")
+        t.data["subset"] = (
+            f"first {t.limit} items: limit_strategy spread needs the test split as one local "
+            f"JSON / JSONL / CSV file without process_docs or custom_dataset"
+        )
         return
     t.extra["limit_strategy"] = "spread"
     if t.limit < n:
@@ -241,6 +291,7 @@ def make_task_manager(eval_cfg: EvalConfig, data_dir: Path) -> Any:
 
 # ---------------------------------------------------------------------------------------------------- records
 
+
 def _none_if_na(v: Any) -> float | None:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return float(v)
@@ -248,7 +299,7 @@ def _none_if_na(v: Any) -> float | None:
 
 
 def _choice_text(continuation: str, delimiter: str) -> str:
-    return continuation[len(delimiter):] if delimiter and continuation.startswith(delimiter) else continuation
+    return continuation[len(delimiter) :] if delimiter and continuation.startswith(delimiter) else continuation
 
 
 def _target_text(target: Any, choices: list[str]) -> Any:
@@ -269,8 +320,9 @@ def _item_id(sample: dict[str, Any], id_field: str | None) -> Any:
     return sample["doc_id"]
 
 
-def item_records(samples: list[dict[str, Any]], output_type: str, target_delimiter: str,
-                 id_field: str | None) -> list[dict[str, Any]]:
+def item_records(
+    samples: list[dict[str, Any]], output_type: str, target_delimiter: str, id_field: str | None
+) -> list[dict[str, Any]]:
     """Per-item records from lm-eval's logged samples, in dataset order."""
     records = []
     for s in sorted(samples, key=lambda s: s["doc_id"]):
@@ -279,8 +331,12 @@ def item_records(samples: list[dict[str, Any]], output_type: str, target_delimit
             choices = [_choice_text(args[1], target_delimiter) for args in s["arguments"]]
             lls = [float(r[0]) for r in s["filtered_resps"]]
             best = max(range(len(lls)), key=lambda i: lls[i])  # first maximum, as numpy.argmax
-            rec: dict[str, Any] = {"id": rid, "target": _target_text(s["target"], choices),
-                                   "chosen": choices[best], "correct": bool(s["acc"]) if "acc" in s else None}
+            rec: dict[str, Any] = {
+                "id": rid,
+                "target": _target_text(s["target"], choices),
+                "chosen": choices[best],
+                "correct": bool(s["acc"]) if "acc" in s else None,
+            }
             if "acc_norm" in s:
                 rec["acc_norm_correct"] = bool(s["acc_norm"])
             rec["ll"] = [round(x, 6) for x in lls]
@@ -309,14 +365,21 @@ def _safe_filename(name: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------- run
 
+
 def run_task(lm: Any, task: ResolvedTask, task_manager: Any, items_dir: Path) -> dict[str, dict[str, Any]]:
     """Evaluate one resolved task (possibly a group: one entry per leaf task); writes the item files."""
     from lm_eval import simple_evaluate
 
     t0 = time.perf_counter()
-    out = simple_evaluate(model=lm, tasks=[task.spec], num_fewshot=task.num_fewshot, limit=task.limit,
-                          samples={task.lm_eval_name: task.samples} if task.samples else None,
-                          log_samples=True, task_manager=task_manager)
+    out = simple_evaluate(
+        model=lm,
+        tasks=[task.spec],
+        num_fewshot=task.num_fewshot,
+        limit=task.limit,
+        samples={task.lm_eval_name: task.samples} if task.samples else None,
+        log_samples=True,
+        task_manager=task_manager,
+    )
     wall_s = time.perf_counter() - t0
     if out is None:
         raise RuntimeError(f"lm-eval returned no results for task '{task.key}'")
@@ -325,21 +388,29 @@ def run_task(lm: Any, task: ResolvedTask, task_manager: Any, items_dir: Path) ->
     for leaf in leaves:
         key = task.key if len(leaves) == 1 else leaf
         cfg = out["configs"][leaf]
-        records = item_records(out["samples"][leaf], cfg.get("output_type", ""),
-                               cfg.get("target_delimiter", " "), task.id_field)
+        records = item_records(
+            out["samples"][leaf], cfg.get("output_type", ""), cfg.get("target_delimiter", " "), task.id_field
+        )
         if task.expected_ids is not None:
             want = list(task.expected_ids[: len(records)])
             got = [r["id"] for r in records]
             n_expected = len(task.expected_ids) if task.limit is None else min(task.limit, len(task.expected_ids))
             if got != want or len(records) != n_expected:
-                raise RuntimeError(f"task '{key}': lm-eval's items do not line up with the data file "
-                                   f"({len(records)} items, expected {n_expected}; first ids {got[:3]} vs {want[:3]})")
+                raise RuntimeError(
+                    f"task '{key}': lm-eval's items do not line up with the data file "
+                    f"({len(records)} items, expected {n_expected}; first ids {got[:3]} vs {want[:3]})"
+                )
         items_path = items_dir / f"{_safe_filename(key)}.jsonl"
         _write_jsonl(items_path, records)
         res = out["results"][leaf]
         # lm-eval's other metrics of this task ("name,filter" -> value), e.g. exact_match of a custom task
-        metrics = {k: v for k, v in res.items() if "," in k and isinstance(v, (int, float))
-                   and k.split(",")[0] not in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr")}
+        metrics = {
+            k: v
+            for k, v in res.items()
+            if "," in k
+            and isinstance(v, (int, float))
+            and k.split(",")[0] not in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr")
+        }
         entries[key] = {
             "acc": _none_if_na(res.get("acc,none")),
             "acc_stderr": _none_if_na(res.get("acc_stderr,none")),
@@ -386,8 +457,7 @@ def evaluate_model(model: Any, tokenizer: Any, cell: CellConfig, out_dir: Path) 
     try:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cell.model.eval_batch_size)
         for task in tasks:
-            log.info("evaluating %s (%s, %s-shot, limit %s)", task.key, task.lm_eval_name, task.num_fewshot,
-                     task.limit)
+            log.info("evaluating %s (%s, %s-shot, limit %s)", task.key, task.lm_eval_name, task.num_fewshot, task.limit)
             results.update(run_task(lm, task, task_manager, out_dir / "items"))
     finally:
         model.train(was_training)
@@ -396,5 +466,12 @@ def evaluate_model(model: Any, tokenizer: Any, cell: CellConfig, out_dir: Path) 
     return results
 
 
-__all__ = ["EvalDataError", "EvalTaskError", "ResolvedTask", "evaluate_model", "item_records", "resolve_tasks",
-           "run_task"]
+__all__ = [
+    "EvalDataError",
+    "EvalTaskError",
+    "ResolvedTask",
+    "evaluate_model",
+    "item_records",
+    "resolve_tasks",
+    "run_task",
+]

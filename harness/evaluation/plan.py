@@ -54,8 +54,13 @@ def detectability_rows(loaded: Any, results_dir: Path) -> list[Any]:
     for task in matrix.eval.tasks:
         n = task_items(task, matrix.eval, Path(loaded.data_dir))
         disc = discordance_for(task.name, comparisons, matrix.report.assumed_discordance)
-        rows.append((task.name, None if not n else detectability(task.name, n, disc, matrix.report.target_difference),
-                     task_size(task, Path(loaded.data_dir))))
+        rows.append(
+            (
+                task.name,
+                None if not n else detectability(task.name, n, disc, matrix.report.target_difference),
+                task_size(task, Path(loaded.data_dir)),
+            )
+        )
     return rows
 
 
@@ -82,8 +87,10 @@ def print_plan_extras(planned: list, loaded: Any, results_dir: Path, out: TextIO
         try:
             section(planned, loaded, results_dir, out) if section is _print_cost else section(loaded, results_dir, out)
         except Exception as exc:  # a plan section is advice; it must never stop the plan from printing
-            print(f"  ({section.__name__.lstrip('_').replace('_', ' ')} unavailable: {type(exc).__name__}: {exc})",
-                  file=out)
+            print(
+                f"  ({section.__name__.lstrip('_').replace('_', ' ')} unavailable: {type(exc).__name__}: {exc})",
+                file=out,
+            )
 
 
 def _print_cost(planned: list, loaded: Any, results_dir: Path, out: TextIO) -> None:

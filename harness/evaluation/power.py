@@ -51,15 +51,19 @@ def mcnemar_power(n: float, delta: float, discordance: float, alpha: float = ALP
     _check(discordance, alpha)
     d = abs(delta)
     if d > discordance + 1e-12:
-        raise ValueError(f"|delta| ({d}) cannot exceed the discordance ({discordance}): a difference needs at least "
-                         "that many items on which the two cells disagree")
+        raise ValueError(
+            f"|delta| ({d}) cannot exceed the discordance ({discordance}): a difference needs at least "
+            "that many items on which the two cells disagree"
+        )
     if n <= 0:
         return 0.0
     za = _z(1 - alpha / 2)
     spread = math.sqrt(max(discordance - d * d, 1e-300))
     root_n = math.sqrt(n)
-    return float(norm.cdf((d * root_n - za * math.sqrt(discordance)) / spread)
-                 + norm.cdf((-d * root_n - za * math.sqrt(discordance)) / spread))
+    return float(
+        norm.cdf((d * root_n - za * math.sqrt(discordance)) / spread)
+        + norm.cdf((-d * root_n - za * math.sqrt(discordance)) / spread)
+    )
 
 
 def mcnemar_sample_size(delta: float, discordance: float, alpha: float = ALPHA, power: float = POWER) -> float:
@@ -80,8 +84,9 @@ def required_items(delta: float, discordance: float, alpha: float = ALPHA, power
     return math.ceil(n - 1e-9) if math.isfinite(n) else 0
 
 
-def minimum_detectable_difference(n: float, discordance: float, alpha: float = ALPHA,
-                                  power: float = POWER) -> float | None:
+def minimum_detectable_difference(
+    n: float, discordance: float, alpha: float = ALPHA, power: float = POWER
+) -> float | None:
     """The smallest |δ| that n paired items detect with the given power, or None when no difference up to the
     discordance itself reaches that power (too few items for that much disagreement)."""
     from scipy.optimize import brentq
@@ -119,6 +124,7 @@ def exact_power(n: int, p01: float, p10: float, alpha: float = ALPHA) -> float:
 
 # ---------------------------------------------------------------------------------------------------- discordance
 
+
 @dataclass(frozen=True)
 class Discordance:
     rate: float
@@ -145,19 +151,26 @@ def measured_discordance(comparisons: Iterable[dict[str, Any]], task: str) -> tu
     return disc / items, disc, items
 
 
-def discordance_for(task: str, comparisons: Iterable[dict[str, Any]] | None,
-                    assumed: float = ASSUMED_DISCORDANCE) -> Discordance:
+def discordance_for(
+    task: str, comparisons: Iterable[dict[str, Any]] | None, assumed: float = ASSUMED_DISCORDANCE
+) -> Discordance:
     """The measured discordance of `task` where comparisons with the base row exist, else the assumed rate."""
     comps = list(comparisons or [])
     measured = measured_discordance(comps, task)
     if measured is not None:
         rate, disc, items = measured
         cells = len({c.get("cell") for c in comps if c.get("task") == task})
-        return Discordance(rate, "measured", f"measured vs the base row: {disc} of {items} paired items over "
-                                             f"{cells} cell{'s' if cells != 1 else ''}")
+        return Discordance(
+            rate,
+            "measured",
+            f"measured vs the base row: {disc} of {items} paired items over {cells} cell{'s' if cells != 1 else ''}",
+        )
     if any(c.get("task") == task for c in comps):
-        return Discordance(assumed, "assumed", "assumed: the measured cells never disagree with the base row, "
-                                               "which tells nothing about a cell that would")
+        return Discordance(
+            assumed,
+            "assumed",
+            "assumed: the measured cells never disagree with the base row, which tells nothing about a cell that would",
+        )
     return Discordance(assumed, "assumed", "assumed before any result exists")
 
 
@@ -176,14 +189,24 @@ class Detectability:
         return "–" if self.mdd is None else f"{100 * self.mdd:.1f}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "n": self.n, "discordance": self.discordance.rate,
-                "discordance_source": self.discordance.source, "discordance_detail": self.discordance.detail,
-                "mdd": self.mdd, "target": self.target, "items_for_target": self.items_for_target,
-                "alpha": self.alpha, "power": self.power, "method": METHOD}
+        return {
+            "task": self.task,
+            "n": self.n,
+            "discordance": self.discordance.rate,
+            "discordance_source": self.discordance.source,
+            "discordance_detail": self.discordance.detail,
+            "mdd": self.mdd,
+            "target": self.target,
+            "items_for_target": self.items_for_target,
+            "alpha": self.alpha,
+            "power": self.power,
+            "method": METHOD,
+        }
 
 
-def detectability(task: str, n: int, discordance: Discordance, target: float = 0.03, alpha: float = ALPHA,
-                  power: float = POWER) -> Detectability:
+def detectability(
+    task: str, n: int, discordance: Discordance, target: float = 0.03, alpha: float = ALPHA, power: float = POWER
+) -> Detectability:
     mdd = minimum_detectable_difference(n, discordance.rate, alpha, power) if n > 0 else None
     need = required_items(target, discordance.rate, alpha, power) if target <= discordance.rate else None
     return Detectability(task, n, discordance, mdd, target, need, alpha, power)
@@ -195,8 +218,10 @@ def sentence(d: Detectability, label: str | None = None, available: int | None =
     name = label or d.task
     target = f"{100 * d.target:g} points"
     if d.mdd is None:
-        head = (f"{name}, {d.n} items: no difference is reliably visible (power {d.power:.0%} is out of reach at "
-                f"this discordance)")
+        head = (
+            f"{name}, {d.n} items: no difference is reliably visible (power {d.power:.0%} is out of reach at "
+            f"this discordance)"
+        )
     else:
         head = f"{name}, {d.n} items: differences under ≈ {100 * d.mdd:.1f} points are invisible"
     if d.items_for_target is None:
@@ -222,27 +247,35 @@ def sentence(d: Detectability, label: str | None = None, available: int | None =
 # which is Connor (1987) exactly when σ_s = 0. A measured σ_s (on n items) also holds some item noise, so the figures
 # for more items than it was measured on are conservative.
 
-def _seed_gap(d: float, n: float, discordance: float, seed_sd: float, seeds: float, alpha: float,
-              power: float) -> float:
-    s2 = seed_sd ** 2 / seeds
-    return (d - _z(1 - alpha / 2) * math.sqrt(discordance / n + s2)
-            - _z(power) * math.sqrt(max(discordance - d * d, 0.0) / n + s2))
+
+def _seed_gap(
+    d: float, n: float, discordance: float, seed_sd: float, seeds: float, alpha: float, power: float
+) -> float:
+    s2 = seed_sd**2 / seeds
+    return (
+        d
+        - _z(1 - alpha / 2) * math.sqrt(discordance / n + s2)
+        - _z(power) * math.sqrt(max(discordance - d * d, 0.0) / n + s2)
+    )
 
 
-def mdd_with_seeds(n: int, discordance: float, seed_sd: float, seeds: int, alpha: float = ALPHA,
-                   power: float = POWER) -> float | None:
+def mdd_with_seeds(
+    n: int, discordance: float, seed_sd: float, seeds: int, alpha: float = ALPHA, power: float = POWER
+) -> float | None:
     """Smallest |δ| detectable by the mean of `seeds` runs on n items (None: not below the discordance)."""
     from scipy.optimize import brentq
 
     _check(discordance, alpha, power)
     if _seed_gap(discordance, n, discordance, seed_sd, seeds, alpha, power) < 0:
         return None
-    return float(brentq(lambda d: _seed_gap(d, n, discordance, seed_sd, seeds, alpha, power), 1e-12, discordance,
-                        xtol=1e-10))
+    return float(
+        brentq(lambda d: _seed_gap(d, n, discordance, seed_sd, seeds, alpha, power), 1e-12, discordance, xtol=1e-10)
+    )
 
 
-def items_needed_with_seeds(delta: float, discordance: float, seed_sd: float, seeds: int, alpha: float = ALPHA,
-                            power: float = POWER) -> int | None:
+def items_needed_with_seeds(
+    delta: float, discordance: float, seed_sd: float, seeds: int, alpha: float = ALPHA, power: float = POWER
+) -> int | None:
     """Items for `seeds` runs to detect δ; None when the seed noise alone hides δ (more seeds are needed)."""
     from scipy.optimize import brentq
 
@@ -261,8 +294,15 @@ def items_needed_with_seeds(delta: float, discordance: float, seed_sd: float, se
     return math.ceil(n - 1e-6)
 
 
-def seeds_needed(delta: float, n: int, discordance: float, seed_sd: float, alpha: float = ALPHA,
-                 power: float = POWER, max_seeds: int = 1000) -> int | None:
+def seeds_needed(
+    delta: float,
+    n: int,
+    discordance: float,
+    seed_sd: float,
+    alpha: float = ALPHA,
+    power: float = POWER,
+    max_seeds: int = 1000,
+) -> int | None:
     """Seeds for n items to detect δ; None when the items alone cannot (more items are needed)."""
     d = abs(delta)
     if d == 0 or d > discordance or _seed_gap(d, n, discordance, 0.0, 1, alpha, power) <= 0:

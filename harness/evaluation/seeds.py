@@ -22,15 +22,21 @@ from typing import Any
 
 N_BOOT = 4000
 BOOT_SEED = 20261122  # fixed: the same results give the same interval
-METHOD = ("hierarchical paired bootstrap: items resampled with replacement (the same items for both sides), seeds "
-          "resampled within each configuration; 95 % percentile interval")
+METHOD = (
+    "hierarchical paired bootstrap: items resampled with replacement (the same items for both sides), seeds "
+    "resampled within each configuration; 95 % percentile interval"
+)
 
 
 def config_key(config: dict[str, Any]) -> tuple[str, str, str, int, float]:
     """The configuration a cell belongs to: everything that names it except the seed."""
-    return (str((config.get("model") or {}).get("id")), str((config.get("method") or {}).get("name")),
-            str(config.get("variant") or "default"), int(config.get("epochs") or 0),
-            float(config.get("learning_rate") or 0.0))
+    return (
+        str((config.get("model") or {}).get("id")),
+        str((config.get("method") or {}).get("name")),
+        str(config.get("variant") or "default"),
+        int(config.get("epochs") or 0),
+        float(config.get("learning_rate") or 0.0),
+    )
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,9 @@ class BootstrapResult:
         return asdict(self)
 
 
-def hierarchical_bootstrap(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], n_boot: int = N_BOOT,
-                           seed: int = BOOT_SEED) -> BootstrapResult:
+def hierarchical_bootstrap(
+    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], n_boot: int = N_BOOT, seed: int = BOOT_SEED
+) -> BootstrapResult:
     """`a`, `b`: per seed a 0/1 outcome per item, items in the same order on both sides (seeds × items)."""
     import numpy as np
 
@@ -69,7 +76,7 @@ def hierarchical_bootstrap(a: Sequence[Sequence[float]], b: Sequence[Sequence[fl
         pick_a = rng.integers(0, A.shape[0], size=(m, A.shape[0]))
         pick_b = rng.integers(0, B.shape[0], size=(m, B.shape[0]))
         rows = np.arange(m)[:, None]
-        diffs[start:start + m] = acc_b[rows, pick_b].mean(axis=1) - acc_a[rows, pick_a].mean(axis=1)
+        diffs[start : start + m] = acc_b[rows, pick_b].mean(axis=1) - acc_a[rows, pick_a].mean(axis=1)
     observed = float(B.mean() - A.mean())
     lo, hi = np.quantile(diffs, [0.025, 0.975])
     p = float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))
@@ -77,6 +84,7 @@ def hierarchical_bootstrap(a: Sequence[Sequence[float]], b: Sequence[Sequence[fl
 
 
 # ---------------------------------------------------------------------------------------------------- records
+
 
 def _outcomes(results_dir: Path, record: Any, task: str) -> dict[Any, bool] | None:
     from harness.evaluation.stats import ItemsMismatchError, _items_path, read_items
@@ -89,8 +97,9 @@ def _outcomes(results_dir: Path, record: Any, task: str) -> dict[Any, bool] | No
     return out or None
 
 
-def _matrix(results_dir: Path, records: Iterable[Any], task: str, ids: list[Any] | None
-            ) -> tuple[list[list[float]], list[Any]] | None:
+def _matrix(
+    results_dir: Path, records: Iterable[Any], task: str, ids: list[Any] | None
+) -> tuple[list[list[float]], list[Any]] | None:
     rows: list[dict[Any, bool]] = []
     for rec in records:
         got = _outcomes(results_dir, rec, task)
@@ -104,8 +113,9 @@ def _matrix(results_dir: Path, records: Iterable[Any], task: str, ids: list[Any]
     return [[float(r[i]) for i in shared] for r in rows], shared
 
 
-def compare_groups(results_dir: Path, records_a: list[Any], records_b: list[Any], task: str,
-                   n_boot: int = N_BOOT) -> BootstrapResult | None:
+def compare_groups(
+    results_dir: Path, records_a: list[Any], records_b: list[Any], task: str, n_boot: int = N_BOOT
+) -> BootstrapResult | None:
     """Hierarchical bootstrap of configuration B (its seeds' records) against A on their shared items."""
     ma = _matrix(results_dir, records_a, task, None)
     if ma is None:
@@ -117,6 +127,7 @@ def compare_groups(results_dir: Path, records_a: list[Any], records_b: list[Any]
 
 
 # ---------------------------------------------------------------------------------------------------- summaries
+
 
 @dataclass(frozen=True)
 class SeedSummary:
@@ -160,9 +171,15 @@ def seed_summaries(records: Iterable[Any], tasks: Iterable[str]) -> list[SeedSum
             pairs = [(r, _acc(r, task)) for r in recs]
             pairs = [(r, a) for r, a in pairs if a is not None]
             if pairs:
-                out.append(SeedSummary(key, task, tuple(r.cell_id for r, _ in pairs),
-                                       tuple(int(r.config.get("seed", 0)) for r, _ in pairs),
-                                       tuple(a for _, a in pairs)))
+                out.append(
+                    SeedSummary(
+                        key,
+                        task,
+                        tuple(r.cell_id for r, _ in pairs),
+                        tuple(int(r.config.get("seed", 0)) for r, _ in pairs),
+                        tuple(a for _, a in pairs),
+                    )
+                )
     return out
 
 
@@ -177,8 +194,11 @@ def seed_spread(results_dir: Path) -> dict[str, dict[str, Any]]:
     for task in tasks:
         multi = [s for s in seed_summaries(records, [task]) if s.sd is not None]
         if multi:
-            out[task] = {"sd": math.sqrt(math.fsum(s.sd ** 2 for s in multi) / len(multi)),
-                         "seeds": max(len(s.accs) for s in multi), "groups": len(multi)}
+            out[task] = {
+                "sd": math.sqrt(math.fsum(s.sd**2 for s in multi) / len(multi)),
+                "seeds": max(len(s.accs) for s in multi),
+                "groups": len(multi),
+            }
     return out
 
 
@@ -187,6 +207,8 @@ def seed_verdict(gain: float | None, sd: float | None, seeds: int) -> str | None
     if gain is None or sd is None or seeds < 2:
         return None
     if sd >= abs(gain):
-        return (f"The spread across seeds (sd {100 * sd:.1f} points over {seeds} seeds) is larger than the gain "
-                f"({100 * gain:+.1f} points): another seed could erase it or double it.")
+        return (
+            f"The spread across seeds (sd {100 * sd:.1f} points over {seeds} seeds) is larger than the gain "
+            f"({100 * gain:+.1f} points): another seed could erase it or double it."
+        )
     return None

@@ -112,8 +112,13 @@ def _index(items: Iterable[dict[str, Any]], label: str) -> dict[Any, dict[str, A
     return out
 
 
-def compare_items(items_a: Iterable[dict[str, Any]], items_b: Iterable[dict[str, Any]], task: str = "",
-                  cell_a: str | None = None, cell_b: str | None = None) -> Comparison:
+def compare_items(
+    items_a: Iterable[dict[str, Any]],
+    items_b: Iterable[dict[str, Any]],
+    task: str = "",
+    cell_a: str | None = None,
+    cell_b: str | None = None,
+) -> Comparison:
     """Pair two cells' per-item records by id; refuses item sets that differ."""
     name_a, name_b = cell_a or "A", cell_b or "B"
     a = _index(items_a, f"{task} {name_a}".strip())
@@ -126,24 +131,38 @@ def compare_items(items_a: Iterable[dict[str, Any]], items_b: Iterable[dict[str,
         raise ItemsMismatchError(
             f"{task}: the cells were not evaluated on the same items ({name_a}: {len(a)} items, {name_b}: "
             f"{len(b)}; {len(only_a)} only in {name_a}, e.g. {only_a[:3]}; {len(only_b)} only in {name_b}, "
-            f"e.g. {only_b[:3]}). Same data file and limit for both?")
+            f"e.g. {only_b[:3]}). Same data file and limit for both?"
+        )
     differing = [k for k in a if a[k].get("target") != b[k].get("target")]
     if differing:
         k = differing[0]
         raise ItemsMismatchError(
             f"{task}: {len(differing)} items have the same id but different targets (e.g. id {k!r}: "
-            f"{a[k].get('target')!r} vs {b[k].get('target')!r}); were different data files used?")
+            f"{a[k].get('target')!r} vs {b[k].get('target')!r}); were different data files used?"
+        )
     pairs = [(int(a[k]["correct"]), int(b[k]["correct"])) for k in a]
     n = len(pairs)
     only_a_right = sum(1 for x, y in pairs if x == 1 and y == 0)
     only_b_right = sum(1 for x, y in pairs if x == 0 and y == 1)
     diff, lo, hi = paired_interval([y - x for x, y in pairs])
-    return Comparison(task=task, n=n, acc_a=sum(x for x, _ in pairs) / n, acc_b=sum(y for _, y in pairs) / n,
-                      diff=diff, ci_low=lo, ci_high=hi, n_only_a=only_a_right, n_only_b=only_b_right,
-                      mcnemar_p=mcnemar_exact_p(only_a_right, only_b_right), cell_a=cell_a, cell_b=cell_b)
+    return Comparison(
+        task=task,
+        n=n,
+        acc_a=sum(x for x, _ in pairs) / n,
+        acc_b=sum(y for _, y in pairs) / n,
+        diff=diff,
+        ci_low=lo,
+        ci_high=hi,
+        n_only_a=only_a_right,
+        n_only_b=only_b_right,
+        mcnemar_p=mcnemar_exact_p(only_a_right, only_b_right),
+        cell_a=cell_a,
+        cell_b=cell_b,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- cells
+
 
 def _items_path(results_dir: Path, record: Any, task: str) -> Path:
     entry = (record.metrics.get("eval") or {}).get(task) or {}
@@ -163,8 +182,9 @@ def _load_cell(results_dir: Path, cell_id: str) -> Any:
     return record
 
 
-def compare_records(results_dir: Path, rec_a: Any, rec_b: Any, tasks: Iterable[str] | None = None
-                    ) -> dict[str, Comparison]:
+def compare_records(
+    results_dir: Path, rec_a: Any, rec_b: Any, tasks: Iterable[str] | None = None
+) -> dict[str, Comparison]:
     eval_a = rec_a.metrics.get("eval") or {}
     eval_b = rec_b.metrics.get("eval") or {}
     names = list(tasks) if tasks is not None else [t for t in eval_b if t in eval_a]
@@ -172,14 +192,19 @@ def compare_records(results_dir: Path, rec_a: Any, rec_b: Any, tasks: Iterable[s
     for task in names:
         if task not in eval_a or task not in eval_b:
             raise ItemsMismatchError(f"task {task!r} is not evaluated in both cells ({rec_a.cell_id}, {rec_b.cell_id})")
-        out[task] = compare_items(read_items(_items_path(results_dir, rec_a, task)),
-                                  read_items(_items_path(results_dir, rec_b, task)),
-                                  task=task, cell_a=rec_a.cell_id, cell_b=rec_b.cell_id)
+        out[task] = compare_items(
+            read_items(_items_path(results_dir, rec_a, task)),
+            read_items(_items_path(results_dir, rec_b, task)),
+            task=task,
+            cell_a=rec_a.cell_id,
+            cell_b=rec_b.cell_id,
+        )
     return out
 
 
-def compare_cells(results_dir: Path, cell_a: str, cell_b: str, tasks: Iterable[str] | None = None
-                  ) -> dict[str, Comparison]:
+def compare_cells(
+    results_dir: Path, cell_a: str, cell_b: str, tasks: Iterable[str] | None = None
+) -> dict[str, Comparison]:
     """Paired comparison of any two cells by id (diff = B - A), for the given or all shared tasks."""
     results_dir = Path(results_dir)
     return compare_records(results_dir, _load_cell(results_dir, cell_a), _load_cell(results_dir, cell_b), tasks)
@@ -220,23 +245,41 @@ def compute_comparisons(results_dir: Path) -> dict[str, Any]:
             continue
         base = _pick_base(bases.get(_model_id(cell), []), cell)
         if base is None:
-            problems.append({"cell": cell.cell_id, "task": None,
-                             "reason": f"no successful base row for model {_model_id(cell)!r}"})
+            problems.append(
+                {"cell": cell.cell_id, "task": None, "reason": f"no successful base row for model {_model_id(cell)!r}"}
+            )
             continue
         for task in cell.metrics["eval"]:
             if task not in (base.metrics.get("eval") or {}):
-                problems.append({"cell": cell.cell_id, "task": task,
-                                 "reason": f"the base row {base.cell_id} has no result for this task"})
+                problems.append(
+                    {
+                        "cell": cell.cell_id,
+                        "task": task,
+                        "reason": f"the base row {base.cell_id} has no result for this task",
+                    }
+                )
                 continue
             try:
                 comp = compare_records(results_dir, base, cell, [task])[task]
             except (ItemsMismatchError, OSError) as exc:
                 problems.append({"cell": cell.cell_id, "task": task, "reason": str(exc)})
                 continue
-            comparisons.append({"cell": cell.cell_id, "base_cell": base.cell_id, "model": _model_id(cell),
-                                "method": (cell.config.get("method") or {}).get("name"), **comp.to_dict()})
-    out = {"schema_version": COMPARISONS_SCHEMA,
-           "convention": "A = the base row, B = the trained cell; diff = acc_B - acc_A",
-           "ci_method": CI_METHOD, "test": TEST_METHOD, "comparisons": comparisons, "problems": problems}
+            comparisons.append(
+                {
+                    "cell": cell.cell_id,
+                    "base_cell": base.cell_id,
+                    "model": _model_id(cell),
+                    "method": (cell.config.get("method") or {}).get("name"),
+                    **comp.to_dict(),
+                }
+            )
+    out = {
+        "schema_version": COMPARISONS_SCHEMA,
+        "convention": "A = the base row, B = the trained cell; diff = acc_B - acc_A",
+        "ci_method": CI_METHOD,
+        "test": TEST_METHOD,
+        "comparisons": comparisons,
+        "problems": problems,
+    }
     atomic_write_text(results_dir / COMPARISONS_FILE, json.dumps(out, indent=1) + "\n")
     return out

@@ -65,6 +65,7 @@ class Executor:
 
 # ---------------------------------------------------------------------------------------------------- the child
 
+
 @dataclass
 class ChildOutcome:
     returncode: int | None
@@ -72,8 +73,7 @@ class ChildOutcome:
     wall_s: float
 
 
-def cell_spec(cell: Cell, *, results_dir: str | None = None, execution: dict[str, Any] | None = None
-              ) -> dict[str, Any]:
+def cell_spec(cell: Cell, *, results_dir: str | None = None, execution: dict[str, Any] | None = None) -> dict[str, Any]:
     """What `python -m harness.cell` reads: the cell, its resolved config (with `results_dir` replaced when the
     child writes somewhere else, e.g. a Ray worker's local folder) and where it runs (recorded in its result)."""
     config = cell.config.model_dump(mode="json")
@@ -87,8 +87,12 @@ def cell_spec(cell: Cell, *, results_dir: str | None = None, execution: dict[str
 
 def local_execution(executor: str) -> dict[str, Any]:
     """Where a cell runs, as its record's `environment.execution` says: executor, node, visible GPUs."""
-    return {"executor": executor, "node": socket.gethostname(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "share_gpu": False}
+    return {
+        "executor": executor,
+        "node": socket.gethostname(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "share_gpu": False,
+    }
 
 
 def _die_with_parent() -> None:
@@ -101,16 +105,29 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_child(spec_path: Path, log_path: Path, timeout_s: float | None, on_poll: Callable[[], None], *,
-              env: dict[str, str] | None = None, grace_s: float = KILL_GRACE_S) -> ChildOutcome:
+def run_child(
+    spec_path: Path,
+    log_path: Path,
+    timeout_s: float | None,
+    on_poll: Callable[[], None],
+    *,
+    env: dict[str, str] | None = None,
+    grace_s: float = KILL_GRACE_S,
+) -> ChildOutcome:
     """Run `python -m harness.cell SPEC` in a new session, its output appended to `log_path`; kill the whole process
     group on timeout or on any exception here (KeyboardInterrupt, a cancelled Ray task), then re-raise."""
     t0 = time.monotonic()
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.cell", str(spec_path)], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env,
-                                preexec_fn=_die_with_parent, cwd=os.getcwd())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.cell", str(spec_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=child_env,
+            preexec_fn=_die_with_parent,
+            cwd=os.getcwd(),
+        )
         timed_out = False
         try:
             while proc.poll() is None:
@@ -141,6 +158,7 @@ def kill_group(proc: subprocess.Popen[bytes], grace_s: float = KILL_GRACE_S) -> 
 
 # ---------------------------------------------------------------------------------------------------- records
 
+
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         with open(path, "rb") as f:
@@ -158,13 +176,21 @@ def outcome_reason(outcome: ChildOutcome, timeout_s: float | None) -> tuple[str,
         return "timeout", f"cell exceeded its timeout of {timeout_s:.0f} s and was killed"
     if outcome.returncode is not None and outcome.returncode < 0:
         sig = signal.Signals(-outcome.returncode).name
-        return "failed", f"cell process killed by {sig}" + (" (possibly the kernel's out-of-memory killer)"
-                                                            if sig == "SIGKILL" else "")
+        return "failed", f"cell process killed by {sig}" + (
+            " (possibly the kernel's out-of-memory killer)" if sig == "SIGKILL" else ""
+        )
     return "failed", f"cell process exited with code {outcome.returncode} without writing a result"
 
 
-def parent_result(cell: Cell, status: str, reason: str, *, log_path: Path | None, wall_s: float | None,
-                  execution: dict[str, Any] | None = None) -> CellResult:
+def parent_result(
+    cell: Cell,
+    status: str,
+    reason: str,
+    *,
+    log_path: Path | None,
+    wall_s: float | None,
+    execution: dict[str, Any] | None = None,
+) -> CellResult:
     """The record the parent writes for a cell whose child wrote none (or whose worker was lost)."""
     from harness import environment
 
@@ -173,18 +199,32 @@ def parent_result(cell: Cell, status: str, reason: str, *, log_path: Path | None
         env["execution"] = execution
         env["hostname"] = execution.get("node") or env["hostname"]
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    return CellResult(cell_id=cell.id, config_hash=cell.config_hash, matrix=cell.config.matrix, status=status,
-                      reason=reason, traceback=(log_tail(log_path) if log_path else "") or None,
-                      config=cell.config.model_dump(mode="json"), timings={"wall_s": wall_s, "finished_at": now},
-                      environment=env, artifacts={"log": f"{cell.id}/cell.log"})
+    return CellResult(
+        cell_id=cell.id,
+        config_hash=cell.config_hash,
+        matrix=cell.config.matrix,
+        status=status,
+        reason=reason,
+        traceback=(log_tail(log_path) if log_path else "") or None,
+        config=cell.config.model_dump(mode="json"),
+        timings={"wall_s": wall_s, "finished_at": now},
+        environment=env,
+        artifacts={"log": f"{cell.id}/cell.log"},
+    )
 
 
 def skipped_result(cell: Cell, reason: str) -> CellResult:
     from harness import environment
 
-    return CellResult(cell_id=cell.id, config_hash=cell.config_hash, matrix=cell.config.matrix, status="skipped",
-                      reason=reason, config=cell.config.model_dump(mode="json"),
-                      environment=environment.collect(with_device=False))
+    return CellResult(
+        cell_id=cell.id,
+        config_hash=cell.config_hash,
+        matrix=cell.config.matrix,
+        status="skipped",
+        reason=reason,
+        config=cell.config.model_dump(mode="json"),
+        environment=environment.collect(with_device=False),
+    )
 
 
 def progress_text(raw: str | None) -> str:

@@ -49,15 +49,21 @@ class LocalExecutor(Executor):
         mtime_before = path.stat().st_mtime_ns if path.exists() else None
         progress.started(cell.id, "this machine")
         timeout_s = cell.config.runtime.timeout_s
-        outcome = run_child(spec, log_path, timeout_s,
-                            on_poll=lambda: progress.update(cell.id, progress_text(read_text(progress_file))))
+        outcome = run_child(
+            spec, log_path, timeout_s, on_poll=lambda: progress.update(cell.id, progress_text(read_text(progress_file)))
+        )
         written = read_result(path)
-        fresh = written is not None and written.config_hash == cell.config_hash and (
-            mtime_before is None or path.stat().st_mtime_ns != mtime_before)
+        fresh = (
+            written is not None
+            and written.config_hash == cell.config_hash
+            and (mtime_before is None or path.stat().st_mtime_ns != mtime_before)
+        )
         if outcome.timed_out or not fresh:
             status, reason = outcome_reason(outcome, timeout_s)
-            write_result(results_dir, parent_result(cell, status, reason, log_path=log_path, wall_s=outcome.wall_s,
-                                                    execution=execution))
+            write_result(
+                results_dir,
+                parent_result(cell, status, reason, log_path=log_path, wall_s=outcome.wall_s, execution=execution),
+            )
         spec.unlink(missing_ok=True)
         progress_file.unlink(missing_ok=True)
         progress.finished(cell.id, read_result(path), outcome.wall_s)

@@ -19,9 +19,15 @@ class MatrixProgress:
         self.total = total
         self.interactive = sys.stderr.isatty()
         self.lines = not enabled or not self.interactive  # one line per finished cell
-        self.bar = tqdm(total=total, unit="cell", disable=not enabled, file=sys.stderr, dynamic_ncols=True,
-                        mininterval=0.5 if self.interactive else 60.0,
-                        bar_format="{n_fmt}/{total_fmt} cells |{bar}| {elapsed}<{remaining} {postfix}")
+        self.bar = tqdm(
+            total=total,
+            unit="cell",
+            disable=not enabled,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.5 if self.interactive else 60.0,
+            bar_format="{n_fmt}/{total_fmt} cells |{bar}| {elapsed}<{remaining} {postfix}",
+        )
         self.capacity = dict(capacity or {})
         self.running: dict[str, str] = {}  # cell id -> device label
         self.where: dict[str, str] = {}  # cell id -> where it ran (node / device), for the finished line
@@ -39,8 +45,9 @@ class MatrixProgress:
             self.detail[cell_id] = text
             self._refresh()
 
-    def finished(self, cell_id: str, record: CellResult | None, wall_s: float | None = None, *,
-                 ran: bool = True) -> None:
+    def finished(
+        self, cell_id: str, record: CellResult | None, wall_s: float | None = None, *, ran: bool = True
+    ) -> None:
         self.running.pop(cell_id, None)
         self.detail.pop(cell_id, None)
         self.done += 1

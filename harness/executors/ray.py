@@ -77,6 +77,7 @@ def _ray() -> Any:
 
 # ---------------------------------------------------------------------------------------------------- devices
 
+
 @dataclass(frozen=True)
 class DeviceKind:
     """One kind of device of the cluster: a GPU model (name, memory) or a node's CPU (name "cpu", its RAM)."""
@@ -98,8 +99,13 @@ def _probe_node() -> dict[str, Any]:
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(handle)
-            gpus.append({"index": i, "name": name.decode() if isinstance(name, bytes) else str(name),
-                         "memory_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)})
+            gpus.append(
+                {
+                    "index": i,
+                    "name": name.decode() if isinstance(name, bytes) else str(name),
+                    "memory_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(handle).total),
+                }
+            )
     except Exception:  # no NVIDIA driver on this node: no GPUs to name
         pass
     return {"hostname": socket.gethostname(), "memory_bytes": int(psutil.virtual_memory().total), "gpus": gpus}
@@ -119,8 +125,9 @@ def _gpu_label(gpu_ids: list[Any]) -> str:
     return "GPU"
 
 
-def cluster_devices(nodes: list[dict[str, Any]], probes: dict[str, dict[str, Any]]) -> tuple[list[DeviceKind],
-                                                                                                 list[DeviceKind]]:
+def cluster_devices(
+    nodes: list[dict[str, Any]], probes: dict[str, dict[str, Any]]
+) -> tuple[list[DeviceKind], list[DeviceKind]]:
     """(GPU kinds, CPU kinds) of a cluster from `ray.nodes()` and each node's probe (node id -> `_probe_node()`).
     A GPU that Ray counts but NVML cannot name (logical GPUs, e.g. `ray.init(num_gpus=2)`) is a "GPU" of unknown
     memory: it never rules a cell out."""
@@ -134,7 +141,7 @@ def cluster_devices(nodes: list[dict[str, Any]], probes: dict[str, dict[str, Any
         n_gpu = int(res.get("GPU", 0))
         named = probe.get("gpus") or []
         for i in range(n_gpu):
-            key = ((named[i]["name"], named[i]["memory_bytes"]) if i < len(named) else ("GPU", None))
+            key = (named[i]["name"], named[i]["memory_bytes"]) if i < len(named) else ("GPU", None)
             gpus[key] = gpus.get(key, 0) + 1
         if res.get("CPU"):
             key = ("cpu", probe.get("memory_bytes"))
@@ -142,8 +149,9 @@ def cluster_devices(nodes: list[dict[str, Any]], probes: dict[str, dict[str, Any
     return ([DeviceKind(n, m, c) for (n, m), c in gpus.items()], [DeviceKind(n, m, c) for (n, m), c in cpus.items()])
 
 
-def place_cells(planned: list[PlannedCell], kinds: list[DeviceKind]) -> tuple[list[PlannedCell],
-                                                                              dict[str, tuple[float, float]]]:
+def place_cells(
+    planned: list[PlannedCell], kinds: list[DeviceKind]
+) -> tuple[list[PlannedCell], dict[str, tuple[float, float]]]:
     """The plan with every `run` cell that the estimator predicts to fit none of `kinds` turned into `skip` (with
     the reason), and each cell's priority (predicted seconds, predicted peak bytes): the longest first, which keeps
     a long cell from running alone at the end (longest-processing-time-first list scheduling)."""
@@ -161,8 +169,11 @@ def place_cells(planned: list[PlannedCell], kinds: list[DeviceKind]) -> tuple[li
         peaks: list[float] = []
         walls: list[float] = []
         for kind in kinds:
-            profile = (DeviceProfile.cpu(None, memory_bytes=kind.memory_bytes) if kind.name == "cpu"
-                       else DeviceProfile.for_device(kind.name, memory_bytes=kind.memory_bytes))
+            profile = (
+                DeviceProfile.cpu(None, memory_bytes=kind.memory_bytes)
+                if kind.name == "cpu"
+                else DeviceProfile.for_device(kind.name, memory_bytes=kind.memory_bytes)
+            )
             try:
                 est = estimate_cell(p.cell.config, profile)
             except Exception:  # an estimate is a hint: a cell the estimator cannot predict runs
@@ -174,8 +185,10 @@ def place_cells(planned: list[PlannedCell], kinds: list[DeviceKind]) -> tuple[li
         priority[p.cell.id] = (max(walls, default=0.0), max(peaks, default=0.0))
         if fits and all(f is False for f in fits):
             largest = max(kinds, key=lambda k: k.memory_bytes or 0)
-            why = (f"predicted peak memory {fmt_bytes(min(peaks))} fits no device of the cluster (largest: "
-                   f"{largest.name}, {fmt_bytes(largest.memory_bytes)})")
+            why = (
+                f"predicted peak memory {fmt_bytes(min(peaks))} fits no device of the cluster (largest: "
+                f"{largest.name}, {fmt_bytes(largest.memory_bytes)})"
+            )
             out.append(PlannedCell(p.cell, "skip", why, p.existing))
         else:
             out.append(p)
@@ -183,6 +196,7 @@ def place_cells(planned: list[PlannedCell], kinds: list[DeviceKind]) -> tuple[li
 
 
 # ---------------------------------------------------------------------------------------------------- the task
+
 
 class _Sink:
     """A tiny actor on the driver's side: running cells put events (started, log lines, progress), the driver
@@ -220,8 +234,15 @@ class _Streamer:
         except OSError:
             chunk = b""
         self.offset += len(chunk)
-        self.sink.put.remote({"type": "log", "cell_id": self.cell_id, "token": self.token, "chunk": chunk,
-                              "progress": progress_text(read_text(self.progress_path))})
+        self.sink.put.remote(
+            {
+                "type": "log",
+                "cell_id": self.cell_id,
+                "token": self.token,
+                "chunk": chunk,
+                "progress": progress_text(read_text(self.progress_path)),
+            }
+        )
 
 
 def run_cell_task(spec: dict[str, Any], env: dict[str, str], sink: Any, share_gpu: bool) -> dict[str, Any]:
@@ -234,16 +255,26 @@ def run_cell_task(spec: dict[str, Any], env: dict[str, str], sink: Any, share_gp
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     cell_id = spec["cell_id"]
     token = uuid.uuid4().hex
-    execution = {"executor": "ray", "node": socket.gethostname(), "node_ip": ray.util.get_node_ip_address(),
-                 "node_id": ctx.get_node_id(), "device": _gpu_label(gpu_ids), "gpu_ids": gpu_ids,
-                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "share_gpu": share_gpu}
+    execution = {
+        "executor": "ray",
+        "node": socket.gethostname(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "node_id": ctx.get_node_id(),
+        "device": _gpu_label(gpu_ids),
+        "gpu_ids": gpu_ids,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "share_gpu": share_gpu,
+    }
     if sink is not None:
         sink.put.remote({"type": "started", "cell_id": cell_id, "token": token, "execution": execution})
     cache_dir = Path(spec["config"]["runtime"]["cache_dir"])
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="medbench-ray-", dir=cache_dir) as tmp:
-        spec = {**spec, "config": {**spec["config"], "runtime": {**spec["config"]["runtime"], "results_dir": tmp}},
-                "execution": execution}
+        spec = {
+            **spec,
+            "config": {**spec["config"], "runtime": {**spec["config"]["runtime"], "results_dir": tmp}},
+            "execution": execution,
+        }
         workdir = Path(tmp) / cell_id
         workdir.mkdir(parents=True)
         spec_path = workdir / "cell.json"
@@ -257,14 +288,23 @@ def run_cell_task(spec: dict[str, Any], env: dict[str, str], sink: Any, share_gp
             shutil.rmtree(checkpoint, ignore_errors=True)
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(workdir / "checkpoint"), checkpoint)
-        files = {str(p.relative_to(tmp)): p.read_bytes() for p in sorted(workdir.rglob("*"))
-                 if p.is_file() and p.name not in NOT_RETURNED}
+        files = {
+            str(p.relative_to(tmp)): p.read_bytes()
+            for p in sorted(workdir.rglob("*"))
+            if p.is_file() and p.name not in NOT_RETURNED
+        }
         record = read_text(Path(tmp) / f"{cell_id}.json")
-    return {"outcome": [outcome.returncode, outcome.timed_out, outcome.wall_s], "execution": execution,
-            "record": record, "files": files, "checkpoint": str(checkpoint) if checkpoint else None}
+    return {
+        "outcome": [outcome.returncode, outcome.timed_out, outcome.wall_s],
+        "execution": execution,
+        "record": record,
+        "files": files,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- the driver
+
 
 @dataclass
 class _InFlight:
@@ -297,8 +337,12 @@ class RayExecutor(Executor):
         if not ray.is_initialized():  # a session the caller started (a test, a notebook) is reused, never shut down
             import logging
 
-            ray.init(address=self.options.ray_address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
+            ray.init(
+                address=self.options.ray_address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
             self._owns_session = True
         return ray
 
@@ -315,8 +359,12 @@ class RayExecutor(Executor):
 
         self._nodes = [n for n in ray.nodes() if n.get("Alive")]
         probe = ray.remote(_probe_node)
-        refs = {n["NodeID"]: probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote() for n in self._nodes}
+        refs = {
+            n["NodeID"]: probe.options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote()
+            for n in self._nodes
+        }
         probes: dict[str, dict[str, Any]] = {}
         for node_id, ref in refs.items():
             try:
@@ -335,10 +383,17 @@ class RayExecutor(Executor):
         g, c = self.gpus_per_cell(), self.options.cpus_per_cell
         if any((n["Resources"].get("GPU", 0) >= g) and (n["Resources"].get("CPU", 0) >= c) for n in self._nodes):
             return
-        have = ", ".join(f"{n['NodeManagerAddress']}: {n['Resources'].get('GPU', 0):g} GPU, "
-                         f"{n['Resources'].get('CPU', 0):g} CPU" for n in self._nodes) or "no nodes"
-        raise ValueError(f"no node of the Ray cluster has {g:g} GPU(s) and {c:g} CPU(s) for a cell ({have}); "
-                         "lower --gpus-per-cell / --cpus-per-cell")
+        have = (
+            ", ".join(
+                f"{n['NodeManagerAddress']}: {n['Resources'].get('GPU', 0):g} GPU, {n['Resources'].get('CPU', 0):g} CPU"
+                for n in self._nodes
+            )
+            or "no nodes"
+        )
+        raise ValueError(
+            f"no node of the Ray cluster has {g:g} GPU(s) and {c:g} CPU(s) for a cell ({have}); "
+            "lower --gpus-per-cell / --cpus-per-cell"
+        )
 
     def capacity(self) -> dict[str, int]:
         self._discover()
@@ -363,8 +418,11 @@ class RayExecutor(Executor):
         self._check_feasible()
         results_dir = Path(results_dir)
         task = ray.remote(run_cell_task).options(
-            num_cpus=self.options.cpus_per_cell, num_gpus=self.gpus_per_cell(), max_retries=self.options.max_retries,
-            retry_exceptions=False)
+            num_cpus=self.options.cpus_per_cell,
+            num_gpus=self.gpus_per_cell(),
+            max_retries=self.options.max_retries,
+            retry_exceptions=False,
+        )
         sink = ray.remote(_Sink).options(num_cpus=0).remote()
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
         order = sorted(cells, key=lambda c: tuple(-x for x in self._priority.get(c.id, (0.0, 0.0))))
@@ -387,8 +445,9 @@ class RayExecutor(Executor):
             self._cancel(ray, pending, progress)
             raise
 
-    def _drain(self, ray: Any, sink: Any, pending: dict[Any, _InFlight], results_dir: Path,
-               progress: MatrixProgress) -> None:
+    def _drain(
+        self, ray: Any, sink: Any, pending: dict[Any, _InFlight], results_dir: Path, progress: MatrixProgress
+    ) -> None:
         try:
             events = ray.get(sink.drain.remote(), timeout=30)
         except Exception:  # a slow actor only delays the live log; the final log comes with the result
@@ -405,8 +464,9 @@ class RayExecutor(Executor):
                 where = f"{f.execution['node']}/{f.execution['device']}"
                 if f.attempts > 1:
                     with open(log, "ab") as fh:
-                        fh.write(f"\n[ray] attempt {f.attempts} on {where}: the previous worker or node was "
-                                 f"lost\n".encode())
+                        fh.write(
+                            f"\n[ray] attempt {f.attempts} on {where}: the previous worker or node was lost\n".encode()
+                        )
                 f.log_offset = log.stat().st_size if log.exists() else 0
                 progress.started(f.cell.id, f.execution["device"], where)
             elif ev["type"] == "log" and ev["token"] == f.token:
@@ -428,20 +488,40 @@ class RayExecutor(Executor):
         except ray.exceptions.RayTaskError as exc:  # an error in the task's own code, not the cell's
             out = None
             if ref not in self._hard_timeouts:
-                self._record(results_dir, cell, "failed", f"the Ray task failed: {_first_line(exc.cause or exc)}",
-                             log, f, progress)
+                self._record(
+                    results_dir,
+                    cell,
+                    "failed",
+                    f"the Ray task failed: {_first_line(exc.cause or exc)}",
+                    log,
+                    f,
+                    progress,
+                )
                 return
         except ray.exceptions.RayError as exc:  # worker or node lost on every attempt
             out = None
             if ref not in self._hard_timeouts:
-                self._record(results_dir, cell, "failed",
-                             f"Ray worker or node lost on each of {self.options.max_retries + 1} attempt(s) "
-                             f"(max_retries {self.options.max_retries}): {type(exc).__name__}: {_first_line(exc)}",
-                             log, f, progress)
+                self._record(
+                    results_dir,
+                    cell,
+                    "failed",
+                    f"Ray worker or node lost on each of {self.options.max_retries + 1} attempt(s) "
+                    f"(max_retries {self.options.max_retries}): {type(exc).__name__}: {_first_line(exc)}",
+                    log,
+                    f,
+                    progress,
+                )
                 return
         if out is None:  # force-cancelled after its timeout
-            self._record(results_dir, cell, "timeout", f"cell exceeded its timeout of {timeout_s:.0f} s and its Ray "
-                                                       "task was cancelled", log, f, progress)
+            self._record(
+                results_dir,
+                cell,
+                "timeout",
+                f"cell exceeded its timeout of {timeout_s:.0f} s and its Ray task was cancelled",
+                log,
+                f,
+                progress,
+            )
             return
         outcome = ChildOutcome(*out["outcome"])
         f.execution = out["execution"]
@@ -455,8 +535,12 @@ class RayExecutor(Executor):
         artifacts = dict(record.artifacts)
         if out.get("checkpoint"):
             artifacts["checkpoint"] = f"{f.execution['node']}:{out['checkpoint']}"
-        record = record.model_copy(update={  # (runtime folders: write_result makes them placeholders)
-            "environment": {**record.environment, "execution": execution}, "artifacts": artifacts})
+        record = record.model_copy(
+            update={  # (runtime folders: write_result makes them placeholders)
+                "environment": {**record.environment, "execution": execution},
+                "artifacts": artifacts,
+            }
+        )
         write_result(results_dir, record)
         progress.finished(cell.id, record, outcome.wall_s)
 
@@ -474,8 +558,17 @@ class RayExecutor(Executor):
                 data = before[:offset] + data
             atomic_write_bytes(target, data)
 
-    def _record(self, results_dir: Path, cell: Cell, status: str, reason: str, log: Path, f: _InFlight,
-                progress: MatrixProgress, wall_s: float | None = None) -> None:
+    def _record(
+        self,
+        results_dir: Path,
+        cell: Cell,
+        status: str,
+        reason: str,
+        log: Path,
+        f: _InFlight,
+        progress: MatrixProgress,
+        wall_s: float | None = None,
+    ) -> None:
         execution = {**(f.execution or {"executor": "ray"}), "attempts": f.attempts}
         if wall_s is None and f.started is not None:
             wall_s = time.monotonic() - f.started
@@ -489,8 +582,12 @@ class RayExecutor(Executor):
         now = time.monotonic()
         for ref, f in pending.items():
             limit = f.cell.config.runtime.timeout_s
-            if (limit is not None and f.started is not None and ref not in self._hard_timeouts
-                    and now - f.started > limit + KILL_GRACE_S + 5 + HARD_TIMEOUT_MARGIN_S):
+            if (
+                limit is not None
+                and f.started is not None
+                and ref not in self._hard_timeouts
+                and now - f.started > limit + KILL_GRACE_S + 5 + HARD_TIMEOUT_MARGIN_S
+            ):
                 self._hard_timeouts.add(ref)
                 ray.cancel(ref, force=True)
 

@@ -30,31 +30,53 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="medbench export",
         description="Merge a trained cell's adapter into its base, write a standalone Hugging Face folder and "
-                    "llama.cpp GGUF files, and score every artifact on the cell's tasks, paired against the cell.")
+        "llama.cpp GGUF files, and score every artifact on the cell's tasks, paired against the cell.",
+    )
     p.add_argument("results", metavar="RESULTS_DIR", help="a matrix's results folder (results/<matrix>)")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--cell", action="append", default=[], metavar="ID",
-                       help="a cell id (or a unique part of one); repeatable")
-    which.add_argument("--best", action="store_true",
-                       help="the report headline's winner per model and task (highest accuracy, then lowest memory)")
-    p.add_argument("--formats", default=",".join(FORMATS),
-                   help=f"comma-separated, from {','.join(FORMATS)} (default: all); GGUF formats need the "
-                        "'gguf' extra")
+    which.add_argument(
+        "--cell", action="append", default=[], metavar="ID", help="a cell id (or a unique part of one); repeatable"
+    )
+    which.add_argument(
+        "--best",
+        action="store_true",
+        help="the report headline's winner per model and task (highest accuracy, then lowest memory)",
+    )
+    p.add_argument(
+        "--formats",
+        default=",".join(FORMATS),
+        help=f"comma-separated, from {','.join(FORMATS)} (default: all); GGUF formats need the 'gguf' extra",
+    )
     p.add_argument("--out", metavar="DIR", help="where artifacts go (default: exports/<matrix>); one folder per cell")
-    p.add_argument("--limit", type=int, metavar="N",
-                   help="items per task (evenly spread, as eval.limit); default: as the cell was evaluated. The cell "
-                        "itself is then re-scored on the same items so the pairing holds")
-    p.add_argument("--engines", default="transformers,llama.cpp",
-                   help="how GGUF files are scored: transformers (dequantized weights), llama.cpp (its kernels)")
-    p.add_argument("--hf-dtype", choices=("bf16", "fp16", "fp32"), default="bf16",
-                   help="dtype of the merged safetensors (default bf16)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="items per task (evenly spread, as eval.limit); default: as the cell was evaluated. The cell "
+        "itself is then re-scored on the same items so the pairing holds",
+    )
+    p.add_argument(
+        "--engines",
+        default="transformers,llama.cpp",
+        help="how GGUF files are scored: transformers (dequantized weights), llama.cpp (its kernels)",
+    )
+    p.add_argument(
+        "--hf-dtype",
+        choices=("bf16", "fp16", "fp32"),
+        default="bf16",
+        help="dtype of the merged safetensors (default bf16)",
+    )
     p.add_argument("--no-score", action="store_true", help="make and check the artifacts, do not score them")
-    p.add_argument("--data-dir", help="where the tasks' data files are (default: $MEDBENCH_DATA_DIR, else the "
-                                      "cell's own data dir)")
+    p.add_argument(
+        "--data-dir", help="where the tasks' data files are (default: $MEDBENCH_DATA_DIR, else the cell's own data dir)"
+    )
     p.add_argument("--cache-dir", help="default: $MEDBENCH_CACHE_DIR or ~/.cache/medbench")
     p.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
-    p.add_argument("--allow-synthetic", action="store_true",
-                   help="export synthetic-weight cells anyway (to test the mechanics; labelled, scores meaningless)")
+    p.add_argument(
+        "--allow-synthetic",
+        action="store_true",
+        help="export synthetic-weight cells anyway (to test the mechanics; labelled, scores meaningless)",
+    )
     p.add_argument("--report", metavar="PATH", help="re-render this report afterwards (e.g. reports/<matrix>.html)")
     return p
 
@@ -89,8 +111,7 @@ def _write_record(export_dir: Path, fmt: str, record: dict[str, Any]) -> Path:
     return path
 
 
-def _earlier_reference(export_dir: Path, limit: int | None, weights: Any, results_dir: Path
-                       ) -> dict[str, Path] | None:
+def _earlier_reference(export_dir: Path, limit: int | None, weights: Any, results_dir: Path) -> dict[str, Path] | None:
     """The cell's items re-scored by an earlier export with the same limit and the same kept weights, if any."""
     try:
         old = json.loads((export_dir / "cell.json").read_text())
@@ -124,22 +145,32 @@ def transformers_speed(model: Any, tokenizer: Any, n_tokens: int = 64) -> dict[s
 
     text = GEN_PROMPT
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": GEN_PROMPT}], tokenize=False,
-                                             add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": GEN_PROMPT}], tokenize=False, add_generation_prompt=True
+        )
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         t0 = time.perf_counter()
         model.generate(**ids, max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         t1 = time.perf_counter()
-        out = model.generate(**ids, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(
+            **ids,
+            max_new_tokens=n_tokens,
+            min_new_tokens=n_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         t2 = time.perf_counter()
     n = out.shape[1] - ids["input_ids"].shape[1]
     decode = (t2 - t1) - (t1 - t0)
-    return {"engine": "transformers (fp32, torch " + torch.__version__ + ")", "threads": torch.get_num_threads(),
-            "cpu": cpu_name(), "generated_tokens": int(n),
-            "tokens_per_s": round((n - 1) / decode, 2) if decode > 0 and n > 1 else None,
-            "what": f"greedy decoding of {n_tokens} tokens, CPU, fp32; tokens/s excludes the prompt"}
+    return {
+        "engine": "transformers (fp32, torch " + torch.__version__ + ")",
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "generated_tokens": int(n),
+        "tokens_per_s": round((n - 1) / decode, 2) if decode > 0 and n > 1 else None,
+        "what": f"greedy decoding of {n_tokens} tokens, CPU, fp32; tokens/s excludes the prompt",
+    }
 
 
 class Exporter:
@@ -164,14 +195,21 @@ class Exporter:
         out_root = Path(args.out or Path("exports") / source.record.matrix) / cid
         export_dir = self.results_dir / cid / EXPORT_DIR
         export_dir.mkdir(parents=True, exist_ok=True)
-        cfg = score.with_limit(source.cell_config(data_dir=args.data_dir or os.environ.get("MEDBENCH_DATA_DIR"),
-                                                  cache_dir=self.cache_dir), args.limit)
-        common = {"schema_version": RECORD_SCHEMA, "cell_id": cid, "matrix": source.record.matrix,
-                  "model": source.record.config["model"]["id"],
-                  "method": (source.record.config.get("method") or {}).get("name"),
-                  "method_kind": (source.record.config.get("method") or {}).get("kind"),
-                  "synthetic": source.synthetic, "source_weights": source.record.metrics.get("saved"),
-                  "eval_batch_size": cfg.model.eval_batch_size}
+        cfg = score.with_limit(
+            source.cell_config(data_dir=args.data_dir or os.environ.get("MEDBENCH_DATA_DIR"), cache_dir=self.cache_dir),
+            args.limit,
+        )
+        common = {
+            "schema_version": RECORD_SCHEMA,
+            "cell_id": cid,
+            "matrix": source.record.matrix,
+            "model": source.record.config["model"]["id"],
+            "method": (source.record.config.get("method") or {}).get("name"),
+            "method_kind": (source.record.config.get("method") or {}).get("kind"),
+            "synthetic": source.synthetic,
+            "source_weights": source.record.metrics.get("saved"),
+            "eval_batch_size": cfg.model.eval_batch_size,
+        }
 
         # the reference: the cell's own items, or the cell re-scored on the requested items
         reference = score.cell_items(source.record, self.results_dir)
@@ -187,11 +225,17 @@ class Exporter:
             model, tok = load_reference(source, cfg)
             scores = score.score_model(model, tok, cfg, export_dir / "cell")
             del model
-            rec = {**common, "format": "cell", "artifact": None, "created_at": _now(), "limit": args.limit,
-                   "what": "the cell as trained (adapter on its base, loaded by its method), re-scored on the "
-                           "export's items: the reference of every pairing",
-                   "scores": {"transformers": score.pair(scores, {}, self.results_dir, cid, "cell")},
-                   "seconds": round(time.perf_counter() - t0, 1)}
+            rec = {
+                **common,
+                "format": "cell",
+                "artifact": None,
+                "created_at": _now(),
+                "limit": args.limit,
+                "what": "the cell as trained (adapter on its base, loaded by its method), re-scored on the "
+                "export's items: the reference of every pairing",
+                "scores": {"transformers": score.pair(scores, {}, self.results_dir, cid, "cell")},
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
             for entry in rec["scores"]["transformers"].values():
                 entry.pop("vs_cell", None)
             _write_record(export_dir, "cell", rec)
@@ -203,22 +247,39 @@ class Exporter:
         if need_hf:
             self.log(f"{cid}: merging into a Hugging Face folder ({args.hf_dtype}) at {hf_dir}")
             t0 = time.perf_counter()
-            integrity = write_hf(source, hf_dir, self.cache_dir, dtype=args.hf_dtype,
-                                 card_text=model_card(source.record, synthetic=source.synthetic))
+            integrity = write_hf(
+                source,
+                hf_dir,
+                self.cache_dir,
+                dtype=args.hf_dtype,
+                card_text=model_card(source.record, synthetic=source.synthetic),
+            )
             seconds = time.perf_counter() - t0
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(hf_dir)
             if "hf" in self.formats:
-                rec = {**common, "format": "hf", "created_at": _now(), "integrity": integrity,
-                       "seconds": round(seconds, 1), "scores": {}, "speed": {}}
+                rec = {
+                    **common,
+                    "format": "hf",
+                    "created_at": _now(),
+                    "integrity": integrity,
+                    "seconds": round(seconds, 1),
+                    "scores": {},
+                    "speed": {},
+                }
                 model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
                 if not args.no_score:
                     s = score.score_model(model, tokenizer, cfg, export_dir / "hf")
                     rec["scores"]["transformers"] = score.pair(s, reference, self.results_dir, cid, "hf")
-                    (hf_dir / "README.md").write_text(model_card(source.record, artifact="hf",
-                                                                 scores=rec["scores"]["transformers"],
-                                                                 synthetic=source.synthetic))
+                    (hf_dir / "README.md").write_text(
+                        model_card(
+                            source.record,
+                            artifact="hf",
+                            scores=rec["scores"]["transformers"],
+                            synthetic=source.synthetic,
+                        )
+                    )
                 rec["speed"]["transformers"] = transformers_speed(model, tokenizer)
                 del model
                 rec["artifact"] = _file_record(hf_dir)
@@ -230,8 +291,18 @@ class Exporter:
         if gguf_formats:
             self._gguf(source, cfg, gguf_formats, hf_dir, out_root, export_dir, tokenizer, reference, common)
 
-    def _gguf(self, source: Any, cfg: Any, formats: list[str], hf_dir: Path, out_root: Path, export_dir: Path,
-              tokenizer: Any, reference: dict[str, Path], common: dict[str, Any]) -> None:
+    def _gguf(
+        self,
+        source: Any,
+        cfg: Any,
+        formats: list[str],
+        hf_dir: Path,
+        out_root: Path,
+        export_dir: Path,
+        tokenizer: Any,
+        reference: dict[str, Path],
+        common: dict[str, Any],
+    ) -> None:
         from harness.export import gguf, score
 
         cid = source.cell_id
@@ -251,12 +322,20 @@ class Exporter:
             try:
                 header = gguf.read_header(path)
                 rec: dict[str, Any] = {
-                    **common, "format": fmt, "created_at": _now(), "made_by": made[fmt],
+                    **common,
+                    "format": fmt,
+                    "created_at": _now(),
+                    "made_by": made[fmt],
                     "artifact": _file_record(path),
-                    "integrity": {"metadata": gguf.check_metadata(header, hf_dir, tokenizer),
-                                  "tokenizer": gguf.check_tokenizer(path, tokenizer)},
+                    "integrity": {
+                        "metadata": gguf.check_metadata(header, hf_dir, tokenizer),
+                        "tokenizer": gguf.check_tokenizer(path, tokenizer),
+                    },
                     "gguf": {k: header[k] for k in ("file_type", "tensor_types", "n_tensors")},
-                    "scores": {}, "speed": {}, "what": {}}
+                    "scores": {},
+                    "speed": {},
+                    "what": {},
+                }
                 rec["speed"]["llama.cpp"] = gguf.generation_speed(path, tokenizer, threads=self.args.threads)
                 if not self.args.no_score:
                     if "transformers" in self.engines:
@@ -264,8 +343,9 @@ class Exporter:
                         from transformers import AutoModelForCausalLM
 
                         self.log(f"{cid}: scoring {fmt} through transformers (dequantized weights)")
-                        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                                     dtype=torch.float32).eval()
+                        model = AutoModelForCausalLM.from_pretrained(
+                            path.parent, gguf_file=path.name, dtype=torch.float32
+                        ).eval()
                         s = score.score_model(model, tokenizer, cfg, export_dir / fmt)
                         del model
                         rec["scores"]["transformers"] = score.pair(s, reference, self.results_dir, cid, fmt)
@@ -277,8 +357,9 @@ class Exporter:
                         lm = LlamaCppLM(path, tokenizer, threads=self.args.threads)
                         s = score.score_lm(lm, cfg, export_dir / f"{fmt}.llama.cpp")
                         del lm
-                        rec["scores"]["llama.cpp"] = score.pair(s, reference, self.results_dir, cid,
-                                                                f"{fmt} (llama.cpp)")
+                        rec["scores"]["llama.cpp"] = score.pair(
+                            s, reference, self.results_dir, cid, f"{fmt} (llama.cpp)"
+                        )
                         rec["what"]["llama.cpp"] = score.ENGINES["llama.cpp"]
                 _keep_other_engines(export_dir / f"{fmt}.json", rec)
                 _write_record(export_dir, fmt, rec)
@@ -324,14 +405,15 @@ def run_export(args: argparse.Namespace) -> int:
             require_llama_cpp()
             converter_dir(cache_dir)
         except GgufUnavailable as exc:
-            print(f"error: GGUF formats requested ({','.join(f for f in formats if f in GGUF_FORMATS)}): {exc}",
-                  file=sys.stderr)
+            print(
+                f"error: GGUF formats requested ({','.join(f for f in formats if f in GGUF_FORMATS)}): {exc}",
+                file=sys.stderr,
+            )
             return EXIT_BAD_INPUT
     if args.best:
         chosen = best_cells(results_dir)
         if not chosen:
-            print(f"error: --best: no successful trained cell of a real-weight model in {results_dir}",
-                  file=sys.stderr)
+            print(f"error: --best: no successful trained cell of a real-weight model in {results_dir}", file=sys.stderr)
             return EXIT_BAD_INPUT
         for cid, why in chosen.items():
             print(f"[export] --best: {cid} (winner of {', '.join(why)})")
@@ -341,8 +423,9 @@ def run_export(args: argparse.Namespace) -> int:
     sources, refused = [], []
     for cid in ids:
         try:
-            sources.append(check_exportable(load_record(results_dir, cid), results_dir,
-                                            allow_synthetic=args.allow_synthetic))
+            sources.append(
+                check_exportable(load_record(results_dir, cid), results_dir, allow_synthetic=args.allow_synthetic)
+            )
         except ExportRefused as exc:
             refused.append(str(exc))
             print(f"refused: {exc}", file=sys.stderr)
@@ -377,8 +460,14 @@ if __name__ == "__main__":
 
 def run_matrix_export(export_cfg: Any, results_dir: Path, cache_dir: str | None, data_dir: Path | None = None) -> int:
     """The matrix's `export:` block (harness.config.ExportConfig), run after the matrix by `run_matrix.py`."""
-    argv = [str(results_dir), *(["--data-dir", str(data_dir)] if data_dir else []),
-            "--formats", ",".join(export_cfg.formats), "--engines", ",".join(export_cfg.engines)]
+    argv = [
+        str(results_dir),
+        *(["--data-dir", str(data_dir)] if data_dir else []),
+        "--formats",
+        ",".join(export_cfg.formats),
+        "--engines",
+        ",".join(export_cfg.engines),
+    ]
     argv += ["--best"] if export_cfg.cells == "best" else [a for c in export_cfg.cells for a in ("--cell", c)]
     if export_cfg.limit:
         argv += ["--limit", str(export_cfg.limit)]

@@ -34,12 +34,17 @@ from typing import Any
 SDIST_ENV = "MEDBENCH_LLAMA_CPP_SDIST"
 GEN_TOKENS = 64
 GEN_PROMPT = "What are the first-line treatments for community-acquired pneumonia in adults?"
-NOT_INSTALLED = ("llama-cpp-python is not installed: GGUF export needs the optional extra (pip install -e '.[gguf]'; "
-                 "it compiles llama.cpp, so cmake and a C/C++ compiler must be present; scripts/setup.sh does it)")
+NOT_INSTALLED = (
+    "llama-cpp-python is not installed: GGUF export needs the optional extra (pip install -e '.[gguf]'; "
+    "it compiles llama.cpp, so cmake and a C/C++ compiler must be present; scripts/setup.sh does it)"
+)
 
 # format -> name of the llama_ftype constant in llama_cpp
-QUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-               "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
+QUANT_TYPES = {
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+}
 
 
 class GgufUnavailable(RuntimeError):
@@ -59,12 +64,14 @@ def require_llama_cpp() -> Any:
     try:
         import llama_cpp
     except Exception as exc:  # a broken build (missing shared library) is a clear reason too
-        raise GgufUnavailable(f"llama-cpp-python is installed but does not import: {type(exc).__name__}: {exc}"
-                              ) from exc
+        raise GgufUnavailable(
+            f"llama-cpp-python is installed but does not import: {type(exc).__name__}: {exc}"
+        ) from exc
     return llama_cpp
 
 
 # ---------------------------------------------------------------------------------------------------- converter
+
 
 def _extract_converter(sdist: Path, out: Path) -> None:
     wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
@@ -92,15 +99,30 @@ def converter_dir(cache_dir: str | Path) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         sdist = Path(os.environ[SDIST_ENV]) if os.environ.get(SDIST_ENV) else None
         if sdist is None:
-            proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-q",
-                                   "-d", tmp, f"llama-cpp-python=={version}"],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-binary",
+                    ":all:",
+                    "--no-deps",
+                    "-q",
+                    "-d",
+                    tmp,
+                    f"llama-cpp-python=={version}",
+                ],
+                capture_output=True,
+                text=True,
+            )
             found = sorted(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
             if proc.returncode != 0 or not found:
                 raise GgufUnavailable(
                     f"llama.cpp's converter ships in the llama-cpp-python {version} source distribution, which could "
                     f"not be downloaded (pip download exit {proc.returncode}: {proc.stderr.strip()[-300:]}); set "
-                    f"{SDIST_ENV} to a local llama_cpp_python-{version}.tar.gz")
+                    f"{SDIST_ENV} to a local llama_cpp_python-{version}.tar.gz"
+                )
             sdist = found[0]
         build = Path(tmp) / "converter"
         _extract_converter(sdist, build)
@@ -120,15 +142,21 @@ def convert_to_f16(hf_dir: Path, out_file: Path, cache_dir: str | Path) -> dict[
     tmp = out_file.with_name(f".{out_file.name}.tmp")
     t0 = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
-    proc = subprocess.run([sys.executable, str(conv / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", "f16",
-                           "--outfile", str(tmp)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", "f16", "--outfile", str(tmp)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
         raise RuntimeError("llama.cpp's convert_hf_to_gguf.py failed:\n" + "\n".join(tail))
     os.replace(tmp, out_file)
-    return {"seconds": round(time.perf_counter() - t0, 2),
-            "converter": f"llama.cpp convert_hf_to_gguf.py (llama-cpp-python {llama_cpp_version()} sdist)"}
+    return {
+        "seconds": round(time.perf_counter() - t0, 2),
+        "converter": f"llama.cpp convert_hf_to_gguf.py (llama-cpp-python {llama_cpp_version()} sdist)",
+    }
 
 
 def quantize(f16_file: Path, out_file: Path, fmt: str, threads: int | None = None) -> dict[str, Any]:
@@ -144,11 +172,14 @@ def quantize(f16_file: Path, out_file: Path, fmt: str, threads: int | None = Non
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"llama_model_quantize({fmt}) returned {rc}")
     os.replace(tmp, out_file)
-    return {"seconds": round(time.perf_counter() - t0, 2), "quantizer": f"llama_cpp.llama_model_quantize "
-                                                                        f"({QUANT_TYPES[fmt]})"}
+    return {
+        "seconds": round(time.perf_counter() - t0, 2),
+        "quantizer": f"llama_cpp.llama_model_quantize ({QUANT_TYPES[fmt]})",
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- checks
+
 
 def read_header(path: Path) -> dict[str, Any]:
     """The GGUF fields the checks compare, and the count of tensors per type."""
@@ -165,22 +196,38 @@ def read_header(path: Path) -> dict[str, Any]:
     for t in reader.tensors:
         types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
     tokens = reader.fields.get("tokenizer.ggml.tokens")
-    return {"architecture": arch, "context_length": value(f"{arch}.context_length"),
-            "block_count": value(f"{arch}.block_count"), "embedding_length": value(f"{arch}.embedding_length"),
-            "vocab_size": len(tokens.data) if tokens is not None else None,
-            "chat_template": value("tokenizer.chat_template"), "file_type": value("general.file_type"),
-            "tensor_types": dict(sorted(types.items())), "n_tensors": len(reader.tensors)}
+    return {
+        "architecture": arch,
+        "context_length": value(f"{arch}.context_length"),
+        "block_count": value(f"{arch}.block_count"),
+        "embedding_length": value(f"{arch}.embedding_length"),
+        "vocab_size": len(tokens.data) if tokens is not None else None,
+        "chat_template": value("tokenizer.chat_template"),
+        "file_type": value("general.file_type"),
+        "tensor_types": dict(sorted(types.items())),
+        "n_tensors": len(reader.tensors),
+    }
 
 
 def check_metadata(header: dict[str, Any], hf_dir: Path, tokenizer: Any) -> dict[str, Any]:
     """GGUF header vs the source folder's config and tokenizer."""
     cfg = json.loads((Path(hf_dir) / "config.json").read_text())
-    expected = {"architecture": cfg.get("model_type"), "context_length": cfg.get("max_position_embeddings"),
-                "block_count": cfg.get("num_hidden_layers"), "embedding_length": cfg.get("hidden_size"),
-                "vocab_size": cfg.get("vocab_size"), "chat_template": getattr(tokenizer, "chat_template", None)}
-    checks = {k: {"gguf": header.get(k) if k != "chat_template" else _short(header.get(k)),
-                  "source": v if k != "chat_template" else _short(v), "equal": header.get(k) == v}
-              for k, v in expected.items()}
+    expected = {
+        "architecture": cfg.get("model_type"),
+        "context_length": cfg.get("max_position_embeddings"),
+        "block_count": cfg.get("num_hidden_layers"),
+        "embedding_length": cfg.get("hidden_size"),
+        "vocab_size": cfg.get("vocab_size"),
+        "chat_template": getattr(tokenizer, "chat_template", None),
+    }
+    checks = {
+        k: {
+            "gguf": header.get(k) if k != "chat_template" else _short(header.get(k)),
+            "source": v if k != "chat_template" else _short(v),
+            "equal": header.get(k) == v,
+        }
+        for k, v in expected.items()
+    }
     return {"checks": checks, "passed": all(c["equal"] for c in checks.values())}
 
 
@@ -196,8 +243,11 @@ def check_tokenizer(gguf_file: Path, tokenizer: Any) -> dict[str, Any]:
     llm = llama_cpp.Llama(model_path=str(gguf_file), vocab_only=True, verbose=False)
     texts = list(FIXTURE_TEXTS)
     if getattr(tokenizer, "chat_template", None):
-        texts.append(tokenizer.apply_chat_template([{"role": "user", "content": FIXTURE_TEXTS[0]}], tokenize=False,
-                                                   add_generation_prompt=True))
+        texts.append(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": FIXTURE_TEXTS[0]}], tokenize=False, add_generation_prompt=True
+            )
+        )
     mismatches = []
     for text in texts:
         want = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -205,11 +255,16 @@ def check_tokenizer(gguf_file: Path, tokenizer: Any) -> dict[str, Any]:
         if list(got) != list(want):
             mismatches.append({"text": text[:40], "source": want[:12], "llama.cpp": list(got)[:12]})
     del llm
-    return {"texts": len(texts), "mismatches": mismatches, "passed": not mismatches,
-            "what": "llama.cpp tokenizer from the GGUF vs the source tokenizer (special tokens parsed)"}
+    return {
+        "texts": len(texts),
+        "mismatches": mismatches,
+        "passed": not mismatches,
+        "what": "llama.cpp tokenizer from the GGUF vs the source tokenizer (special tokens parsed)",
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- speed
+
 
 def cpu_name() -> str:
     try:
@@ -221,17 +276,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def generation_speed(gguf_file: Path, tokenizer: Any, *, n_tokens: int = GEN_TOKENS,
-                     threads: int | None = None) -> dict[str, Any]:
+def generation_speed(
+    gguf_file: Path, tokenizer: Any, *, n_tokens: int = GEN_TOKENS, threads: int | None = None
+) -> dict[str, Any]:
     """Greedy generation with llama.cpp on the CPU: decode tokens/s (after the prompt), prompt tokens/s."""
     llama_cpp = require_llama_cpp()
     threads = threads or os.cpu_count() or 1
-    llm = llama_cpp.Llama(model_path=str(gguf_file), n_ctx=512, n_threads=threads, n_threads_batch=threads,
-                          n_gpu_layers=0, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(gguf_file), n_ctx=512, n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, verbose=False
+    )
     prompt = GEN_PROMPT
     if getattr(tokenizer, "chat_template", None):
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": GEN_PROMPT}], tokenize=False,
-                                               add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": GEN_PROMPT}], tokenize=False, add_generation_prompt=True
+        )
     tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
     t0 = time.perf_counter()
     first = None
@@ -245,9 +303,15 @@ def generation_speed(gguf_file: Path, tokenizer: Any, *, n_tokens: int = GEN_TOK
     end = time.perf_counter()
     del llm
     decode_s = end - first if first is not None else None
-    return {"engine": "llama.cpp (llama-cpp-python " + str(llama_cpp_version()) + ")", "threads": threads,
-            "cpu": cpu_name(), "prompt_tokens": len(tokens), "generated_tokens": n,
-            "prompt_s": round((first or end) - t0, 4), "decode_s": round(decode_s, 4) if decode_s else None,
-            "tokens_per_s": round((n - 1) / decode_s, 2) if decode_s and n > 1 else None,
-            "what": f"greedy decoding of {n_tokens} tokens after a {len(tokens)}-token chat prompt, CPU only, "
-                    f"{threads} threads; tokens/s excludes the prompt"}
+    return {
+        "engine": "llama.cpp (llama-cpp-python " + str(llama_cpp_version()) + ")",
+        "threads": threads,
+        "cpu": cpu_name(),
+        "prompt_tokens": len(tokens),
+        "generated_tokens": n,
+        "prompt_s": round((first or end) - t0, 4),
+        "decode_s": round(decode_s, 4) if decode_s else None,
+        "tokens_per_s": round((n - 1) / decode_s, 2) if decode_s and n > 1 else None,
+        "what": f"greedy decoding of {n_tokens} tokens after a {len(tokens)}-token chat prompt, CPU only, "
+        f"{threads} threads; tokens/s excludes the prompt",
+    }

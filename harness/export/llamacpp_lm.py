@@ -25,8 +25,16 @@ class LlamaCppLM(TemplateLM):
         self.tokenizer = tokenizer
         self.n_ctx = n_ctx
         threads = threads or os.cpu_count() or 1
-        self.llm = llama_cpp.Llama(model_path=str(gguf_file), n_ctx=n_ctx, n_batch=min(n_ctx, 512), logits_all=True,
-                                   n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, verbose=False)
+        self.llm = llama_cpp.Llama(
+            model_path=str(gguf_file),
+            n_ctx=n_ctx,
+            n_batch=min(n_ctx, 512),
+            logits_all=True,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=0,
+            verbose=False,
+        )
         self.batch_size_per_gpu = None  # llama.cpp evaluates one sequence at a time
         self._cached: list[int] = []
 
@@ -56,22 +64,23 @@ class LlamaCppLM(TemplateLM):
         self.llm.eval(tokens[prefix:])
         self._cached = list(tokens)
 
-    def _loglikelihood_tokens(self, requests: list[Any], disable_tqdm: bool = False,
-                              **kwargs: Any) -> list[tuple[float, bool]]:
+    def _loglikelihood_tokens(
+        self, requests: list[Any], disable_tqdm: bool = False, **kwargs: Any
+    ) -> list[tuple[float, bool]]:
         import numpy as np
         from tqdm import tqdm
 
         out = []
         for _key, context_enc, continuation_enc in tqdm(requests, disable=disable_tqdm, desc="llama.cpp"):
-            tokens = (context_enc + continuation_enc)[-self.n_ctx:]
+            tokens = (context_enc + continuation_enc)[-self.n_ctx :]
             n_cont = len(continuation_enc)
             self._eval(tokens)
             scores = np.asarray(self.llm.scores[: len(tokens)], dtype=np.float64)
             # row i holds the logits that predict token i + 1
-            rows = scores[len(tokens) - n_cont - 1: len(tokens) - 1]
+            rows = scores[len(tokens) - n_cont - 1 : len(tokens) - 1]
             rows = rows - rows.max(axis=1, keepdims=True)
             logprobs = rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
-            cont = tokens[len(tokens) - n_cont:]
+            cont = tokens[len(tokens) - n_cont :]
             ll = float(sum(logprobs[j, t] for j, t in enumerate(cont)))
             greedy = bool(all(int(np.argmax(logprobs[j])) == t for j, t in enumerate(cont)))
             out.append((ll, greedy))

@@ -34,8 +34,11 @@ def fixture_batch(tokenizer: Any) -> Any:
     """Token ids of the fixture texts (and one chat-templated turn), padded to one batch."""
     texts = list(FIXTURE_TEXTS)
     if getattr(tokenizer, "chat_template", None):
-        texts.append(tokenizer.apply_chat_template([{"role": "user", "content": FIXTURE_TEXTS[0]}], tokenize=False,
-                                                   add_generation_prompt=True))
+        texts.append(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": FIXTURE_TEXTS[0]}], tokenize=False, add_generation_prompt=True
+            )
+        )
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
 
@@ -61,8 +64,11 @@ def merged_model(source: Source, cache_dir: str | Path) -> tuple[Any, Any, dict[
 
         model = AutoModelForCausalLM.from_pretrained(source.weights, dtype=torch.float32).eval()
         tokenizer = AutoTokenizer.from_pretrained(source.weights)
-        return model, tokenizer, {"merge": "none (full checkpoint)", "logits_max_abs_diff": 0.0,
-                                  "atol": MERGE_ATOL, "passed": True}
+        return (
+            model,
+            tokenizer,
+            {"merge": "none (full checkpoint)", "logits_max_abs_diff": 0.0, "atol": MERGE_ATOL, "passed": True},
+        )
     from peft import PeftModel
 
     base_path = resolve_model_path(spec, cache_dir)
@@ -77,13 +83,19 @@ def merged_model(source: Source, cache_dir: str | Path) -> tuple[Any, Any, dict[
     from harness.methods.base import quantizes_base
 
     quantized = quantizes_base(source.record.config.get("method") or {})
-    integrity = {"merge": "peft merge_and_unload, fp32, onto the base reloaded unquantized"
-                          + (" (never onto the 4-bit weights it trained against)" if quantized else ""),
-                 "logits_max_abs_diff": diff, "atol": MERGE_ATOL, "passed": diff <= MERGE_ATOL,
-                 "fixture_tokens": int(batch["attention_mask"].sum())}
+    integrity = {
+        "merge": "peft merge_and_unload, fp32, onto the base reloaded unquantized"
+        + (" (never onto the 4-bit weights it trained against)" if quantized else ""),
+        "logits_max_abs_diff": diff,
+        "atol": MERGE_ATOL,
+        "passed": diff <= MERGE_ATOL,
+        "fixture_tokens": int(batch["attention_mask"].sum()),
+    }
     if not integrity["passed"]:
-        raise ExportRefused(f"cell {source.cell_id}: merged logits differ from base+adapter logits by {diff:.3g} "
-                            f"(> {MERGE_ATOL}): the merge is wrong, nothing was written")
+        raise ExportRefused(
+            f"cell {source.cell_id}: merged logits differ from base+adapter logits by {diff:.3g} "
+            f"(> {MERGE_ATOL}): the merge is wrong, nothing was written"
+        )
     return merged.eval(), tokenizer, integrity
 
 
@@ -93,16 +105,23 @@ def tokenizer_round_trip(original: Any, exported_dir: Path) -> dict[str, Any]:
 
     exported = AutoTokenizer.from_pretrained(exported_dir)
     texts = list(FIXTURE_TEXTS)
-    mismatches = [t[:40] for t in texts
-                  if original(t, add_special_tokens=False)["input_ids"] != exported(t, add_special_tokens=False)[
-                      "input_ids"]]
+    mismatches = [
+        t[:40]
+        for t in texts
+        if original(t, add_special_tokens=False)["input_ids"] != exported(t, add_special_tokens=False)["input_ids"]
+    ]
     same_template = getattr(original, "chat_template", None) == getattr(exported, "chat_template", None)
-    return {"texts": len(texts), "mismatches": mismatches, "chat_template_equal": same_template,
-            "passed": not mismatches and same_template}
+    return {
+        "texts": len(texts),
+        "mismatches": mismatches,
+        "chat_template_equal": same_template,
+        "passed": not mismatches and same_template,
+    }
 
 
-def write_hf(source: Source, out: Path, cache_dir: str | Path, *, dtype: str = "bf16",
-             card_text: str | None = None) -> dict[str, Any]:
+def write_hf(
+    source: Source, out: Path, cache_dir: str | Path, *, dtype: str = "bf16", card_text: str | None = None
+) -> dict[str, Any]:
     """Merge and save the standalone folder at `out` (replaced atomically); returns its integrity record."""
     import torch
 
@@ -119,14 +138,24 @@ def write_hf(source: Source, out: Path, cache_dir: str | Path, *, dtype: str = "
     tokenizer.save_pretrained(tmp)
     if card_text is not None:
         (tmp / "README.md").write_text(card_text)
-    (tmp / "medbench_export.json").write_text(json.dumps(
-        {"cell_id": source.cell_id, "matrix": source.record.matrix, "config_hash": source.record.config_hash,
-         "weights_sha256": (source.record.metrics.get("saved") or {}).get("sha256"), "dtype": dtype}, indent=1))
+    (tmp / "medbench_export.json").write_text(
+        json.dumps(
+            {
+                "cell_id": source.cell_id,
+                "matrix": source.record.matrix,
+                "config_hash": source.record.config_hash,
+                "weights_sha256": (source.record.metrics.get("saved") or {}).get("sha256"),
+                "dtype": dtype,
+            },
+            indent=1,
+        )
+    )
     integrity["tokenizer"] = tokenizer_round_trip(tokenizer, tmp)
     if not integrity["tokenizer"]["passed"]:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportRefused(f"cell {source.cell_id}: the exported tokenizer does not round-trip: "
-                            f"{integrity['tokenizer']}")
+        raise ExportRefused(
+            f"cell {source.cell_id}: the exported tokenizer does not round-trip: {integrity['tokenizer']}"
+        )
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     integrity["dtype"] = dtype

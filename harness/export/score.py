@@ -12,10 +12,10 @@ from typing import Any
 
 ENGINES = {
     "transformers": "weights as stored, loaded back through transformers and computed in fp32 (for GGUF: "
-                    "from_pretrained(dir, gguf_file=...) dequantizes, so this measures the weights' quantization "
-                    "error, not llama.cpp's kernels)",
+    "from_pretrained(dir, gguf_file=...) dequantizes, so this measures the weights' quantization "
+    "error, not llama.cpp's kernels)",
     "llama.cpp": "llama.cpp's own kernels on the GGUF file (llama-cpp-python log-likelihoods, CPU): what a llama.cpp "
-                 "or Ollama user gets",
+    "or Ollama user gets",
 }
 
 
@@ -33,8 +33,12 @@ def same_items_as_cell(record: Any, cfg: Any) -> bool:
     for t in cfg.eval.tasks:
         m = ev.get(t.name)
         limit = t.limit if t.limit is not None else cfg.eval.limit
-        if not m or m.get("limit") != limit or m.get("limit_strategy", "first") != (
-                cfg.eval.limit_strategy if limit is not None else m.get("limit_strategy", "first")):
+        if (
+            not m
+            or m.get("limit") != limit
+            or m.get("limit_strategy", "first")
+            != (cfg.eval.limit_strategy if limit is not None else m.get("limit_strategy", "first"))
+        ):
             return False
     return True
 
@@ -60,8 +64,9 @@ def score_lm(lm: Any, cfg: Any, out_dir: Path) -> dict[str, dict[str, Any]]:
     return results
 
 
-def pair(scores: dict[str, dict[str, Any]], reference_items: dict[str, Path], results_dir: Path,
-         cell_id: str, artifact: str) -> dict[str, dict[str, Any]]:
+def pair(
+    scores: dict[str, dict[str, Any]], reference_items: dict[str, Path], results_dir: Path, cell_id: str, artifact: str
+) -> dict[str, dict[str, Any]]:
     """Add `vs_cell` (paired comparison, A = the cell, B = this artifact) to each task; items paths made relative
     to the results folder. A task that cannot be paired says why."""
     from harness.evaluation.stats import ItemsMismatchError, compare_items, read_items
@@ -79,8 +84,9 @@ def pair(scores: dict[str, dict[str, Any]], reference_items: dict[str, Path], re
             entry["vs_cell"] = {"error": "no reference items of the cell for this task"}
         else:
             try:
-                entry["vs_cell"] = compare_items(read_items(ref), read_items(items), task=task, cell_a=cell_id,
-                                                 cell_b=artifact).to_dict()
+                entry["vs_cell"] = compare_items(
+                    read_items(ref), read_items(items), task=task, cell_a=cell_id, cell_b=artifact
+                ).to_dict()
             except (ItemsMismatchError, OSError) as exc:
                 entry["vs_cell"] = {"error": str(exc)}
         out[task] = entry

@@ -49,9 +49,12 @@ class Source:
         recorded = old.get("data_dir") or ""
         if recorded.startswith("<") or not Path(recorded).is_dir():  # a portable record's placeholder, or elsewhere
             recorded = "data"
-        cfg["runtime"] = {"data_dir": str(data_dir or recorded),
-                          "results_dir": str(self.results_dir.resolve()), "cache_dir": str(cache_dir),
-                          "timeout_s": None}
+        cfg["runtime"] = {
+            "data_dir": str(data_dir or recorded),
+            "results_dir": str(self.results_dir.resolve()),
+            "cache_dir": str(cache_dir),
+            "timeout_s": None,
+        }
         return CellConfig.model_validate(cfg)
 
 
@@ -59,12 +62,16 @@ def rerun_hint(record: CellResult) -> str:
     cfg = record.config
     matrix = record.matrix
     if "r" in ((cfg.get("method") or {}).get("options") or {}):  # an adapter method: it keeps its adapter now
-        return (f"adapter cells keep their adapter since medbench export exists; this record is older: delete "
-                f"results/{matrix}/{record.cell_id}.json and rerun it with `python run_matrix.py "
-                f"matrices/{matrix}.yaml --only {record.cell_id}` (same id)")
-    return (f"rerun it with `train.save: keep` (in the matrix's `train:` block, or in the method's `train:` override "
-            f"for {cfg.get('method', {}).get('name')!r}; the cell then gets a new id) and "
-            f"`python run_matrix.py matrices/{matrix}.yaml --only '{cfg.get('method', {}).get('name')}'`")
+        return (
+            f"adapter cells keep their adapter since medbench export exists; this record is older: delete "
+            f"results/{matrix}/{record.cell_id}.json and rerun it with `python run_matrix.py "
+            f"matrices/{matrix}.yaml --only {record.cell_id}` (same id)"
+        )
+    return (
+        f"rerun it with `train.save: keep` (in the matrix's `train:` block, or in the method's `train:` override "
+        f"for {cfg.get('method', {}).get('name')!r}; the cell then gets a new id) and "
+        f"`python run_matrix.py matrices/{matrix}.yaml --only '{cfg.get('method', {}).get('name')}'`"
+    )
 
 
 def check_exportable(record: CellResult, results_dir: Path, *, allow_synthetic: bool = False) -> Source:
@@ -76,32 +83,41 @@ def check_exportable(record: CellResult, results_dir: Path, *, allow_synthetic: 
         raise ExportRefused(f"cell {cid} did not succeed (status {record.status}: {record.reason})")
     kind = (record.config.get("method") or {}).get("kind") or ""
     if not trains(kind):
-        raise ExportRefused(f"cell {cid} is an untrained base row: there is nothing trained to export "
-                            "(export the base model itself with llama.cpp's tools)")
+        raise ExportRefused(
+            f"cell {cid} is an untrained base row: there is nothing trained to export "
+            "(export the base model itself with llama.cpp's tools)"
+        )
     model = record.config.get("model") or {}
     synthetic = model.get("source") == "synthetic"
     if synthetic and not allow_synthetic:
         raise ExportRefused(
             f"cell {cid}: model {model.get('id')!r} has synthetic weights (random weights of the "
             f"{model.get('architecture')} architecture, for speed and memory only): its accuracy means nothing and "
-            "there is nothing worth shipping. (--allow-synthetic exports it anyway, labelled, to test the mechanics)")
+            "there is nothing worth shipping. (--allow-synthetic exports it anyway, labelled, to test the mechanics)"
+        )
     saved = record.metrics.get("saved") or {}
     rel = saved.get("path") or record.artifacts.get("adapter") or record.artifacts.get("checkpoint")
     if not rel:
-        raise ExportRefused(f"cell {cid} kept no weights (its result records no adapter or checkpoint; "
-                            f"train.save was {record.config.get('train', {}).get('save')!r}): " + rerun_hint(record))
+        raise ExportRefused(
+            f"cell {cid} kept no weights (its result records no adapter or checkpoint; "
+            f"train.save was {record.config.get('train', {}).get('save')!r}): " + rerun_hint(record)
+        )
     weights = Path(results_dir) / rel
     if not weights.is_dir():
-        raise ExportRefused(f"cell {cid}: its kept weights {weights} are not on this machine (weights are not "
-                            "committed, only their sha256): run the cell here, or copy the folder")
+        raise ExportRefused(
+            f"cell {cid}: its kept weights {weights} are not on this machine (weights are not "
+            "committed, only their sha256): run the cell here, or copy the folder"
+        )
     expected = saved.get("sha256")
     if expected:
         from harness.hashing import folder_manifest
 
         digest, _files = folder_manifest(weights)
         if digest != expected:
-            raise ExportRefused(f"cell {cid}: {weights} does not match the sha256 in its result "
-                                f"({digest[:12]} vs {expected[:12]}): the folder changed since the cell ran")
+            raise ExportRefused(
+                f"cell {cid}: {weights} does not match the sha256 in its result "
+                f"({digest[:12]} vs {expected[:12]}): the folder changed since the cell ran"
+            )
     kind_saved = saved.get("kind") or ("adapter" if (weights / "adapter_config.json").is_file() else "checkpoint")
     return Source(record=record, results_dir=Path(results_dir), kind=kind_saved, weights=weights, synthetic=synthetic)
 
@@ -116,8 +132,10 @@ def load_record(results_dir: Path, cell_id: str) -> CellResult:
         if len(matches) == 1:
             return matches[0]
         known = ", ".join(sorted(r.cell_id for r in good)) or "none"
-        raise ExportRefused(f"no result for cell {cell_id!r} in {results_dir}"
-                            + (f" ({len(matches)} cells match)" if matches else f"; cells: {known}"))
+        raise ExportRefused(
+            f"no result for cell {cell_id!r} in {results_dir}"
+            + (f" ({len(matches)} cells match)" if matches else f"; cells: {known}")
+        )
     return record
 
 
@@ -137,6 +155,7 @@ def best_cells(results_dir: Path) -> dict[str, list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------------- loading
+
 
 def load_reference(source: Source, cfg: Any) -> tuple[Any, Any]:
     """The cell's model exactly as the cell evaluated it (its method's own loading: a QLoRA base in 4-bit, adapters
@@ -162,7 +181,8 @@ def load_reference(source: Source, cfg: Any) -> tuple[Any, Any]:
     state = load_file(str(source.weights / "adapter_model.safetensors"))
     result = set_peft_model_state_dict(prepared.model, state)
     if result.unexpected_keys:
-        raise ExportRefused(f"adapter of {source.cell_id} does not fit its method's model: unexpected keys "
-                            f"{result.unexpected_keys[:3]}")
+        raise ExportRefused(
+            f"adapter of {source.cell_id} does not fit its method's model: unexpected keys {result.unexpected_keys[:3]}"
+        )
     model = prepared.for_eval() if prepared.for_eval else prepared.model.eval()
     return model, prepared.tokenizer

@@ -9,5 +9,17 @@ from harness.meters.base import Meter, ReportColumn, measuring, meter_classes, r
 from harness.meters.memory import MemoryMeter, MemoryReading, peak_rss_bytes
 from harness.meters.timing import PhaseTimer, Stopwatch, synchronize
 
-__all__ = ["MemoryMeter", "MemoryReading", "Meter", "PhaseTimer", "ReportColumn", "Stopwatch", "measuring",
-           "meter_classes", "peak_rss_bytes", "readings", "report_columns", "synchronize"]
+__all__ = [
+    "MemoryMeter",
+    "MemoryReading",
+    "Meter",
+    "PhaseTimer",
+    "ReportColumn",
+    "Stopwatch",
+    "measuring",
+    "meter_classes",
+    "peak_rss_bytes",
+    "readings",
+    "report_columns",
+    "synchronize",
+]

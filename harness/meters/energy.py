@@ -32,6 +32,7 @@ RAPL_POLL_S = 5.0
 
 # ---------------------------------------------------------------------------------------------------- RAPL
 
+
 def rapl_domains(root: str | None = None) -> list[Path]:
     """Top-level RAPL package domains (intel-rapl:0, intel-rapl:1, ...), without psys."""
     root = root or POWERCAP
@@ -53,8 +54,10 @@ def rapl_unavailable_reason(root: str | None = None) -> str | None:
     """Why RAPL cannot be read here, or None when every package counter is readable."""
     root = root or POWERCAP
     if not os.path.isdir(root):
-        return (f"no RAPL counters: {root} does not exist (a virtual machine or container without powercap, or a "
-                "CPU without RAPL)")
+        return (
+            f"no RAPL counters: {root} does not exist (a virtual machine or container without powercap, or a "
+            "CPU without RAPL)"
+        )
     domains = rapl_domains(root)
     if not domains:
         return f"no RAPL counters: {root} has no intel-rapl:N package domain (a CPU or kernel without RAPL)"
@@ -62,8 +65,10 @@ def rapl_unavailable_reason(root: str | None = None) -> str | None:
         try:
             int((d / "energy_uj").read_text())
         except PermissionError:
-            return (f"RAPL counters present but not readable by this user ({d / 'energy_uj'}: permission denied; "
-                    "root-only since Linux 5.10, or grant read access to the file)")
+            return (
+                f"RAPL counters present but not readable by this user ({d / 'energy_uj'}: permission denied; "
+                "root-only since Linux 5.10, or grant read access to the file)"
+            )
         except (OSError, ValueError) as exc:
             return f"RAPL counter unreadable: {d / 'energy_uj'}: {exc}"
     return None
@@ -125,6 +130,7 @@ class RaplCounter:
 
 # ---------------------------------------------------------------------------------------------------- NVML
 
+
 def _nvml_handle(device: str) -> Any:
     """The NVML handle of the torch device `device` (matched by UUID: CUDA_VISIBLE_DEVICES renumbers devices)."""
     import pynvml
@@ -149,18 +155,34 @@ def _nvml_handle(device: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------------- meters
 
+
 class EnergyMeter(Meter):
     group = "energy"
     regions = ("train",)
     order = 30
     columns = (
-        ReportColumn("energy_j", "energy.joules", "energy (J)",
-                     "energy of the training region: NVML total-energy counter on NVIDIA GPUs, RAPL package counters "
-                     "on CPU; blank where unavailable (the result says why)", "sig"),
-        ReportColumn("tokens_per_joule", "energy.tokens_per_joule", "tokens/J",
-                     "real (non-padding) training tokens per joule of the training region", "sig"),
-        ReportColumn("eval_energy_j", "energy_eval.joules", "eval energy (J)",
-                     "energy of the evaluation region (same counters)", "sig"),
+        ReportColumn(
+            "energy_j",
+            "energy.joules",
+            "energy (J)",
+            "energy of the training region: NVML total-energy counter on NVIDIA GPUs, RAPL package counters "
+            "on CPU; blank where unavailable (the result says why)",
+            "sig",
+        ),
+        ReportColumn(
+            "tokens_per_joule",
+            "energy.tokens_per_joule",
+            "tokens/J",
+            "real (non-padding) training tokens per joule of the training region",
+            "sig",
+        ),
+        ReportColumn(
+            "eval_energy_j",
+            "energy_eval.joules",
+            "eval energy (J)",
+            "energy of the evaluation region (same counters)",
+            "sig",
+        ),
     )
 
     def __init__(self, device: str):
@@ -207,16 +229,27 @@ class EnergyMeter(Meter):
                 synchronize(self.device)
                 end = pynvml.nvmlDeviceGetTotalEnergyConsumption(self._nvml)
                 joules = (end - self._start_mj) / 1000.0
-                self.result = {"available": True, "source": "nvml", "joules": joules, "reason": None,
-                               "scope": "whole GPU (all processes on it)"}
+                self.result = {
+                    "available": True,
+                    "source": "nvml",
+                    "joules": joules,
+                    "reason": None,
+                    "scope": "whole GPU (all processes on it)",
+                }
             except Exception as exc:
                 self.result["reason"] = f"NVML read failed at the end of the region: {type(exc).__name__}: {exc}"
         elif self._rapl is not None:
             try:
                 joules = self._rapl.stop()
-                self.result = {"available": True, "source": "rapl", "joules": joules, "reason": None,
-                               "domains": [d.name for d in self._rapl.domains], "wraps": self._rapl.wraps,
-                               "scope": "whole CPU package(s) (all processes on them)"}
+                self.result = {
+                    "available": True,
+                    "source": "rapl",
+                    "joules": joules,
+                    "reason": None,
+                    "domains": [d.name for d in self._rapl.domains],
+                    "wraps": self._rapl.wraps,
+                    "scope": "whole CPU package(s) (all processes on them)",
+                }
             except (OSError, ValueError) as exc:
                 self.result["reason"] = f"RAPL read failed at the end of the region: {exc}"
         self.result["seconds"] = seconds

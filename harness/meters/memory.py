@@ -97,14 +97,28 @@ class MemoryMeter(Meter):
     order = 10
     columns = (
         # older records without a headline: any measured peak, best first
-        ReportColumn("mem_headline", ("memory.headline_bytes", "memory.max_reserved_bytes",
-                                      "memory.max_allocated_bytes", "memory.nvml_process_peak_bytes",
-                                      "memory.peak_rss_bytes"),
-                     "peak mem", "headline peak memory: torch max_memory_reserved on CUDA, peak RSS on CPU", "bytes"),
+        ReportColumn(
+            "mem_headline",
+            (
+                "memory.headline_bytes",
+                "memory.max_reserved_bytes",
+                "memory.max_allocated_bytes",
+                "memory.nvml_process_peak_bytes",
+                "memory.peak_rss_bytes",
+            ),
+            "peak mem",
+            "headline peak memory: torch max_memory_reserved on CUDA, peak RSS on CPU",
+            "bytes",
+        ),
         ReportColumn("mem_allocated", "memory.max_allocated_bytes", "allocated", "torch max_memory_allocated", "bytes"),
         ReportColumn("mem_reserved", "memory.max_reserved_bytes", "reserved", "torch max_memory_reserved", "bytes"),
-        ReportColumn("mem_process", ("memory.nvml_process_peak_bytes", "memory.peak_rss_bytes"), "process / RSS",
-                     "NVML process peak on GPU, else peak RSS of the cell process", "bytes"),
+        ReportColumn(
+            "mem_process",
+            ("memory.nvml_process_peak_bytes", "memory.peak_rss_bytes"),
+            "process / RSS",
+            "NVML process peak on GPU, else peak RSS of the cell process",
+            "bytes",
+        ),
     )
 
     def __init__(self, device: str, interval: float = 0.02):

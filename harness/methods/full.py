@@ -34,11 +34,15 @@ class Full(Method):
         mixed = master == 4 and act == 2
         what = "fp32 master weights with bf16 autocast" if mixed else "bf16 weights" if master == 2 else "fp32 weights"
         return TrainingCost(
-            trainable_params=total, weights_bytes=master * total, state_bytes_per_param=master,
+            trainable_params=total,
+            weights_bytes=master * total,
+            state_bytes_per_param=master,
             residual_bytes=master if act == 2 else 4,
             # autocast keeps a bf16 copy of every matmul weight for the backward
-            autocast_copy_bytes=2 * flops.linear_params(arch) if mixed else 0, norms_train=True,
-            notes=[f"full fine-tuning: {what} ({master} B/param weights and gradients)"])
+            autocast_copy_bytes=2 * flops.linear_params(arch) if mixed else 0,
+            norms_train=True,
+            notes=[f"full fine-tuning: {what} ({master} B/param weights and gradients)"],
+        )
 
     def prepare(self, cell: Any, options: FullOptions, device: str, dtype: Any) -> PreparedModel:
         import torch
@@ -46,12 +50,20 @@ class Full(Method):
         from harness.models import load_model
 
         weights = torch.float32 if options.weights_dtype == "fp32" else torch.bfloat16
-        model, tokenizer = load_model(cell.model, device=device, dtype=weights, cache_dir=cell.runtime.cache_dir,
-                                      attn_implementation=cell.train.attn_implementation)
+        model, tokenizer = load_model(
+            cell.model,
+            device=device,
+            dtype=weights,
+            cache_dir=cell.runtime.cache_dir,
+            attn_implementation=cell.train.attn_implementation,
+        )
         if cell.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         model.train()
-        return PreparedModel.of(model, tokenizer, save=lambda out: (model.save_pretrained(out),
-                                                                    tokenizer.save_pretrained(out)),
-                                for_eval=lambda: model.eval())
+        return PreparedModel.of(
+            model,
+            tokenizer,
+            save=lambda out: (model.save_pretrained(out), tokenizer.save_pretrained(out)),
+            for_eval=lambda: model.eval(),
+        )

@@ -45,26 +45,46 @@ class LoraOptions(BaseModel):
 def peft_config(options: LoraOptions) -> Any:
     from peft import LoraConfig, TaskType
 
-    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=options.r, lora_alpha=options.lora_alpha,
-                      lora_dropout=options.dropout, target_modules=options.modules,
-                      use_rslora=options.use_rslora, use_dora=options.use_dora, bias="none")
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=options.r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.dropout,
+        target_modules=options.modules,
+        use_rslora=options.use_rslora,
+        use_dora=options.use_dora,
+        bias="none",
+    )
 
 
 def adapter_prepared(model: Any, tokenizer: Any, **notes: Any) -> PreparedModel:
-    return PreparedModel.of(model, tokenizer, save=lambda out: model.save_pretrained(out),
-                            for_eval=lambda: model.eval(), notes=notes)
+    return PreparedModel.of(
+        model, tokenizer, save=lambda out: model.save_pretrained(out), for_eval=lambda: model.eval(), notes=notes
+    )
 
 
-def adapter_cost(arch: dict[str, Any], options: LoraOptions, *, precision: str, frozen_weights_bytes: float,
-                 residual_bytes: int, quantized_params: int = 0) -> TrainingCost:
+def adapter_cost(
+    arch: dict[str, Any],
+    options: LoraOptions,
+    *,
+    precision: str,
+    frozen_weights_bytes: float,
+    residual_bytes: int,
+    quantized_params: int = 0,
+) -> TrainingCost:
     """Adapters in fp32 on a frozen base (peft's autocast_adapter_dtype=True); the caller says how the base is held."""
     trainable = flops.lora_trainable_params(arch, options.r, options.modules, dora=options.use_dora)
     act = 4 if precision == "fp32" else 2
     return TrainingCost(
-        trainable_params=trainable, weights_bytes=frozen_weights_bytes + 4 * trainable, state_bytes_per_param=4,
-        residual_bytes=residual_bytes, autocast_copy_bytes=2 * trainable if act == 2 else 0,
-        adapter=AdapterShape(tuple(options.modules), options.r, options.dropout), quantized_params=quantized_params,
-        notes=[f"LoRA r={options.r} on {','.join(options.modules)}: {trainable:,} trainable fp32 parameters"])
+        trainable_params=trainable,
+        weights_bytes=frozen_weights_bytes + 4 * trainable,
+        state_bytes_per_param=4,
+        residual_bytes=residual_bytes,
+        autocast_copy_bytes=2 * trainable if act == 2 else 0,
+        adapter=AdapterShape(tuple(options.modules), options.r, options.dropout),
+        quantized_params=quantized_params,
+        notes=[f"LoRA r={options.r} on {','.join(options.modules)}: {trainable:,} trainable fp32 parameters"],
+    )
 
 
 @register
@@ -82,8 +102,13 @@ class Lora(Method):
 
     def training_cost(self, arch: dict[str, Any], options: LoraOptions, *, precision: str) -> TrainingCost:
         act = 4 if precision == "fp32" else 2  # the frozen base is kept in the compute dtype
-        return adapter_cost(arch, options, precision=precision,
-                            frozen_weights_bytes=act * count_parameters(arch)["total"], residual_bytes=act)
+        return adapter_cost(
+            arch,
+            options,
+            precision=precision,
+            frozen_weights_bytes=act * count_parameters(arch)["total"],
+            residual_bytes=act,
+        )
 
     def prepare(self, cell: Any, options: LoraOptions, device: str, dtype: Any) -> PreparedModel:
         from peft import get_peft_model
@@ -91,8 +116,13 @@ class Lora(Method):
         from harness.models import load_model
 
         # The frozen base is kept in the compute dtype (bf16 on a GPU); adapters are created in fp32.
-        model, tokenizer = load_model(cell.model, device=device, dtype=dtype, cache_dir=cell.runtime.cache_dir,
-                                      attn_implementation=cell.train.attn_implementation)
+        model, tokenizer = load_model(
+            cell.model,
+            device=device,
+            dtype=dtype,
+            cache_dir=cell.runtime.cache_dir,
+            attn_implementation=cell.train.attn_implementation,
+        )
         if cell.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()

@@ -21,18 +21,35 @@ ABSMAX_DOUBLE_QUANT_BYTES = 1 / 64 + 4 / (64 * 256)  # 8-bit absmax per 64-block
 ABSMAX_BYTES = 4 / 64  # fp32 absmax per 64-block without double quantisation
 
 
-def four_bit_cost(arch: dict[str, Any], options: LoraOptions, *, precision: str, double_quant: bool,
-                  other_bytes: int, residual_bytes: int, note: str) -> TrainingCost:
+def four_bit_cost(
+    arch: dict[str, Any],
+    options: LoraOptions,
+    *,
+    precision: str,
+    double_quant: bool,
+    other_bytes: int,
+    residual_bytes: int,
+    note: str,
+) -> TrainingCost:
     """Adapters on a base whose block projections are NF4 (bitsandbytes); every other parameter (embeddings, untied
     head, norms) is held in `other_bytes` per parameter."""
     counts = count_parameters(arch)
     blocks = flops.block_linear_params(arch)
     per = NF4_BYTES + (ABSMAX_DOUBLE_QUANT_BYTES if double_quant else ABSMAX_BYTES)
     frozen = blocks * per + (counts["total"] - blocks) * other_bytes
-    cost = adapter_cost(arch, options, precision=precision, frozen_weights_bytes=frozen,
-                        residual_bytes=residual_bytes, quantized_params=blocks)
-    cost.notes.insert(0, f"4-bit NF4 blocks ({per:.4f} B/param{' with double quantisation' if double_quant else ''}); "
-                         f"embeddings/head/norms {other_bytes} B/param{note}")
+    cost = adapter_cost(
+        arch,
+        options,
+        precision=precision,
+        frozen_weights_bytes=frozen,
+        residual_bytes=residual_bytes,
+        quantized_params=blocks,
+    )
+    cost.notes.insert(
+        0,
+        f"4-bit NF4 blocks ({per:.4f} B/param{' with double quantisation' if double_quant else ''}); "
+        f"embeddings/head/norms {other_bytes} B/param{note}",
+    )
     return cost
 
 
@@ -59,8 +76,15 @@ class Qlora(Method):
     def training_cost(self, arch: dict[str, Any], options: QloraOptions, *, precision: str) -> TrainingCost:
         # peft's prepare_model_for_kbit_training upcasts every non-4-bit parameter to fp32 (that is why QLoRA saves
         # little at 1B), and the fp32 residual stream follows
-        cost = four_bit_cost(arch, options, precision=precision, double_quant=options.double_quant, other_bytes=4,
-                             residual_bytes=4, note=" (peft prepare_model_for_kbit_training upcasts them to fp32)")
+        cost = four_bit_cost(
+            arch,
+            options,
+            precision=precision,
+            double_quant=options.double_quant,
+            other_bytes=4,
+            residual_bytes=4,
+            note=" (peft prepare_model_for_kbit_training upcasts them to fp32)",
+        )
         if precision != "fp32":
             cost.autocast_copy_bytes += 2 * count_parameters(arch)["embedding"]  # the fp32 LM head, cast to bf16
         cost.startup_extra_s = 5.0  # quantising the weights at load
@@ -81,17 +105,35 @@ class Qlora(Method):
         from harness.models import load_model
 
         compute = {"auto": dtype, "bf16": torch.bfloat16, "fp32": torch.float32}[options.compute_dtype]
-        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=options.quant_type,
-                                 bnb_4bit_use_double_quant=options.double_quant, bnb_4bit_compute_dtype=compute,
-                                 bnb_4bit_quant_storage=torch.uint8)
-        model, tokenizer = load_model(cell.model, device=device, dtype=compute, cache_dir=cell.runtime.cache_dir,
-                                      attn_implementation=cell.train.attn_implementation, quantization_config=bnb)
+        bnb = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=options.quant_type,
+            bnb_4bit_use_double_quant=options.double_quant,
+            bnb_4bit_compute_dtype=compute,
+            bnb_4bit_quant_storage=torch.uint8,
+        )
+        model, tokenizer = load_model(
+            cell.model,
+            device=device,
+            dtype=compute,
+            cache_dir=cell.runtime.cache_dir,
+            attn_implementation=cell.train.attn_implementation,
+            quantization_config=bnb,
+        )
         if not device.startswith("cuda"):
             model.to(device)
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cell.train.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+            model,
+            use_gradient_checkpointing=cell.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
         model = get_peft_model(model, peft_config(options), autocast_adapter_dtype=True)
         model.train()
-        return adapter_prepared(model, tokenizer, target_modules=options.modules, quant_type=options.quant_type,
-                                double_quant=options.double_quant, compute_dtype=str(compute))
+        return adapter_prepared(
+            model,
+            tokenizer,
+            target_modules=options.modules,
+            quant_type=options.quant_type,
+            double_quant=options.double_quant,
+            compute_dtype=str(compute),
+        )

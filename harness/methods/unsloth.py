@@ -15,8 +15,10 @@ from harness.methods.lora import LoraOptions, adapter_cost, adapter_prepared
 from harness.methods.qlora import four_bit_cost
 from harness.models.architectures import count_parameters
 
-NOT_INSTALLED = ("unsloth is not installed: it is an optional extra for CUDA machines "
-                 "(pip install 'medbench[unsloth]'; never on CPU-only machines, it replaces torch)")
+NOT_INSTALLED = (
+    "unsloth is not installed: it is an optional extra for CUDA machines "
+    "(pip install 'medbench[unsloth]'; never on CPU-only machines, it replaces torch)"
+)
 NO_GPU = "no CUDA GPU visible: Unsloth needs an NVIDIA GPU (it raises NotImplementedError on CPU-only machines)"
 
 
@@ -41,11 +43,17 @@ class Unsloth(Method):
     def training_cost(self, arch: dict[str, Any], options: UnslothOptions, *, precision: str) -> TrainingCost:
         act = 4 if precision == "fp32" else 2  # Unsloth keeps non-quantised parameters in the compute dtype
         if options.load_in_4bit:
-            cost = four_bit_cost(arch, options, precision=precision, double_quant=True, other_bytes=act,
-                                 residual_bytes=act, note="")
+            cost = four_bit_cost(
+                arch, options, precision=precision, double_quant=True, other_bytes=act, residual_bytes=act, note=""
+            )
         else:
-            cost = adapter_cost(arch, options, precision=precision,
-                                frozen_weights_bytes=act * count_parameters(arch)["total"], residual_bytes=act)
+            cost = adapter_cost(
+                arch,
+                options,
+                precision=precision,
+                frozen_weights_bytes=act * count_parameters(arch)["total"],
+                residual_bytes=act,
+            )
         gc = options.gradient_checkpointing
         cost.checkpointing = "offloaded" if gc == "unsloth" else "blocks" if gc else "none"
         cost.logits_bytes_per_element = 2.0  # its fused cross-entropy: bf16 logits, gradient written in place
@@ -75,18 +83,32 @@ class Unsloth(Method):
 
         model, tokenizer = FastLanguageModel.from_pretrained(
             model_name=str(resolve_model_path(cell.model, cell.runtime.cache_dir)),
-            max_seq_length=cell.train.max_seq_length, dtype=dtype, load_in_4bit=options.load_in_4bit,
-            **hub_kwargs(cell.model))
+            max_seq_length=cell.train.max_seq_length,
+            dtype=dtype,
+            load_in_4bit=options.load_in_4bit,
+            **hub_kwargs(cell.model),
+        )
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = FastLanguageModel.get_peft_model(
-            model, r=options.r, lora_alpha=options.lora_alpha, lora_dropout=options.dropout,
-            target_modules=options.modules, bias="none", use_rslora=options.use_rslora,
-            use_gradient_checkpointing=options.gradient_checkpointing, random_state=cell.seed)
+            model,
+            r=options.r,
+            lora_alpha=options.lora_alpha,
+            lora_dropout=options.dropout,
+            target_modules=options.modules,
+            bias="none",
+            use_rslora=options.use_rslora,
+            use_gradient_checkpointing=options.gradient_checkpointing,
+            random_state=cell.seed,
+        )
         model.train()
-        prepared = adapter_prepared(model, tokenizer, target_modules=options.modules,
-                                    load_in_4bit=options.load_in_4bit,
-                                    gradient_checkpointing=bool(options.gradient_checkpointing))
+        prepared = adapter_prepared(
+            model,
+            tokenizer,
+            target_modules=options.modules,
+            load_in_4bit=options.load_in_4bit,
+            gradient_checkpointing=bool(options.gradient_checkpointing),
+        )
 
         def for_eval() -> Any:
             FastLanguageModel.for_inference(model)

@@ -15,8 +15,17 @@ from harness.models.sources.synthetic import SMOLLM2_GGUF, SMOLLM2_PACKAGE
 if TYPE_CHECKING:  # pragma: no cover
     from harness.config import ModelSpec
 
-__all__ = ["SMOLLM2_GGUF", "SMOLLM2_PACKAGE", "ModelSourceError", "gguf_location", "hub_kwargs", "load_model",
-           "load_tokenizer", "package_dir", "resolve_model_path"]
+__all__ = [
+    "SMOLLM2_GGUF",
+    "SMOLLM2_PACKAGE",
+    "ModelSourceError",
+    "gguf_location",
+    "hub_kwargs",
+    "load_model",
+    "load_tokenizer",
+    "package_dir",
+    "resolve_model_path",
+]
 
 
 def resolve_model_path(spec: "ModelSpec", cache_dir: str | Path) -> Path | str:
@@ -39,8 +48,15 @@ def load_tokenizer(spec: "ModelSpec", cache_dir: str | Path) -> Any:
     return tok
 
 
-def load_model(spec: "ModelSpec", *, device: str, dtype: Any, cache_dir: str | Path,
-               attn_implementation: str = "sdpa", **from_pretrained_kwargs: Any) -> tuple[Any, Any]:
+def load_model(
+    spec: "ModelSpec",
+    *,
+    device: str,
+    dtype: Any,
+    cache_dir: str | Path,
+    attn_implementation: str = "sdpa",
+    **from_pretrained_kwargs: Any,
+) -> tuple[Any, Any]:
     """(model, tokenizer) of a model spec, on `device` in `dtype`; extra kwargs go to from_pretrained."""
     from transformers import AutoModelForCausalLM
 

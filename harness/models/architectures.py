@@ -13,36 +13,101 @@ from typing import Any
 # model types costed exactly as a Llama-style block (others are costed as one, and the estimate says so)
 LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "olmo", "olmo2", "granite"}
 
-_LLAMA_COMMON = {"model_type": "llama", "hidden_act": "silu", "rms_norm_eps": 1e-5, "attention_bias": False,
-                 "mlp_bias": False}
+_LLAMA_COMMON = {
+    "model_type": "llama",
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-5,
+    "attention_bias": False,
+    "mlp_bias": False,
+}
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     # meta-llama/Llama-3.2-1B(-Instruct)
-    "llama-3.2-1b": {**_LLAMA_COMMON, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
-                     "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256,
-                     "max_position_embeddings": 131072, "rope_theta": 500000.0, "tie_word_embeddings": True,
-                     "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0,
-                                      "low_freq_factor": 1.0, "original_max_position_embeddings": 8192}},
+    "llama-3.2-1b": {
+        **_LLAMA_COMMON,
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": True,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 32.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192,
+        },
+    },
     # TinyLlama/TinyLlama-1.1B-Chat-v1.0
-    "tinyllama-1.1b": {**_LLAMA_COMMON, "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
-                       "num_attention_heads": 32, "num_key_value_heads": 4, "vocab_size": 32000,
-                       "max_position_embeddings": 2048, "rope_theta": 10000.0, "tie_word_embeddings": False},
+    "tinyllama-1.1b": {
+        **_LLAMA_COMMON,
+        "hidden_size": 2048,
+        "intermediate_size": 5632,
+        "num_hidden_layers": 22,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+        "vocab_size": 32000,
+        "max_position_embeddings": 2048,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+    },
     # HuggingFaceTB/SmolLM2-135M(-Instruct)
-    "smollm2-135m": {**_LLAMA_COMMON, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-                     "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
-                     "max_position_embeddings": 8192, "rope_theta": 100000.0, "tie_word_embeddings": True},
+    "smollm2-135m": {
+        **_LLAMA_COMMON,
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "vocab_size": 49152,
+        "max_position_embeddings": 8192,
+        "rope_theta": 100000.0,
+        "tie_word_embeddings": True,
+    },
     # HuggingFaceTB/SmolLM2-360M(-Instruct)
-    "smollm2-360m": {**_LLAMA_COMMON, "hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
-                     "num_attention_heads": 15, "num_key_value_heads": 5, "vocab_size": 49152,
-                     "max_position_embeddings": 8192, "rope_theta": 100000.0, "tie_word_embeddings": True},
+    "smollm2-360m": {
+        **_LLAMA_COMMON,
+        "hidden_size": 960,
+        "intermediate_size": 2560,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 15,
+        "num_key_value_heads": 5,
+        "vocab_size": 49152,
+        "max_position_embeddings": 8192,
+        "rope_theta": 100000.0,
+        "tie_word_embeddings": True,
+    },
     # HuggingFaceTB/SmolLM2-1.7B(-Instruct)
-    "smollm2-1.7b": {**_LLAMA_COMMON, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
-                     "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 49152,
-                     "max_position_embeddings": 8192, "rope_theta": 130000.0, "tie_word_embeddings": True},
+    "smollm2-1.7b": {
+        **_LLAMA_COMMON,
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "vocab_size": 49152,
+        "max_position_embeddings": 8192,
+        "rope_theta": 130000.0,
+        "tie_word_embeddings": True,
+    },
     # A 3M-parameter Llama for CI and unit tests (SmolLM2 vocabulary, so the SmolLM2 tokenizer fits).
-    "tiny-llama": {**_LLAMA_COMMON, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                   "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 49152,
-                   "max_position_embeddings": 2048, "rope_theta": 10000.0, "tie_word_embeddings": True},
+    "tiny-llama": {
+        **_LLAMA_COMMON,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 49152,
+        "max_position_embeddings": 2048,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": True,
+    },
 }
 
 
@@ -64,8 +129,14 @@ def count_parameters(cfg: dict[str, Any]) -> dict[str, int]:
     embed = cfg["vocab_size"] * h
     head = 0 if cfg.get("tie_word_embeddings") else cfg["vocab_size"] * h
     total = embed + n * per_layer + h + head
-    return {"total": total, "embedding": embed, "lm_head": head, "per_layer": per_layer, "layers": n,
-            "linear_per_layer": attn + mlp}
+    return {
+        "total": total,
+        "embedding": embed,
+        "lm_head": head,
+        "per_layer": per_layer,
+        "layers": n,
+        "linear_per_layer": attn + mlp,
+    }
 
 
 @lru_cache(maxsize=64)

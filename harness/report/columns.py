@@ -11,22 +11,34 @@ from typing import Any
 from harness.meters.base import ReportColumn
 
 TRAINING_COLUMNS = (
-    ReportColumn("time_per_epoch", "train.time_per_epoch_s", "time / epoch",
-                 "wall time per epoch, device synchronized, no eval or saving", "seconds"),
+    ReportColumn(
+        "time_per_epoch",
+        "train.time_per_epoch_s",
+        "time / epoch",
+        "wall time per epoch, device synchronized, no eval or saving",
+        "seconds",
+    ),
     ReportColumn("tokens_per_s", "train.tokens_per_s", "tokens/s", "real (non-padding) training tokens per second"),
     ReportColumn("mfu", "train.mfu", "MFU", "model FLOPs utilisation, where the peak FLOP/s is known", "pct"),
-    ReportColumn("trainable_params", "train.trainable_params", "trainable", "trainable parameters (share of all)",
-                 "count"),
+    ReportColumn(
+        "trainable_params", "train.trainable_params", "trainable", "trainable parameters (share of all)", "count"
+    ),
     ReportColumn("total_params", "train.total_params", "parameters", "all parameters", "count", in_table=False),
-    ReportColumn("saved_bytes", "train.saved_bytes", "saved", "size of what the method ships (adapter or checkpoint)",
-                 "bytes"),
+    ReportColumn(
+        "saved_bytes", "train.saved_bytes", "saved", "size of what the method ships (adapter or checkpoint)", "bytes"
+    ),
 )
 
 
 EVALUATION_COLUMNS = (
-    ReportColumn("forgetting", "forgetting.increase", "forgetting",
-                 "increase of the mean per-token cross-entropy (nats) on general text, trained minus base "
-                 "(eval.forgetting; harness/evaluation/forgetting.py)", "signed"),
+    ReportColumn(
+        "forgetting",
+        "forgetting.increase",
+        "forgetting",
+        "increase of the mean per-token cross-entropy (nats) on general text, trained minus base "
+        "(eval.forgetting; harness/evaluation/forgetting.py)",
+        "signed",
+    ),
 )
 
 

@@ -95,8 +95,12 @@ def cell_usage(record: Any) -> dict[str, Any]:
     kwh = math.fsum(joules) / J_PER_KWH if joules and not reasons else None
     if not joules and not reasons:
         reasons.append("no energy reading in this result (recorded before the energy meter existed)")
-    return {"device_hours": hours, "kwh": kwh, "energy_reason": "; ".join(dict.fromkeys(reasons)) or None,
-            "devices": int(count or 1)}
+    return {
+        "device_hours": hours,
+        "kwh": kwh,
+        "energy_reason": "; ".join(dict.fromkeys(reasons)) or None,
+        "devices": int(count or 1),
+    }
 
 
 def cost_section(data: Any, matrix_text: str | None) -> dict[str, Any] | None:
@@ -107,8 +111,9 @@ def cost_section(data: Any, matrix_text: str | None) -> dict[str, Any] | None:
         if rec.status == "skipped":
             continue
         u = cell_usage(rec)
-        rows.append({"cell_id": rec.cell_id, "status": rec.status, **u, "money": money(u["device_hours"],
-                                                                                     u["kwh"], prices)})
+        rows.append(
+            {"cell_id": rec.cell_id, "status": rec.status, **u, "money": money(u["device_hours"], u["kwh"], prices)}
+        )
     if not rows:
         return None
     hours = [r["device_hours"] for r in rows if r["device_hours"] is not None]
@@ -118,18 +123,28 @@ def cost_section(data: Any, matrix_text: str | None) -> dict[str, Any] | None:
     missing_energy = [r for r in rows if r["kwh"] is None]
     reasons = list(dict.fromkeys(r["energy_reason"] for r in missing_energy if r["energy_reason"]))
     return {
-        "prices": prices, "priced": prices.any, "currency": prices.currency,
-        "rows": [{**r, "hours_text": "–" if r["device_hours"] is None else f"{r['device_hours']:.3g}",
-                  "kwh_text": "–" if r["kwh"] is None else f"{r['kwh']:.3g}",
-                  "money_text": fmt_money(r["money"], prices.currency)} for r in rows],
+        "prices": prices,
+        "priced": prices.any,
+        "currency": prices.currency,
+        "rows": [
+            {
+                **r,
+                "hours_text": "–" if r["device_hours"] is None else f"{r['device_hours']:.3g}",
+                "kwh_text": "–" if r["kwh"] is None else f"{r['kwh']:.3g}",
+                "money_text": fmt_money(r["money"], prices.currency),
+            }
+            for r in rows
+        ],
         "total_hours": "–" if total_hours is None else f"{total_hours:.3g}",
         "total_kwh": "–" if total_kwh is None else f"{total_kwh:.3g}",
         "total_money": fmt_money(money(total_hours, total_kwh, prices), prices.currency),
-        "n_missing_energy": len(missing_energy), "energy_reasons": reasons[:3],
+        "n_missing_energy": len(missing_energy),
+        "energy_reasons": reasons[:3],
     }
 
 
 # ---------------------------------------------------------------------------------------------------- plan
+
 
 def _trains(kind: str) -> bool:
     from harness.methods.base import trains
@@ -154,8 +169,9 @@ def plan_cost_lines(planned: list, report: Any) -> list[str]:
     from harness.estimator import estimate_cell
 
     prices = Prices.of(report)
-    done = [p.existing for p in planned if p.action == "done" and p.existing is not None
-            and p.existing.status != "skipped"]
+    done = [
+        p.existing for p in planned if p.action == "done" and p.existing is not None and p.existing.status != "skipped"
+    ]
     profile = _profile(done, report)
     mean_len = [(r.metrics.get("data") or {}).get("tokens", {}).get("mean_length") for r in done]
     mean_len = [m for m in mean_len if _num(m)]
@@ -188,14 +204,23 @@ def plan_cost_lines(planned: list, report: Any) -> list[str]:
         predicted_h += (wall + (eval_guess or 0.0)) / 3600
     lines = ["predicted cost (device-hours: measured for cells done, the estimator's prediction for cells to run):"]
     src = getattr(profile, "source", None) or "no device profile"
-    lines.append(f"  done: {measured_h:.3g} device-hours measured; to run: {n_run} cell(s), "
-                 f"{predicted_h:.3g} device-hours predicted ({src})"
-                 + (f", evaluation {eval_guess:.0f} s per cell as measured" if eval_guess and n_run else
-                    ", evaluation time not included" if n_run else ""))
+    lines.append(
+        f"  done: {measured_h:.3g} device-hours measured; to run: {n_run} cell(s), "
+        f"{predicted_h:.3g} device-hours predicted ({src})"
+        + (
+            f", evaluation {eval_guess:.0f} s per cell as measured"
+            if eval_guess and n_run
+            else ", evaluation time not included"
+            if n_run
+            else ""
+        )
+    )
     if unknown:
-        lines.append(f"  {len(unknown)} cell(s) to run have no time prediction (e.g. {unknown[0]}): the estimator "
-                     "needs a device (report.plan_device, or measured cells to calibrate on) and tokens per epoch "
-                     "(train.token_budget, or train.max_examples with a known mean example length)")
+        lines.append(
+            f"  {len(unknown)} cell(s) to run have no time prediction (e.g. {unknown[0]}): the estimator "
+            "needs a device (report.plan_device, or measured cells to calibrate on) and tokens per epoch "
+            "(train.token_budget, or train.max_examples with a known mean example length)"
+        )
     total = measured_h + predicted_h
     if prices.any:
         energy_note = ""
@@ -204,12 +229,17 @@ def plan_cost_lines(planned: list, report: Any) -> list[str]:
             done_kwh = [cell_usage(r)["kwh"] for r in done]
             known = [k for k in done_kwh if k is not None]
             kwh = math.fsum(known) if known else None
-            energy_note = (f"; energy: {kwh:.3g} kWh measured on cells done" if kwh is not None else
-                           "; energy: no measured kWh (not priced)")
+            energy_note = (
+                f"; energy: {kwh:.3g} kWh measured on cells done"
+                if kwh is not None
+                else "; energy: no measured kWh (not priced)"
+            )
         cost = money(total, kwh, prices)
-        lines.append(f"  matrix: {total:.3g} device-hours ≈ {fmt_money(cost, prices.currency)} at "
-                     f"{prices.per_device_hour if prices.per_device_hour is not None else '–'} {prices.currency} per "
-                     f"device-hour{energy_note}" + (" (cells without a prediction not included)" if unknown else ""))
+        lines.append(
+            f"  matrix: {total:.3g} device-hours ≈ {fmt_money(cost, prices.currency)} at "
+            f"{prices.per_device_hour if prices.per_device_hour is not None else '–'} {prices.currency} per "
+            f"device-hour{energy_note}" + (" (cells without a prediction not included)" if unknown else "")
+        )
     else:
         lines.append(f"  matrix: {total:.3g} device-hours (set report.price_per_device_hour / price_per_kwh for money)")
     return lines

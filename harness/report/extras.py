@@ -14,12 +14,16 @@ from harness.report.loader import ReportData, task_label
 
 def _comparison_list(data: ReportData) -> list[dict[str, Any]]:
     """The loader's {cell: {task: {..., n, b, c}}} back into comparisons.json's list form."""
-    return [{"cell": cell, "task": task, "n": c.get("n"), "n_only_a": c.get("b"), "n_only_b": c.get("c")}
-            for cell, tasks in (data.comparisons or {}).items() for task, c in tasks.items()]
+    return [
+        {"cell": cell, "task": task, "n": c.get("n"), "n_only_a": c.get("b"), "n_only_b": c.get("c")}
+        for cell, tasks in (data.comparisons or {}).items()
+        for task, c in tasks.items()
+    ]
 
 
-def detectable_difference(data: ReportData, task: str, n: int | None, assumed: float | None = None,
-                          target: float | None = None) -> dict[str, Any] | None:
+def detectable_difference(
+    data: ReportData, task: str, n: int | None, assumed: float | None = None, target: float | None = None
+) -> dict[str, Any] | None:
     """The minimum detectable difference at α = 0.05 / power 0.8 for `n` items of `task`, with the discordance
     measured on the base row's comparisons in these results (assumed where they never disagree)."""
     from harness.evaluation import power as pw
@@ -28,8 +32,11 @@ def detectable_difference(data: ReportData, task: str, n: int | None, assumed: f
         return None
     disc = pw.discordance_for(task, _comparison_list(data), assumed or pw.ASSUMED_DISCORDANCE)
     d = pw.detectability(task, int(n), disc, target or 0.03)
-    return {**d.as_dict(), "mdd": None if d.mdd is None else f"≈ {100 * d.mdd:.1f}",
-            "text": pw.sentence(d, task_label(task))}
+    return {
+        **d.as_dict(),
+        "mdd": None if d.mdd is None else f"≈ {100 * d.mdd:.1f}",
+        "text": pw.sentence(d, task_label(task)),
+    }
 
 
 def _config_label(key: tuple[str, str, str, int, float]) -> str:
@@ -60,8 +67,17 @@ def headline_extras(data: ReportData, model: str, task: str, n: int | None) -> d
         except Exception as exc:
             seeds = {"verdict": f"seed comparison unavailable: {type(exc).__name__}: {exc}"}
         if seeds:
-            out["seeds"] = {"config": "?", "n_configs": 0, "mean_sd": None, "n_seeds": 0, "seeds": "", "test": None,
-                            "significant": False, "verdict": None, **seeds}
+            out["seeds"] = {
+                "config": "?",
+                "n_configs": 0,
+                "mean_sd": None,
+                "n_seeds": 0,
+                "seeds": "",
+                "test": None,
+                "significant": False,
+                "verdict": None,
+                **seeds,
+            }
     return out
 
 
@@ -90,20 +106,27 @@ def _seed_headline(data: ReportData, model: str, task: str) -> dict[str, Any] | 
     by_id = {r.cell_id: r for r in trained}
     sd = best.sd
     out: dict[str, Any] = {
-        "config": _config_label(best.key), "n_configs": len(summaries),
+        "config": _config_label(best.key),
+        "n_configs": len(summaries),
         "mean_sd": f"{fmt_pct(best.mean)} ± {100 * sd:.1f}" if sd is not None else fmt_pct(best.mean),
-        "n_seeds": len(best.accs), "seeds": ", ".join(str(s) for s in best.seeds)}
+        "n_seeds": len(best.accs),
+        "seeds": ", ".join(str(s) for s in best.seeds),
+    }
     if base:
         res = compare_groups(data.results_dir, base[:1], [by_id[c] for c in best.cells], task)
         if res is not None:
-            out["test"] = (f"{fmt_pts(res.diff)} points vs the untrained model, 95 % CI {fmt_pts(res.ci_low)} to "
-                           f"{fmt_pts(res.ci_high)}, {p_text(res.p_value)} (bootstrap over {res.n} items and "
-                           f"{res.seeds_b} seed{'s' if res.seeds_b != 1 else ''})")
+            out["test"] = (
+                f"{fmt_pts(res.diff)} points vs the untrained model, 95 % CI {fmt_pts(res.ci_low)} to "
+                f"{fmt_pts(res.ci_high)}, {p_text(res.p_value)} (bootstrap over {res.n} items and "
+                f"{res.seeds_b} seed{'s' if res.seeds_b != 1 else ''})"
+            )
             out["significant"] = res.p_value < 0.05 and (res.ci_low > 0 or res.ci_high < 0)
             out["verdict"] = seed_verdict(res.diff, sd, len(best.accs))
     if len(best.accs) < 2:
-        out["verdict"] = ("Only one seed of this configuration succeeded: its spread across seeds is unknown, and "
-                          "seed-to-seed variation is often as large as the gain.")
+        out["verdict"] = (
+            "Only one seed of this configuration succeeded: its spread across seeds is unknown, and "
+            "seed-to-seed variation is often as large as the gain."
+        )
     return out
 
 
@@ -116,8 +139,17 @@ def seed_table(data: ReportData) -> list[dict[str, Any]]:
     synthetic = set(data.cells.loc[data.cells["synthetic"].astype(bool), "model"]) if not data.cells.empty else set()
     rows: dict[tuple, dict[str, Any]] = {}
     for s in seed_summaries(data.records.values(), data.tasks):
-        row = rows.setdefault(s.key, {"model": s.key[0], "config": _config_label(s.key), "synthetic":
-                                      s.key[0] in synthetic, "tasks": {}, "seeds": ", ".join(map(str, s.seeds))})
-        row["tasks"][s.task] = (f"{fmt_pct(s.mean)} ± {100 * s.sd:.1f}" if s.sd is not None
-                                else f"{fmt_pct(s.mean)} (1 seed)")
+        row = rows.setdefault(
+            s.key,
+            {
+                "model": s.key[0],
+                "config": _config_label(s.key),
+                "synthetic": s.key[0] in synthetic,
+                "tasks": {},
+                "seeds": ", ".join(map(str, s.seeds)),
+            },
+        )
+        row["tasks"][s.task] = (
+            f"{fmt_pct(s.mean)} ± {100 * s.sd:.1f}" if s.sd is not None else f"{fmt_pct(s.mean)} (1 seed)"
+        )
     return [{**r, "cells": [r["tasks"].get(t, "–") for t in data.tasks]} for r in rows.values()]

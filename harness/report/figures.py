@@ -29,8 +29,16 @@ if TYPE_CHECKING:  # pragma: no cover
 DPI = 100
 MAX_NAMED = 6  # Pareto fronts with more points are labelled with numbers (the table below names them)
 GIB = 2**30
-_RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-       "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.titleweight": "bold", "svg.fonttype": "none"}
+_RC = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.titleweight": "bold",
+    "svg.fonttype": "none",
+}
 
 
 def _seaborn() -> Any:
@@ -66,12 +74,19 @@ def _figure(w: float, h: float) -> Any:
     return fig
 
 
-def _margins(fig: Any, left: float, right: float, bottom: float, top: float, wspace: float = 0.2,
-             hspace: float = 0.3) -> dict[str, float]:
+def _margins(
+    fig: Any, left: float, right: float, bottom: float, top: float, wspace: float = 0.2, hspace: float = 0.3
+) -> dict[str, float]:
     """gridspec_kw for `fig.subplots` from margins in inches."""
     w, h = fig.get_size_inches()
-    return {"left": left / w, "right": 1 - right / w, "bottom": bottom / h, "top": 1 - top / h,
-            "wspace": wspace, "hspace": hspace}
+    return {
+        "left": left / w,
+        "right": 1 - right / w,
+        "bottom": bottom / h,
+        "top": 1 - top / h,
+        "wspace": wspace,
+        "hspace": hspace,
+    }
 
 
 def to_data_uri(fig: Any) -> str:
@@ -84,8 +99,9 @@ def palette(names: list[str]) -> dict[str, Any]:
     """A fixed colour per name (methods), the same in every figure."""
     sns = _seaborn()
 
-    colours = sns.color_palette("tab10", max(len(names), 1)) if len(names) <= 10 else \
-        sns.color_palette("husl", len(names))
+    colours = (
+        sns.color_palette("tab10", max(len(names), 1)) if len(names) <= 10 else sns.color_palette("husl", len(names))
+    )
     return {n: colours[i] for i, n in enumerate(names)}
 
 
@@ -135,6 +151,7 @@ def _time_unit(seconds: list[float]) -> tuple[float, str]:
 
 # ---------------------------------------------------------------------------------------------------- Pareto
 
+
 def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]:
     """Per task: accuracy vs peak memory, vs total training time and (where `eval.forgetting` measured it) vs
     forgetting, Pareto-optimal cells ringed and labelled. Synthetic models are left out. Returns per task
@@ -152,20 +169,27 @@ def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]
         sub = df[df[f"acc:{task}"].notna()] if f"acc:{task}" in df else df.iloc[0:0]
         if sub.empty:
             continue
-        records = [{**{k: value(v) for k, v in r.items()}, "acc": r[f"acc:{task}"],
-                    "mem_gib": (value(r["mem_headline"]) or math.nan) / GIB,
-                    "train_time": value(r["train_time"]), "forgetting": value(r.get("forgetting"))}
-                   for r in sub.to_dict("records")]
+        records = [
+            {
+                **{k: value(v) for k, v in r.items()},
+                "acc": r[f"acc:{task}"],
+                "mem_gib": (value(r["mem_headline"]) or math.nan) / GIB,
+                "train_time": value(r["train_time"]),
+                "forgetting": value(r.get("forgetting")),
+            }
+            for r in sub.to_dict("records")
+        ]
         times = [r["train_time"] for r in records if r["train_time"]]
         tscale, tunit = _time_unit(times)
-        specs = [("mem_gib", "peak memory (GiB, headline metric)", "memory"),
-                 ("train_time", f"training time, all epochs ({tunit})", "time")]
+        specs = [
+            ("mem_gib", "peak memory (GiB, headline metric)", "memory"),
+            ("train_time", f"training time, all epochs ({tunit})", "time"),
+        ]
         if any(r["forgetting"] is not None for r in records):  # the third axis, where eval.forgetting measured it
             specs.append(("forgetting", "forgetting (Δ cross-entropy on general text, nats/token)", "forgetting"))
         with _style():
             fig = _figure(13 if len(specs) == 2 else 18, 4.6)
-            axes = fig.subplots(1, len(specs), sharey=True,
-                                gridspec_kw=_margins(fig, 0.75, 1.9, 0.55, 0.35, 0.06))
+            axes = fig.subplots(1, len(specs), sharey=True, gridspec_kw=_margins(fig, 0.75, 1.9, 0.55, 0.35, 0.06))
             fronts: dict[str, list[dict[str, Any]]] = {}
             for ax, (xkey, xlabel, axis) in zip(axes, specs):
                 pts = [r for r in records if r.get(xkey) is not None and not _nan(r[xkey])]
@@ -179,9 +203,16 @@ def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]
                 for r in pts:
                     groups.setdefault((r["method"], r["model"]), []).append(r)
                 for (method, model), grp in groups.items():  # one collection per method and model: fast
-                    ax.scatter([r["_x"] for r in grp], [100 * r["acc"] for r in grp],
-                               color=colours.get(method, "grey"), marker=markers.get(model, "o"), s=36,
-                               alpha=0.85, linewidths=0, zorder=3)
+                    ax.scatter(
+                        [r["_x"] for r in grp],
+                        [100 * r["acc"] for r in grp],
+                        color=colours.get(method, "grey"),
+                        marker=markers.get(model, "o"),
+                        s=36,
+                        alpha=0.85,
+                        linewidths=0,
+                        zorder=3,
+                    )
                 if front:
                     xs = [r["_x"] for r in front]
                     ys = [100 * r["acc"] for r in front]
@@ -191,9 +222,15 @@ def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]
                     b = base_acc.get((model, task))
                     if b is not None:
                         ax.axhline(100 * b, color="grey", lw=0.9, ls=":", zorder=1)
-                        ax.annotate(safe(f"base {model}") if len(models) > 1 else "base (untrained)",
-                                    (0.99, 100 * b), xycoords=("axes fraction", "data"), ha="right",
-                                    va="bottom", fontsize=7, color="dimgrey")
+                        ax.annotate(
+                            safe(f"base {model}") if len(models) > 1 else "base (untrained)",
+                            (0.99, 100 * b),
+                            xycoords=("axes fraction", "data"),
+                            ha="right",
+                            va="bottom",
+                            fontsize=7,
+                            color="dimgrey",
+                        )
                 xs_all = [r["_x"] for r in pts]
                 if axis != "forgetting" and xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 20:
                     ax.set_xscale("log")
@@ -208,10 +245,22 @@ def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]
                 what = {"memory": "peak memory", "time": "time"}.get(axis, axis)
                 ax.set_title(safe(f"{task_label(task)}: accuracy vs {what}"))
             axes[0].set_ylabel(safe(f"{task_label(task)} accuracy (%)"))
-            _legend(fig, axes[1], colours, sorted(set(r["method"] for r in records), key=methods.index),
-                    markers if len(models) > 1 else {})
-            out.append({"task": task, "label": task_label(task), "uri": to_data_uri(fig), "fronts": fronts,
-                        "n_points": len(records)})
+            _legend(
+                fig,
+                axes[1],
+                colours,
+                sorted(set(r["method"] for r in records), key=methods.index),
+                markers if len(models) > 1 else {},
+            )
+            out.append(
+                {
+                    "task": task,
+                    "label": task_label(task),
+                    "uri": to_data_uri(fig),
+                    "fronts": fronts,
+                    "n_points": len(records),
+                }
+            )
     return out
 
 
@@ -246,11 +295,19 @@ def _label_front(ax: Any, front: list[dict[str, Any]], texts: list[str], gap: fl
     for i in order:
         fx, fy = pos[i]
         right = fx > 0.66
-        ax.annotate(texts[i], (front[i]["_x"], 100 * front[i]["acc"]), xycoords="data",
-                    xytext=(fx - 0.025 if right else fx + 0.025, ys[i]), textcoords="axes fraction",
-                    ha="right" if right else "left", va="center", fontsize=7.5, zorder=5,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
-                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.6, "shrinkA": 0, "shrinkB": 6})
+        ax.annotate(
+            texts[i],
+            (front[i]["_x"], 100 * front[i]["acc"]),
+            xycoords="data",
+            xytext=(fx - 0.025 if right else fx + 0.025, ys[i]),
+            textcoords="axes fraction",
+            ha="right" if right else "left",
+            va="center",
+            fontsize=7.5,
+            zorder=5,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+            arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.6, "shrinkA": 0, "shrinkB": 6},
+        )
 
 
 def _nan(x: Any) -> bool:
@@ -261,14 +318,15 @@ def _legend(fig: Any, ax: Any, colours: dict[str, Any], methods: list[str], mark
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", ls="", color=colours[m], label=safe(m)) for m in methods]
-    handles += [Line2D([], [], marker=mk, ls="", color="dimgrey", label=safe(model))
-                for model, mk in markers.items()]
-    handles.append(Line2D([], [], marker="o", ls="--", color="black", markerfacecolor="none", markersize=9,
-                          label="Pareto front"))
+    handles += [Line2D([], [], marker=mk, ls="", color="dimgrey", label=safe(model)) for model, mk in markers.items()]
+    handles.append(
+        Line2D([], [], marker="o", ls="--", color="black", markerfacecolor="none", markersize=9, label="Pareto front")
+    )
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
 
 
 # ---------------------------------------------------------------------------------------------------- curves
+
 
 def _representatives(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Per method (and variant): the longest run at the learning rate with the lowest final validation loss
@@ -305,8 +363,7 @@ def training_curves(data: ReportData, methods: list[str]) -> list[dict[str, Any]
         synthetic = bool(grp["synthetic"].iloc[0])
         with _style():
             fig = _figure(13, 3.6)
-            ax1, ax2 = fig.subplots(1, 2, width_ratios=[1.6, 1],
-                                    gridspec_kw=_margins(fig, 0.75, 0.2, 0.55, 0.35, 0.18))
+            ax1, ax2 = fig.subplots(1, 2, width_ratios=[1.6, 1], gridspec_kw=_margins(fig, 0.75, 0.2, 0.55, 0.35, 0.18))
             any_val = False
             val_points: list[float] = []
             max_epochs = 1
@@ -342,14 +399,22 @@ def training_curves(data: ReportData, methods: list[str]) -> list[dict[str, Any]
                 pad = 0.05 * (hi - lo) if hi > lo else max(0.1 * abs(hi), 0.1)
                 ax2.set_ylim(lo - pad, hi + pad)
             if not any_val:
-                ax2.text(0.5, 0.5, "no validation loss recorded", ha="center", va="center",
-                         transform=ax2.transAxes, color="dimgrey")
+                ax2.text(
+                    0.5,
+                    0.5,
+                    "no validation loss recorded",
+                    ha="center",
+                    va="center",
+                    transform=ax2.transAxes,
+                    color="dimgrey",
+                )
             ax1.legend(loc="upper right", frameon=True, framealpha=0.85)
             out.append({"model": model, "synthetic": synthetic, "uri": to_data_uri(fig)})
     return out
 
 
 # ---------------------------------------------------------------------------------------------------- heatmaps
+
 
 def method_block_label(label: str, width_in: float, size: float = 8.5) -> tuple[str, float]:
     """(text, font size) of a method's name over a heatmap block `width_in` inches wide: wrapped at spaces to fit,
@@ -422,13 +487,24 @@ def heatmaps(data: ReportData, methods: list[str]) -> tuple[list[dict[str, Any]]
                 bottom = height - 0.25 - (ti + 1) * (panel_h + gap) + 0.45
                 ax = fig.add_axes((0.85 / width, bottom / height, cell_w * len(columns) / width, panel_h / height))
                 delta = (mat - ref) * 100
-                im = ax.imshow(np.ma.masked_invalid(delta), cmap=cmap,
-                               norm=TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span), aspect="auto",
-                               interpolation="nearest")
+                im = ax.imshow(
+                    np.ma.masked_invalid(delta),
+                    cmap=cmap,
+                    norm=TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span),
+                    aspect="auto",
+                    interpolation="nearest",
+                )
                 for (yi, xi), v in np.ndenumerate(mat):
                     if not math.isnan(v):
-                        ax.text(xi, yi, f"{100 * v:.1f}", ha="center", va="center", fontsize=7.5,
-                                color="white" if abs(delta[yi, xi]) > 0.6 * span else "black")
+                        ax.text(
+                            xi,
+                            yi,
+                            f"{100 * v:.1f}",
+                            ha="center",
+                            va="center",
+                            fontsize=7.5,
+                            color="white" if abs(delta[yi, xi]) > 0.6 * span else "black",
+                        )
                 ax.set_xticks(range(len(columns)), [str(int(ep)) for _, ep in columns])
                 ax.set_yticks(range(len(lrs)), [lr_text(v) for v in lrs])
                 ax.tick_params(length=0)
@@ -442,20 +518,36 @@ def heatmaps(data: ReportData, methods: list[str]) -> tuple[list[dict[str, Any]]
                     if bi:
                         ax.axvline(pos - 0.5, color="white", lw=4)
                     text, size = names[ml]
-                    ax.text(pos + (len(eps) - 1) / 2, -0.62, safe(text), ha="center", va="bottom", fontsize=size,
-                            fontweight="bold", linespacing=1.05)
+                    ax.text(
+                        pos + (len(eps) - 1) / 2,
+                        -0.62,
+                        safe(text),
+                        ha="center",
+                        va="bottom",
+                        fontsize=size,
+                        fontweight="bold",
+                        linespacing=1.05,
+                    )
                     pos += len(eps)
-                ax.set_title(safe(f"{model} · {task_label(task)} accuracy (%)"), pad=30 + 10 * (n_lines - 1),
-                             loc="left")
-                cax = fig.add_axes(((0.85 + cell_w * len(columns) + 0.15) / width, bottom / height,
-                                    0.14 / width, panel_h / height))
+                ax.set_title(
+                    safe(f"{model} · {task_label(task)} accuracy (%)"), pad=30 + 10 * (n_lines - 1), loc="left"
+                )
+                cax = fig.add_axes(
+                    ((0.85 + cell_w * len(columns) + 0.15) / width, bottom / height, 0.14 / width, panel_h / height)
+                )
                 fig.colorbar(im, cax=cax, label="Δ vs base (pts)" if base is not None else "Δ vs mean (pts)")
-            out.append({"model": model, "uri": to_data_uri(fig),
-                        "has_base": any(base_acc.get((model, t)) is not None for t in tasks)})
+            out.append(
+                {
+                    "model": model,
+                    "uri": to_data_uri(fig),
+                    "has_base": any(base_acc.get((model, t)) is not None for t in tasks),
+                }
+            )
     return out, skipped
 
 
 # ---------------------------------------------------------------------------------------------------- cost
+
 
 def cost_bars(data: ReportData, methods: list[str]) -> dict[str, Any] | None:
     """Peak memory and time per epoch per method and model (median over the model's cells of that method,
@@ -482,15 +574,29 @@ def cost_bars(data: ReportData, methods: list[str]) -> dict[str, Any] | None:
         right = 0.45 + 0.07 * max(len(m) for m in models)
         ax1, ax2 = fig.subplots(1, 2, sharey=True, gridspec_kw=_margins(fig, left, right, 0.55, 0.35, 0.08))
         pal = sns.color_palette("Set2", len(models))
-        for ax, col, xlabel in [(ax1, "mem_gib", "peak memory (GiB, headline metric)"),
-                                (ax2, "tpe_scaled", f"time per epoch ({tunit})")]:
+        for ax, col, xlabel in [
+            (ax1, "mem_gib", "peak memory (GiB, headline metric)"),
+            (ax2, "tpe_scaled", f"time per epoch ({tunit})"),
+        ]:
             sub = df[df[col].notna()]
             if sub.empty:
                 ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
                 continue
-            sns.barplot(data=sub, y="mlabel", x=col, hue="model_label", order=mlabels, hue_order=models,
-                        estimator="median", errorbar=("pi", 100), err_kws={"linewidth": 1}, capsize=0.15,
-                        palette=pal, ax=ax, orient="h")
+            sns.barplot(
+                data=sub,
+                y="mlabel",
+                x=col,
+                hue="model_label",
+                order=mlabels,
+                hue_order=models,
+                estimator="median",
+                errorbar=("pi", 100),
+                err_kws={"linewidth": 1},
+                capsize=0.15,
+                palette=pal,
+                ax=ax,
+                orient="h",
+            )
             ax.set_xlabel(xlabel)
             ax.set_ylabel("")
             if ax is ax1:

@@ -53,19 +53,29 @@ class GateResult:
         return [r for r in self.rows if not r.ok]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "rows": [asdict(r) for r in self.rows], "missing": self.missing,
-                "new": self.new, "thresholds": self.thresholds, "baseline_path": self.baseline_path,
-                "notes": self.notes}
+        return {
+            "passed": self.passed,
+            "rows": [asdict(r) for r in self.rows],
+            "missing": self.missing,
+            "new": self.new,
+            "thresholds": self.thresholds,
+            "baseline_path": self.baseline_path,
+            "notes": self.notes,
+        }
 
     def summary(self) -> str:
         """A few lines for a terminal: the verdict and every failing row."""
-        lines = [f"regression gate: {'PASSED' if self.passed else 'FAILED'} "
-                 f"({len(self.rows)} checks, {len(self.failures)} failed, {len(self.missing)} missing cells, "
-                 f"{len(self.new)} new cells)"]
+        lines = [
+            f"regression gate: {'PASSED' if self.passed else 'FAILED'} "
+            f"({len(self.rows)} checks, {len(self.failures)} failed, {len(self.missing)} missing cells, "
+            f"{len(self.new)} new cells)"
+        ]
         for r in self.failures:
-            lines.append(f"  FAIL {r.cell} {r.metric}: {format_value(r.metric, r.baseline)} -> "
-                         f"{format_value(r.metric, r.current)} ({format_change(r)}; limit {format_limit(r)})"
-                         + (f" {r.note}" if r.note else ""))
+            lines.append(
+                f"  FAIL {r.cell} {r.metric}: {format_value(r.metric, r.baseline)} -> "
+                f"{format_value(r.metric, r.current)} ({format_change(r)}; limit {format_limit(r)})"
+                + (f" {r.note}" if r.note else "")
+            )
         for key in self.missing:
             lines.append(f"  MISSING {key}")
         lines.extend(f"  note: {n}" for n in self.notes)
@@ -128,16 +138,14 @@ def _cells_from_folder(results_dir: Path) -> tuple[dict[str, dict[str, Any]], li
     df = data.cells
     notes = list(data.notes)
     if data.corrupt:
-        notes.append(f"{len(data.corrupt)} unreadable result file(s): "
-                     + ", ".join(p.name for p in data.corrupt[:5]))
+        notes.append(f"{len(data.corrupt)} unreadable result file(s): " + ", ".join(p.name for p in data.corrupt[:5]))
     cells: dict[str, dict[str, Any]] = {}
     for _, row in df.iterrows():
         entry = {
             "cell_id": row["cell_id"],
             "status": row["status"],
             "synthetic": bool(row.get("synthetic")),
-            "accuracy": {t: value(row.get(f"acc:{t}")) for t in data.tasks
-                         if value(row.get(f"acc:{t}")) is not None},
+            "accuracy": {t: value(row.get(f"acc:{t}")) for t in data.tasks if value(row.get(f"acc:{t}")) is not None},
             "memory_bytes": value(row.get("mem_headline")),
             "memory_metric": value(row.get("mem_headline_name")),
             "memory_device": value(row.get("mem_device")),
@@ -150,8 +158,10 @@ def _cells_from_folder(results_dir: Path) -> tuple[dict[str, dict[str, Any]], li
         old = cells.get(key)
         if old is not None:
             # the same cell twice (an old record whose hash changed): keep a success, else the first
-            notes.append(f"two records for {key} ({old['cell_id']}, {entry['cell_id']}); "
-                         f"using {'the successful one' if entry['status'] == 'success' else old['cell_id']}")
+            notes.append(
+                f"two records for {key} ({old['cell_id']}, {entry['cell_id']}); "
+                f"using {'the successful one' if entry['status'] == 'success' else old['cell_id']}"
+            )
             if not (entry["status"] == "success" and old["status"] != "success"):
                 continue
         cells[key] = entry
@@ -164,8 +174,13 @@ def write_baseline(results_dir: Path, path: Path) -> dict[str, Any]:
     from harness.results import atomic_write_text
 
     cells, notes = _cells_from_folder(Path(results_dir))
-    baseline = {"schema": BASELINE_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "source": str(results_dir), "notes": notes, "cells": dict(sorted(cells.items()))}
+    baseline = {
+        "schema": BASELINE_SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source": str(results_dir),
+        "notes": notes,
+        "cells": dict(sorted(cells.items())),
+    }
     atomic_write_text(Path(path), json.dumps(baseline, indent=1) + "\n")
     return baseline
 
@@ -173,10 +188,14 @@ def write_baseline(results_dir: Path, path: Path) -> dict[str, Any]:
 def check_baseline(results_dir: Path, baseline_path: Path, thresholds: Any) -> GateResult:
     """Compare a results folder with a baseline file. `thresholds` is a `harness.config.Thresholds` (or a dict
     or any object with its fields; missing fields take Thresholds' defaults)."""
-    limits = {name: _threshold(thresholds, name)
-              for name in ("max_accuracy_drop", "max_memory_growth", "max_time_growth")}
-    forgetting_limit = (thresholds.get("max_forgetting_increase") if isinstance(thresholds, dict)
-                        else getattr(thresholds, "max_forgetting_increase", None))
+    limits = {
+        name: _threshold(thresholds, name) for name in ("max_accuracy_drop", "max_memory_growth", "max_time_growth")
+    }
+    forgetting_limit = (
+        thresholds.get("max_forgetting_increase")
+        if isinstance(thresholds, dict)
+        else getattr(thresholds, "max_forgetting_increase", None)
+    )
     if forgetting_limit is not None:
         limits["max_forgetting_increase"] = float(forgetting_limit)
     try:
@@ -185,8 +204,13 @@ def check_baseline(results_dir: Path, baseline_path: Path, thresholds: Any) -> G
         if not isinstance(base_cells, dict):
             raise ValueError("'cells' is not a mapping")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return GateResult(passed=False, rows=[], thresholds=limits, baseline_path=str(baseline_path),
-                          notes=[f"cannot read the baseline {baseline_path}: {exc}"])
+        return GateResult(
+            passed=False,
+            rows=[],
+            thresholds=limits,
+            baseline_path=str(baseline_path),
+            notes=[f"cannot read the baseline {baseline_path}: {exc}"],
+        )
     current, notes = _cells_from_folder(Path(results_dir))
     rows: list[GateRow] = []
     missing = sorted(k for k in base_cells if k not in current)
@@ -196,8 +220,11 @@ def check_baseline(results_dir: Path, baseline_path: Path, thresholds: Any) -> G
         cid = c.get("cell_id")
         syn = " (synthetic model: accuracy guards the pipeline, not quality)" if c.get("synthetic") else ""
         if b.get("status") == "success" and c.get("status") != "success":
-            rows.append(GateRow(key, "status", b.get("status"), c.get("status"), None, None, False, cid,
-                                "succeeded in the baseline"))
+            rows.append(
+                GateRow(
+                    key, "status", b.get("status"), c.get("status"), None, None, False, cid, "succeeded in the baseline"
+                )
+            )
             continue
         if c.get("status") != "success":
             continue  # failed / skipped in both: nothing to compare
@@ -206,30 +233,65 @@ def check_baseline(results_dir: Path, baseline_path: Path, thresholds: Any) -> G
             if b_acc is None:
                 continue
             if c_acc is None:
-                rows.append(GateRow(key, f"acc:{task}", b_acc, None, None, limits["max_accuracy_drop"], False,
-                                    cid, "no accuracy in the current results"))
+                rows.append(
+                    GateRow(
+                        key,
+                        f"acc:{task}",
+                        b_acc,
+                        None,
+                        None,
+                        limits["max_accuracy_drop"],
+                        False,
+                        cid,
+                        "no accuracy in the current results",
+                    )
+                )
                 continue
             change = c_acc - b_acc
             ok = change >= -limits["max_accuracy_drop"] - 1e-12
-            rows.append(GateRow(key, f"acc:{task}", b_acc, c_acc, change, limits["max_accuracy_drop"], ok, cid,
-                                syn.strip()))
+            rows.append(
+                GateRow(key, f"acc:{task}", b_acc, c_acc, change, limits["max_accuracy_drop"], ok, cid, syn.strip())
+            )
         device, why_not = _same_device(b, c)
-        rows += _growth_row(key, cid, "memory", b.get("memory_bytes"), c.get("memory_bytes"),
-                            limits["max_memory_growth"],
-                            same=device and (b.get("memory_metric"), b.get("memory_device"))
-                            == (c.get("memory_metric"), c.get("memory_device")),
-                            what=why_not or f"{b.get('memory_metric')} on {b.get('memory_device')} vs "
-                                            f"{c.get('memory_metric')} on {c.get('memory_device')}")
-        rows += _growth_row(key, cid, "time_per_epoch", b.get("time_per_epoch_s"), c.get("time_per_epoch_s"),
-                            limits["max_time_growth"], same=device, what=why_not)
+        rows += _growth_row(
+            key,
+            cid,
+            "memory",
+            b.get("memory_bytes"),
+            c.get("memory_bytes"),
+            limits["max_memory_growth"],
+            same=device
+            and (b.get("memory_metric"), b.get("memory_device")) == (c.get("memory_metric"), c.get("memory_device")),
+            what=why_not
+            or f"{b.get('memory_metric')} on {b.get('memory_device')} vs "
+            f"{c.get('memory_metric')} on {c.get('memory_device')}",
+        )
+        rows += _growth_row(
+            key,
+            cid,
+            "time_per_epoch",
+            b.get("time_per_epoch_s"),
+            c.get("time_per_epoch_s"),
+            limits["max_time_growth"],
+            same=device,
+            what=why_not,
+        )
         if "max_forgetting_increase" in limits and b.get("forgetting") is not None:
-            rows.append(_forgetting_row(key, cid, b["forgetting"], c.get("forgetting"),
-                                        limits["max_forgetting_increase"]))
+            rows.append(
+                _forgetting_row(key, cid, b["forgetting"], c.get("forgetting"), limits["max_forgetting_increase"])
+            )
     passed = not missing and all(r.ok for r in rows)
     if not base_cells:
         notes.append("the baseline holds no cells")
-    return GateResult(passed=passed, rows=rows, missing=missing, new=new, thresholds=limits,
-                      baseline_path=str(baseline_path), notes=notes)
+    return GateResult(
+        passed=passed,
+        rows=rows,
+        missing=missing,
+        new=new,
+        thresholds=limits,
+        baseline_path=str(baseline_path),
+        notes=notes,
+    )
 
 
 def _same_device(b: dict[str, Any], c: dict[str, Any]) -> tuple[bool, str]:
@@ -243,8 +305,9 @@ def _same_device(b: dict[str, Any], c: dict[str, Any]) -> tuple[bool, str]:
     return True, ""
 
 
-def _growth_row(key: str, cid: str | None, metric: str, b: Any, c: Any, limit: float, same: bool,
-                what: str) -> list[GateRow]:
+def _growth_row(
+    key: str, cid: str | None, metric: str, b: Any, c: Any, limit: float, same: bool, what: str
+) -> list[GateRow]:
     if b is None or b <= 0:
         return []
     if c is None:

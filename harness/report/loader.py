@@ -20,8 +20,18 @@ if TYPE_CHECKING:  # pragma: no cover
 from harness.report.columns import measurement_columns, read_column
 
 # numeric columns besides the measurement columns (harness/report/columns.py)
-NUMERIC_COLUMNS = ("r", "epochs", "lr", "seed", "max_seq_length", "train_time", "wall_s", "trainable_share",
-                   "est_memory", "est_time_per_epoch")
+NUMERIC_COLUMNS = (
+    "r",
+    "epochs",
+    "lr",
+    "seed",
+    "max_seq_length",
+    "train_time",
+    "wall_s",
+    "trainable_share",
+    "est_memory",
+    "est_time_per_epoch",
+)
 
 
 def task_label(task: str) -> str:
@@ -65,9 +75,16 @@ def cell_key(config: dict[str, Any]) -> str:
     """A key that names the cell by what it is (survives changes of the config hash):
     model/method/variant/e<epochs>/lr<lr>/s<seed>."""
     lr = _num(config.get("learning_rate")) or 0.0
-    return "/".join([str(get(config, "model.id", "?")), str(get(config, "method.name", "?")),
-                     str(config.get("variant") or "default"), f"e{config.get('epochs', 0)}",
-                     f"lr{lr:.6g}", f"s{config.get('seed', 0)}"])
+    return "/".join(
+        [
+            str(get(config, "model.id", "?")),
+            str(get(config, "method.name", "?")),
+            str(config.get("variant") or "default"),
+            f"e{config.get('epochs', 0)}",
+            f"lr{lr:.6g}",
+            f"s{config.get('seed', 0)}",
+        ]
+    )
 
 
 @dataclass
@@ -109,15 +126,22 @@ def normalize_comparisons(data: Any, notes: list[str] | None = None) -> dict[str
             if not isinstance(c, dict) or not isinstance(c.get("cell"), str) or not c.get("task"):
                 continue
             out.setdefault(c["cell"], {})[str(c["task"])] = {
-                "base_cell": c.get("base_cell", c.get("cell_a")), "diff": c.get("diff"),
-                "ci_low": c.get("ci_low"), "ci_high": c.get("ci_high"),
-                "p_value": c.get("p_value", c.get("mcnemar_p")), "n": c.get("n"),
-                "b": c.get("b", c.get("n_only_a")), "c": c.get("c", c.get("n_only_b"))}
+                "base_cell": c.get("base_cell", c.get("cell_a")),
+                "diff": c.get("diff"),
+                "ci_low": c.get("ci_low"),
+                "ci_high": c.get("ci_high"),
+                "p_value": c.get("p_value", c.get("mcnemar_p")),
+                "n": c.get("n"),
+                "b": c.get("b", c.get("n_only_a")),
+                "c": c.get("c", c.get("n_only_b")),
+            }
         problems = [p for p in data.get("problems") or [] if isinstance(p, dict)]
         if problems:
             reasons = list(dict.fromkeys(str(p.get("reason")) for p in problems))
-            notes.append(f"comparisons.json: {len(problems)} cell/task pair(s) could not be compared with their "
-                         f"base row, e.g. " + "; ".join(reasons[:3]))
+            notes.append(
+                f"comparisons.json: {len(problems)} cell/task pair(s) could not be compared with their "
+                f"base row, e.g. " + "; ".join(reasons[:3])
+            )
         return out
     notes.append("comparisons.json has an unknown shape; differences vs base are unpaired and have no CI")
     return {}
@@ -141,16 +165,20 @@ def perf_rows(df: pd.DataFrame, notes: list[str] | None = None) -> pd.DataFrame:
         return df
     out = df[~df["shared_device"].astype(bool)]
     if notes is not None and len(out) < len(df):
-        notes.append(f"{len(df) - len(out)} cell(s) ran on a shared GPU (share_gpu): their speed and memory are not "
-                     "comparable and are left out of the speed and memory figures")
+        notes.append(
+            f"{len(df) - len(out)} cell(s) ran on a shared GPU (share_gpu): their speed and memory are not "
+            "comparable and are left out of the speed and memory figures"
+        )
     types = out["device_type"].dropna()
     if types.nunique() > 1:
         main = types.value_counts().index[0]
         others = sorted(set(types) - {main})
         if notes is not None:
-            notes.append(f"cells ran on {types.nunique()} device types: speed and memory figures show the cells on "
-                         f"{main}; those on {', '.join(others)} are in the table, grouped by device, never ranked "
-                         "against them")
+            notes.append(
+                f"cells ran on {types.nunique()} device types: speed and memory figures show the cells on "
+                f"{main}; those on {', '.join(others)} are in the table, grouped by device, never ranked "
+                "against them"
+            )
         out = out[out["device_type"].isna() | (out["device_type"] == main)]
     return out
 
@@ -202,9 +230,14 @@ def _row(rec: CellResult) -> dict[str, Any]:
     for col in measurement_columns():
         row[col.key] = _num(read_column(m, col))
     if row["mem_headline_name"] is None:
-        row["mem_headline_name"] = next((n for n in ("max_reserved_bytes", "max_allocated_bytes",
-                                                     "nvml_process_peak_bytes", "peak_rss_bytes")
-                                         if _num(mem.get(n)) is not None), None)
+        row["mem_headline_name"] = next(
+            (
+                n
+                for n in ("max_reserved_bytes", "max_allocated_bytes", "nvml_process_peak_bytes", "peak_rss_bytes")
+                if _num(mem.get(n)) is not None
+            ),
+            None,
+        )
     epochs = row["epochs"]
     if row["time_per_epoch"] is None and train_s and epochs:
         row["time_per_epoch"] = train_s / epochs
@@ -247,8 +280,20 @@ def load_report_data(results_dir: Path) -> ReportData:
     ordered = _order_tasks(tasks)
     df = pd.DataFrame(rows)
     if df.empty:
-        df = pd.DataFrame(columns=["cell_id", "key", "status", "model", "method", "kind", "is_base", "synthetic",
-                                   "device_type", "shared_device"])
+        df = pd.DataFrame(
+            columns=[
+                "cell_id",
+                "key",
+                "status",
+                "model",
+                "method",
+                "kind",
+                "is_base",
+                "synthetic",
+                "device_type",
+                "shared_device",
+            ]
+        )
     for task in ordered:
         for prefix in ("acc", "se", "n"):
             if f"{prefix}:{task}" not in df:
@@ -259,8 +304,15 @@ def load_report_data(results_dir: Path) -> ReportData:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     _attach_deltas(df, ordered, comparisons)
     perf_rows(df[df["status"] == "success"], notes)  # notes on shared GPUs and mixed device types
-    return ReportData(results_dir=folder, cells=df, tasks=ordered, comparisons=comparisons,
-                      records={r.cell_id: r for r in good}, corrupt=list(bad), notes=notes)
+    return ReportData(
+        results_dir=folder,
+        cells=df,
+        tasks=ordered,
+        comparisons=comparisons,
+        records={r.cell_id: r for r in good},
+        corrupt=list(bad),
+        notes=notes,
+    )
 
 
 def _attach_deltas(df: pd.DataFrame, tasks: list[str], comparisons: dict[str, Any]) -> None:
@@ -299,8 +351,9 @@ def _attach_deltas(df: pd.DataFrame, tasks: list[str], comparisons: dict[str, An
                 delta.append(None if b is None else acc - b)
                 lo.append(None), hi.append(None), p.append(None), paired.append(False), base_of.append(None)
         for name, col in (("delta", delta), ("ci_low", lo), ("ci_high", hi), ("p", p)):
-            df[f"{name}:{task}"] = pd.to_numeric(pd.Series(col, index=df.index, dtype=object),
-                                                 errors="coerce").astype(float)
+            df[f"{name}:{task}"] = pd.to_numeric(pd.Series(col, index=df.index, dtype=object), errors="coerce").astype(
+                float
+            )
         df[f"paired:{task}"] = paired
         df[f"base_cell:{task}"] = base_of
     df.attrs["base_acc"] = base_acc

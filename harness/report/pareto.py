@@ -23,8 +23,12 @@ def _usable(point: Any, keys: Sequence[Hashable]) -> bool:
     return True
 
 
-def pareto_front(points: Sequence[Mapping[Hashable, Any] | Sequence[Any]], *,
-                 maximize: Sequence[Hashable] = (), minimize: Sequence[Hashable] = ()) -> list[int]:
+def pareto_front(
+    points: Sequence[Mapping[Hashable, Any] | Sequence[Any]],
+    *,
+    maximize: Sequence[Hashable] = (),
+    minimize: Sequence[Hashable] = (),
+) -> list[int]:
     """Indices (ascending) of the points on the Pareto front.
 
     `points` are mappings (or sequences) indexed by the keys named in `maximize` and `minimize`, e.g.

@@ -56,6 +56,7 @@ def _sortable(x: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
+
 def method_order(df: Any) -> list[str]:
     """Names of the trained methods in their kinds' display order (`Method.display_order`: full, LoRA, QLoRA,
     Unsloth, others), by rank within a kind, ties by name (untrained rows, which are never drawn as a method, are
@@ -105,6 +106,53 @@ def _cell_summary(row: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------------- headline
 
+
+def _verdict(
+    task: str,
+    base: float | None,
+    paired: bool,
+    delta: float | None,
+    lo: float | None,
+    hi: float | None,
+    p: float | None,
+) -> tuple[str, str]:
+    """The headline's sentence on the best cell vs the untrained model, and its level (good / bad / neutral / ...)."""
+    if base is None:
+        verdict, level = ("This model has no successful base row, so the gain cannot be measured.", "unknown")
+    elif not paired or p is None:
+        verdict, level = (
+            f"{fmt_pts(delta)} points over the untrained model (unpaired difference: no "
+            f"paired test in comparisons.json, so no CI or p-value).",
+            "unknown",
+        )
+    else:
+        ci_has_zero = lo is None or hi is None or lo <= 0 <= hi
+        if delta is not None and delta > 0 and p < ALPHA and not ci_has_zero:
+            verdict, level = (
+                f"Significantly better than the untrained model: {fmt_pts(delta)} points "
+                f"(95 % CI {fmt_pts(lo)} to {fmt_pts(hi)}, {p_text(p)}).",
+                "good",
+            )
+        elif delta is not None and delta <= 0:
+            verdict, level = (
+                f"Fine-tuning did not beat the untrained model on {task_label(task)}: the "
+                f"best cell is {fmt_pts(delta)} points from it ({p_text(p)}).",
+                "bad",
+            )
+        else:
+            ci = (
+                "no CI"
+                if lo is None or hi is None
+                else f"95 % CI {fmt_pts(lo)} to {fmt_pts(hi)}" + (" includes 0" if ci_has_zero else "")
+            )
+            verdict, level = (
+                f"Not significantly better than the untrained model: {fmt_pts(delta)} "
+                f"points is within noise ({p_text(p)}, {ci}).",
+                "neutral",
+            )
+    return verdict, level
+
+
 def build_headline(data: ReportData) -> dict[str, Any]:
     df = data.cells
     out: dict[str, Any] = {"models": [], "synthetic_models": [], "empty": df.empty}
@@ -122,8 +170,12 @@ def build_headline(data: ReportData) -> dict[str, Any]:
         for task in data.tasks:
             cand = cand_all[cand_all[f"acc:{task}"].notna()]
             base = data.cells.attrs.get("base_acc", {}).get((model, task))
-            t: dict[str, Any] = {"task": task, "label": task_label(task), "base_acc": fmt_pct(base),
-                                 "n_cells": len(cand)}
+            t: dict[str, Any] = {
+                "task": task,
+                "label": task_label(task),
+                "base_acc": fmt_pct(base),
+                "n_cells": len(cand),
+            }
             if cand.empty:
                 t["verdict"] = f"No successful trained cell of this model has a {task_label(task)} score."
                 t["level"] = "none"
@@ -139,58 +191,62 @@ def build_headline(data: ReportData) -> dict[str, Any]:
             lo, hi = value(best.get(f"ci_low:{task}")), value(best.get(f"ci_high:{task}"))
             p = value(best.get(f"p:{task}"))
             paired = bool(best.get(f"paired:{task}"))
-            t.update({"cell": _cell_summary(best), "cell_id": best["cell_id"], "acc": fmt_pct(acc),
-                      "se": fmt_pts(se).lstrip("+") if se is not None else "–",
-                      "delta": fmt_pts(delta), "ci": (f"[{fmt_pts(lo)}, {fmt_pts(hi)}]"
-                                                      if lo is not None and hi is not None else "–"),
-                      "p": fmt_p(p), "memory": fmt_bytes(best.get("mem_headline")),
-                      "memory_metric": value(best.get("mem_headline_name")) or "",
-                      "time_per_epoch": fmt_seconds(best.get("time_per_epoch")), "n": n})
-            noise = (f"Noise level: 1 SE ≈ {100 * se:.1f} points on {n if n else '?'} items; differences smaller "
-                     f"than about 2 SE are indistinguishable from noise.") if se is not None else ""
-            if base is None:
-                verdict, level = ("This model has no successful base row, so the gain cannot be measured.",
-                                  "unknown")
-            elif not paired or p is None:
-                verdict, level = (f"{fmt_pts(delta)} points over the untrained model (unpaired difference: no "
-                                  f"paired test in comparisons.json, so no CI or p-value).", "unknown")
-            else:
-                ci_has_zero = lo is None or hi is None or lo <= 0 <= hi
-                if delta is not None and delta > 0 and p < ALPHA and not ci_has_zero:
-                    verdict, level = (f"Significantly better than the untrained model: {fmt_pts(delta)} points "
-                                      f"(95 % CI {fmt_pts(lo)} to {fmt_pts(hi)}, {p_text(p)}).", "good")
-                elif delta is not None and delta <= 0:
-                    verdict, level = (f"Fine-tuning did not beat the untrained model on {task_label(task)}: the "
-                                      f"best cell is {fmt_pts(delta)} points from it ({p_text(p)}).", "bad")
-                else:
-                    ci = ("no CI" if lo is None or hi is None else
-                          f"95 % CI {fmt_pts(lo)} to {fmt_pts(hi)}" + (" includes 0" if ci_has_zero else ""))
-                    verdict, level = (f"Not significantly better than the untrained model: {fmt_pts(delta)} "
-                                      f"points is within noise ({p_text(p)}, {ci}).", "neutral")
+            t.update(
+                {
+                    "cell": _cell_summary(best),
+                    "cell_id": best["cell_id"],
+                    "acc": fmt_pct(acc),
+                    "se": fmt_pts(se).lstrip("+") if se is not None else "–",
+                    "delta": fmt_pts(delta),
+                    "ci": (f"[{fmt_pts(lo)}, {fmt_pts(hi)}]" if lo is not None and hi is not None else "–"),
+                    "p": fmt_p(p),
+                    "memory": fmt_bytes(best.get("mem_headline")),
+                    "memory_metric": value(best.get("mem_headline_name")) or "",
+                    "time_per_epoch": fmt_seconds(best.get("time_per_epoch")),
+                    "n": n,
+                }
+            )
+            noise = (
+                (
+                    f"Noise level: 1 SE ≈ {100 * se:.1f} points on {n if n else '?'} items; differences smaller "
+                    f"than about 2 SE are indistinguishable from noise."
+                )
+                if se is not None
+                else ""
+            )
+            verdict, level = _verdict(task, base, paired, delta, lo, hi, p)
             t.update({"verdict": verdict, "level": level, "noise": noise})
             t.update(headline_extras(data, model, task, n))  # detectable difference; seeds (report/extras.py)
             # the cells a reader cannot tell apart from the best (within 1 SE), and the cheapest of them
             if se is not None:
                 near = cand[cand[f"acc:{task}"] >= acc - se - 1e-12]
                 if "device_type" in near:  # cost is compared on one device type, never on a shared GPU
-                    near = near[(near["device_type"].fillna("") == (best.get("device_type") or ""))
-                                & ~near["shared_device"].astype(bool)]
+                    near = near[
+                        (near["device_type"].fillna("") == (best.get("device_type") or ""))
+                        & ~near["shared_device"].astype(bool)
+                    ]
                     near = near if best["cell_id"] in set(near["cell_id"]) else near.iloc[0:0]
                 t["n_near"] = max(len(near) - 1, 0)
                 cheap = near.sort_values(["_mem", "time_per_epoch"]).iloc[0].to_dict() if len(near) else best
                 cheap["_multi_seed"] = multi_seed
                 if cheap["cell_id"] != best["cell_id"] and value(cheap.get("mem_headline")) is not None:
-                    t["cheapest_near"] = {"cell": _cell_summary(cheap), "acc": fmt_pct(cheap[f"acc:{task}"]),
-                                          "memory": fmt_bytes(cheap["mem_headline"]),
-                                          "time_per_epoch": fmt_seconds(cheap.get("time_per_epoch"))}
+                    t["cheapest_near"] = {
+                        "cell": _cell_summary(cheap),
+                        "acc": fmt_pct(cheap[f"acc:{task}"]),
+                        "memory": fmt_bytes(cheap["mem_headline"]),
+                        "time_per_epoch": fmt_seconds(cheap.get("time_per_epoch")),
+                    }
             if len(cand) > 1:
-                t["selection"] = (f"Chosen as the best of {len(cand)} cells after the fact, so its gain is "
-                                  "optimistic (winner's curse).")
+                t["selection"] = (
+                    f"Chosen as the best of {len(cand)} cells after the fact, so its gain is "
+                    "optimistic (winner's curse)."
+                )
             ch = chance_level(task)
             if ch is not None:
                 uniform, majority = ch
-                t["chance"] = f"chance {fmt_pct(uniform)}" + (f", always-majority {fmt_pct(majority)}"
-                                                              if majority else "")
+                t["chance"] = f"chance {fmt_pct(uniform)}" + (
+                    f", always-majority {fmt_pct(majority)}" if majority else ""
+                )
                 if se is not None and acc < max(uniform, majority or 0) + 2 * se:
                     t["near_chance"] = True
             entry["tasks"].append(t)
@@ -200,6 +256,7 @@ def build_headline(data: ReportData) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- table
 
+
 def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
     df = data.cells
     if df.empty:
@@ -207,65 +264,107 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
     show_variant = (df["variant"] != "default").any()
     show_r = df["r"].notna().any()
     multi_seed = df["seed"].nunique() > 1
-    columns: list[dict[str, str]] = [{"label": "model", "title": "base model (synthetic = random weights)"},
-                                     {"label": "method", "title": "method name in the matrix"}]
+    columns: list[dict[str, str]] = [
+        {"label": "model", "title": "base model (synthetic = random weights)"},
+        {"label": "method", "title": "method name in the matrix"},
+    ]
     if show_r:
         columns.append({"label": "rank", "title": "LoRA rank r"})
     if show_variant:
         columns.append({"label": "variant", "title": "train-settings variant"})
-    columns += [{"label": "epochs", "title": ""}, {"label": "lr", "title": "learning rate"},
-                {"label": "seed", "title": ""}]
+    columns += [
+        {"label": "epochs", "title": ""},
+        {"label": "lr", "title": "learning rate"},
+        {"label": "seed", "title": ""},
+    ]
     for task in data.tasks:
         columns.append({"label": f"{task_label(task)} acc", "title": "accuracy ± 1 standard error (lm-eval acc)"})
-        columns.append({"label": f"Δ {task_label(task)}",
-                        "title": "difference to the model's base row in points; * = p < 0.05 and 95 % CI "
-                                 "excludes 0 (paired test); hover for CI and p"})
+        columns.append(
+            {
+                "label": f"Δ {task_label(task)}",
+                "title": "difference to the model's base row in points; * = p < 0.05 and 95 % CI "
+                "excludes 0 (paired test); hover for CI and p",
+            }
+        )
     measured = [c for c in measurement_columns() if c.in_table]
     columns += [{"label": c.label, "title": c.title} for c in measured]
     columns.append({"label": "status", "title": ""})
     order_m = {m: i + 1 for i, m in enumerate(methods)}  # untrained rows: 0 (below)
     order_model = {m: i for i, m in enumerate(_model_order(df))}
     recs = df.to_dict("records")
-    recs.sort(key=lambda r: (order_model.get(r["model"], 99), 0 if r["is_base"] else order_m.get(r["method"], 99),
-                             r["variant"], value(r["epochs"]) or 0, value(r["lr"]) or 0, value(r["seed"]) or 0))
+    recs.sort(
+        key=lambda r: (
+            order_model.get(r["model"], 99),
+            0 if r["is_base"] else order_m.get(r["method"], 99),
+            r["variant"],
+            value(r["epochs"]) or 0,
+            value(r["lr"]) or 0,
+            value(r["seed"]) or 0,
+        )
+    )
     rows = []
     for r in recs:
         syn = bool(r["synthetic"])
-        cells = [{"text": r["model"], "sort": r["model"], "badge": "synthetic" if syn else "",
-                  "title": f"{r['cell_id']} ({r['source']})"},
-                 {"text": r["method"],
-                  "sort": f"{0 if r['is_base'] else order_m.get(r['method'], 99):03d} {r['method']}",
-                  "title": f"{kind_label(r['kind'])} ({r['kind']})"}]
+        cells = [
+            {
+                "text": r["model"],
+                "sort": r["model"],
+                "badge": "synthetic" if syn else "",
+                "title": f"{r['cell_id']} ({r['source']})",
+            },
+            {
+                "text": r["method"],
+                "sort": f"{0 if r['is_base'] else order_m.get(r['method'], 99):03d} {r['method']}",
+                "title": f"{kind_label(r['kind'])} ({r['kind']})",
+            },
+        ]
         if show_r:
             cells.append({"text": str(_int(r["r"])) if value(r["r"]) is not None else "", "sort": _sortable(r["r"])})
         if show_variant:
             cells.append({"text": r["variant"], "sort": r["variant"]})
-        cells += [{"text": str(_int(r["epochs"])) if value(r["epochs"]) else "–", "sort": _sortable(r["epochs"])},
-                  {"text": lr_text(value(r["lr"])), "sort": _sortable(r["lr"])},
-                  {"text": str(_int(r["seed"])) if value(r["seed"]) is not None else "–",
-                   "sort": _sortable(r["seed"])}]
+        cells += [
+            {"text": str(_int(r["epochs"])) if value(r["epochs"]) else "–", "sort": _sortable(r["epochs"])},
+            {"text": lr_text(value(r["lr"])), "sort": _sortable(r["lr"])},
+            {"text": str(_int(r["seed"])) if value(r["seed"]) is not None else "–", "sort": _sortable(r["seed"])},
+        ]
         for task in data.tasks:
             acc, se = value(r[f"acc:{task}"]), _se(r, task)
-            text = "–" if acc is None else (f"{100 * acc:.1f} ± {100 * se:.1f}" if se is not None
-                                            else f"{100 * acc:.1f}")
+            text = (
+                "–" if acc is None else (f"{100 * acc:.1f} ± {100 * se:.1f}" if se is not None else f"{100 * acc:.1f}")
+            )
             # synthetic accuracies are shown but never ranked: they sort as empty
-            cells.append({"text": text, "sort": "" if syn else _sortable(acc), "cls": "muted" if syn else "",
-                          "title": "synthetic model: accuracy is meaningless" if syn and acc is not None else
-                          (f"n = {_int(r[f'n:{task}'])}" if value(r[f"n:{task}"]) else "")})
+            cells.append(
+                {
+                    "text": text,
+                    "sort": "" if syn else _sortable(acc),
+                    "cls": "muted" if syn else "",
+                    "title": "synthetic model: accuracy is meaningless"
+                    if syn and acc is not None
+                    else (f"n = {_int(r[f'n:{task}'])}" if value(r[f"n:{task}"]) else ""),
+                }
+            )
             d = value(r.get(f"delta:{task}"))
             lo, hi, p = value(r.get(f"ci_low:{task}")), value(r.get(f"ci_high:{task}")), value(r.get(f"p:{task}"))
             sig = p is not None and p < ALPHA and lo is not None and hi is not None and (lo > 0 or hi < 0)
             title = ""
             if d is not None:
-                title = (f"95 % CI [{fmt_pts(lo)}, {fmt_pts(hi)}] pts, {p_text(p)} (paired)"
-                         if r.get(f"paired:{task}") else "unpaired difference (no comparisons.json entry)")
-            cells.append({"text": ("–" if d is None else fmt_pts(d) + ("*" if sig else "")),
-                          "sort": "" if syn else _sortable(d),
-                          "cls": ("muted" if syn else ("pos" if sig and d > 0 else "neg" if sig else "")),
-                          "title": title})
+                title = (
+                    f"95 % CI [{fmt_pts(lo)}, {fmt_pts(hi)}] pts, {p_text(p)} (paired)"
+                    if r.get(f"paired:{task}")
+                    else "unpaired difference (no comparisons.json entry)"
+                )
+            cells.append(
+                {
+                    "text": ("–" if d is None else fmt_pts(d) + ("*" if sig else "")),
+                    "sort": "" if syn else _sortable(d),
+                    "cls": ("muted" if syn else ("pos" if sig and d > 0 else "neg" if sig else "")),
+                    "title": title,
+                }
+            )
         cells += [_measured_cell(r, c) for c in measured]
-        cells.append({"text": r["status"], "sort": r["status"], "badge_status": r["status"],
-                      "title": r.get("reason") or ""})
+        cells.append(
+            {"text": r["status"], "sort": r["status"], "badge_status": r["status"], "title": r.get("reason") or ""}
+        )
         rows.append({"cells": cells, "status": r["status"], "synthetic": syn})
     return {"columns": columns, "rows": rows, "multi_seed": multi_seed}
 
@@ -280,8 +379,15 @@ def _shown_folder(folder: Path) -> str:
         return folder.name
 
 
-FORMATS = {"bytes": fmt_bytes, "seconds": fmt_seconds, "pct": fmt_pct, "num": fmt_num, "count": fmt_count,
-           "sig": fmt_sig, "signed": fmt_signed}
+FORMATS = {
+    "bytes": fmt_bytes,
+    "seconds": fmt_seconds,
+    "pct": fmt_pct,
+    "num": fmt_num,
+    "count": fmt_count,
+    "sig": fmt_sig,
+    "signed": fmt_signed,
+}
 
 
 def _measured_cell(row: dict[str, Any], column: Any) -> dict[str, str]:
@@ -297,6 +403,7 @@ def _measured_cell(row: dict[str, Any], column: Any) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------------- failures
 
+
 def build_failures(data: ReportData) -> list[dict[str, Any]]:
     df = data.cells
     if df.empty:
@@ -306,10 +413,19 @@ def build_failures(data: ReportData) -> list[dict[str, Any]]:
         rec = data.records.get(r["cell_id"])
         tb = (rec.traceback or "") if rec else ""
         tail = "\n".join(tb.rstrip().splitlines()[-TRACEBACK_LINES:])
-        out.append({"cell_id": r["cell_id"], "model": r["model"], "method": r["method"],
-                    "epochs": _int(r["epochs"]), "lr": lr_text(value(r["lr"])), "status": r["status"],
-                    "reason": r.get("reason") or "(no reason recorded)", "traceback": tail,
-                    "synthetic": bool(r["synthetic"])})
+        out.append(
+            {
+                "cell_id": r["cell_id"],
+                "model": r["model"],
+                "method": r["method"],
+                "epochs": _int(r["epochs"]),
+                "lr": lr_text(value(r["lr"])),
+                "status": r["status"],
+                "reason": r.get("reason") or "(no reason recorded)",
+                "traceback": tail,
+                "synthetic": bool(r["synthetic"]),
+            }
+        )
     order = {"oom": 0, "failed": 1, "timeout": 2, "skipped": 3}
     out.sort(key=lambda f: (order.get(f["status"], 9), f["cell_id"]))
     return out
@@ -317,8 +433,10 @@ def build_failures(data: ReportData) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------------------- provenance
 
-def build_provenance(data: ReportData, matrix_text: str | None, matrix_path: str | None,
-                     command: str | None) -> dict[str, Any]:
+
+def build_provenance(
+    data: ReportData, matrix_text: str | None, matrix_path: str | None, command: str | None
+) -> dict[str, Any]:
     envs: dict[str, dict[str, Any]] = {}
     data_files: dict[str, set[str]] = {}
     for rec in data.records.values():
@@ -334,10 +452,11 @@ def build_provenance(data: ReportData, matrix_text: str | None, matrix_path: str
             "cpu": cpu_text(env.get("cpu")),
             "platform": str(env.get("platform") or "?"),
             "python": str(env.get("python") or "?"),
-            "packages": ", ".join(f"{k} {v}" for k, v in sorted((env.get("packages") or {}).items())
-                                  if v is not None),
-            "git": (str(get(env, "git.commit", "?"))[:12] + (" (dirty: uncommitted changes)"
-                                                          if get(env, "git.dirty") else " (clean)")),
+            "packages": ", ".join(f"{k} {v}" for k, v in sorted((env.get("packages") or {}).items()) if v is not None),
+            "git": (
+                str(get(env, "git.commit", "?"))[:12]
+                + (" (dirty: uncommitted changes)" if get(env, "git.dirty") else " (clean)")
+            ),
         }
         key = json.dumps(summary, sort_keys=True)
         envs.setdefault(key, {**summary, "cells": 0})["cells"] += 1
@@ -345,16 +464,24 @@ def build_provenance(data: ReportData, matrix_text: str | None, matrix_path: str
     df = data.cells
     if not df.empty:
         for r in df[(df["est_memory"].notna()) | (df["est_time_per_epoch"].notna())].to_dict("records"):
-            estimates.append({
-                "cell_id": r["cell_id"], "status": r["status"],
-                "mem_pred": fmt_bytes(r["est_memory"]), "mem_meas": fmt_bytes(r["mem_headline"]),
-                "mem_ratio": _ratio(r["mem_headline"], r["est_memory"]),
-                "time_pred": fmt_seconds(r["est_time_per_epoch"]), "time_meas": fmt_seconds(r["time_per_epoch"]),
-                "time_ratio": _ratio(r["time_per_epoch"], r["est_time_per_epoch"])})
+            estimates.append(
+                {
+                    "cell_id": r["cell_id"],
+                    "status": r["status"],
+                    "mem_pred": fmt_bytes(r["est_memory"]),
+                    "mem_meas": fmt_bytes(r["mem_headline"]),
+                    "mem_ratio": _ratio(r["mem_headline"], r["est_memory"]),
+                    "time_pred": fmt_seconds(r["est_time_per_epoch"]),
+                    "time_meas": fmt_seconds(r["time_per_epoch"]),
+                    "time_ratio": _ratio(r["time_per_epoch"], r["est_time_per_epoch"]),
+                }
+            )
     return {
         "environments": sorted(envs.values(), key=lambda e: -e["cells"]),
         "data_files": [{"path": p, "hashes": sorted(h), "conflict": len(h) > 1} for p, h in sorted(data_files.items())],
-        "matrix_text": matrix_text, "matrix_path": matrix_path, "command": command,
+        "matrix_text": matrix_text,
+        "matrix_path": matrix_path,
+        "command": command,
         "estimates": estimates,
         "corrupt": [str(p) for p in data.corrupt],
         "results_dir": _shown_folder(data.results_dir),
@@ -392,15 +519,22 @@ def group_by_device(table: dict[str, Any], data: ReportData) -> dict[str, Any]:
     if not perf:
         return table
     at = perf[0]
-    table["columns"].insert(at, {"label": "device", "title": "where the cell ran; speed and memory sort within a "
-                                                             "device type, never across types"})
+    table["columns"].insert(
+        at,
+        {
+            "label": "device",
+            "title": "where the cell ran; speed and memory sort within a device type, never across types",
+        },
+    )
     rows_by_id = {r["cell_id"]: r for r in df.to_dict("records")}
     for row in table["rows"]:
         r = rows_by_id.get(str(row["cells"][0].get("title", "")).split(" (")[0], {})
         shared = bool(r.get("shared_device"))
         dtype = r.get("device_type") or "?"
-        row["cells"].insert(at, {"text": dtype + (" (shared)" if shared else ""), "sort": dtype,
-                                 "title": f"node {r.get('node') or '?'}"})
+        row["cells"].insert(
+            at,
+            {"text": dtype + (" (shared)" if shared else ""), "sort": dtype, "title": f"node {r.get('node') or '?'}"},
+        )
         for i in perf:
             c = row["cells"][i + 1]
             if shared:
@@ -415,33 +549,63 @@ def group_by_device(table: dict[str, Any], data: ReportData) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- gate
 
+
 def build_gate(gate: GateResult | None) -> dict[str, Any] | None:
     if gate is None:
         return None
     from harness.report.gate import format_change, format_limit, format_value
 
-    rows = [{"cell": r.cell, "metric": r.metric.replace("acc:", "acc ").replace("_", " "),
-             "baseline": format_value(r.metric, r.baseline), "current": format_value(r.metric, r.current),
-             "change": format_change(r), "limit": format_limit(r), "ok": r.ok, "note": r.note}
-            for r in gate.rows]
-    return {"passed": gate.passed, "failed": [r for r in rows if not r["ok"]], "passing": [r for r in rows if r["ok"]],
-            "missing": gate.missing, "new": gate.new, "notes": gate.notes, "baseline_path": gate.baseline_path,
-            "thresholds": gate.thresholds, "n_rows": len(rows)}
+    rows = [
+        {
+            "cell": r.cell,
+            "metric": r.metric.replace("acc:", "acc ").replace("_", " "),
+            "baseline": format_value(r.metric, r.baseline),
+            "current": format_value(r.metric, r.current),
+            "change": format_change(r),
+            "limit": format_limit(r),
+            "ok": r.ok,
+            "note": r.note,
+        }
+        for r in gate.rows
+    ]
+    return {
+        "passed": gate.passed,
+        "failed": [r for r in rows if not r["ok"]],
+        "passing": [r for r in rows if r["ok"]],
+        "missing": gate.missing,
+        "new": gate.new,
+        "notes": gate.notes,
+        "baseline_path": gate.baseline_path,
+        "thresholds": gate.thresholds,
+        "n_rows": len(rows),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- render
 
+
 def _environment() -> Any:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-    env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     return env
 
 
-def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_path: str | None = None,
-                  command: str | None = None, gate: GateResult | None = None,
-                  title: str | None = None) -> dict[str, Any]:
+def build_context(
+    data: ReportData,
+    *,
+    matrix_text: str | None = None,
+    matrix_path: str | None = None,
+    command: str | None = None,
+    gate: GateResult | None = None,
+    title: str | None = None,
+) -> dict[str, Any]:
     from harness.report import figures
 
     df = data.cells
@@ -453,12 +617,22 @@ def build_context(data: ReportData, *, matrix_text: str | None = None, matrix_pa
     names = data.matrix_names
     pareto = figures.pareto_figures(data, methods)
     for fig in pareto:
-        fig["front_rows"] = {axis: [{"cell": _cell_summary({**r, "_multi_seed": False}), "model": r["model"],
-                                     "acc": fmt_pct(r["acc"]),
-                                     "x": fmt_bytes(r["mem_headline"]) if axis == "memory"
-                                     else fmt_signed(r.get("forgetting")) if axis == "forgetting"
-                                     else fmt_seconds(r["train_time"])} for r in rows]
-                             for axis, rows in fig["fronts"].items()}
+        fig["front_rows"] = {
+            axis: [
+                {
+                    "cell": _cell_summary({**r, "_multi_seed": False}),
+                    "model": r["model"],
+                    "acc": fmt_pct(r["acc"]),
+                    "x": fmt_bytes(r["mem_headline"])
+                    if axis == "memory"
+                    else fmt_signed(r.get("forgetting"))
+                    if axis == "forgetting"
+                    else fmt_seconds(r["train_time"]),
+                }
+                for r in rows
+            ]
+            for axis, rows in fig["fronts"].items()
+        }
     heat, heat_skipped = figures.heatmaps(data, methods)
     synthetic_models = sorted(set(df[df["synthetic"].astype(bool)]["model"])) if not df.empty else []
     return {
@@ -499,9 +673,16 @@ def render_html(context: dict[str, Any]) -> str:
     return _environment().get_template(TEMPLATE).render(**context)
 
 
-def render_report(results_dir: Path, out_path: Path, *, matrix_text: str | None = None,
-                  matrix_path: str | None = None, command: str | None = None, gate: GateResult | None = None,
-                  title: str | None = None) -> Path:
+def render_report(
+    results_dir: Path,
+    out_path: Path,
+    *,
+    matrix_text: str | None = None,
+    matrix_path: str | None = None,
+    command: str | None = None,
+    gate: GateResult | None = None,
+    title: str | None = None,
+) -> Path:
     """Render the report of one results folder into one self-contained HTML file at `out_path`.
 
     Works for full, partial, failed-only and empty folders. `matrix_text` (the matrix file as written) and
@@ -516,8 +697,9 @@ def render_report(results_dir: Path, out_path: Path, *, matrix_text: str | None 
         except OSError:
             matrix_text = None
     data = load_report_data(Path(results_dir))
-    context = build_context(data, matrix_text=matrix_text, matrix_path=matrix_path, command=command, gate=gate,
-                            title=title)
+    context = build_context(
+        data, matrix_text=matrix_text, matrix_path=matrix_path, command=command, gate=gate, title=title
+    )
     out = Path(out_path)
     atomic_write_text(out, render_html(context))
     umask = os.umask(0)

@@ -62,8 +62,12 @@ def stream(results_dir: Path, out_results: Path, cell_id: str) -> None:
         shutil.copy2(src, out_results / src.name)
     folder = results_dir / cell_id
     if folder.is_dir():
-        shutil.copytree(folder, out_results / cell_id, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt", "checkpoint*", ".*tmp*"))
+        shutil.copytree(
+            folder,
+            out_results / cell_id,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt", "checkpoint*", ".*tmp*"),
+        )
 
 
 def write_summary(out: Path) -> None:
@@ -101,32 +105,70 @@ def run(argv: list[str] | None = None) -> int:
             continue
         left = deadline - time.time()
         if item.wall_s > left:
-            print(f"== {item.rank:2d} {item.label}: predicted {item.wall_s:.0f} s, {left:.0f} s left: passed over "
-                  "(next call)", flush=True)
+            print(
+                f"== {item.rank:2d} {item.label}: predicted {item.wall_s:.0f} s, {left:.0f} s left: passed over "
+                "(next call)",
+                flush=True,
+            )
             skipped_for_time += 1
             continue
-        print(f"== {item.rank:2d} {item.label}: {item.cell_id} (predicted {item.wall_s:.0f} s, {left:.0f} s left)",
-              flush=True)
-        cmd = [sys.executable, str(ROOT / "run_matrix.py"), str(ROOT / item.matrix), "--data-dir", args.data_dir,
-               "--results", str(results_dir), "--cache-dir", args.cache_dir, "--only", item.cell_id,
-               "--no-report", "--no-progress", "--timeout-minutes", f"{max(left, 30.0) / 60:.2f}"]
+        print(
+            f"== {item.rank:2d} {item.label}: {item.cell_id} (predicted {item.wall_s:.0f} s, {left:.0f} s left)",
+            flush=True,
+        )
+        cmd = [
+            sys.executable,
+            str(ROOT / "run_matrix.py"),
+            str(ROOT / item.matrix),
+            "--data-dir",
+            args.data_dir,
+            "--results",
+            str(results_dir),
+            "--cache-dir",
+            args.cache_dir,
+            "--only",
+            item.cell_id,
+            "--no-report",
+            "--no-progress",
+            "--timeout-minutes",
+            f"{max(left, 30.0) / 60:.2f}",
+        ]
         t0 = time.time()
         rc = subprocess.call(cmd, cwd=ROOT)
         ran += 1
         stream(results_dir, out_results, item.cell_id)
-        print(f"== {item.rank:2d} done in {time.time() - t0:.0f} s (run_matrix exit {rc}): "
-              f"{finished(results_dir, item.cell_id) or 'no result'}", flush=True)
+        print(
+            f"== {item.rank:2d} done in {time.time() - t0:.0f} s (run_matrix exit {rc}): "
+            f"{finished(results_dir, item.cell_id) or 'no result'}",
+            flush=True,
+        )
         write_summary(out)
     if time.time() < deadline + MARGIN_S - 10:
         for matrix in sorted({(c.matrix, c.matrix_name) for c in plan}):
             if (Path(args.results) / matrix[1]).is_dir():
-                subprocess.call([sys.executable, str(ROOT / "run_matrix.py"), str(ROOT / matrix[0]), "--report-only",
-                                 "--results", str(Path(args.results) / matrix[1]),
-                                 "--report", str(out / f"report-{matrix[1]}.html")], cwd=ROOT)
+                subprocess.call(
+                    [
+                        sys.executable,
+                        str(ROOT / "run_matrix.py"),
+                        str(ROOT / matrix[0]),
+                        "--report-only",
+                        "--results",
+                        str(Path(args.results) / matrix[1]),
+                        "--report",
+                        str(out / f"report-{matrix[1]}.html"),
+                    ],
+                    cwd=ROOT,
+                )
     left_over = sum(1 for c in plan if not finished(Path(args.results) / c.matrix_name, c.cell_id))
-    print(f"== bench: ran {ran} cells; {left_over} without a result"
-          + (f" ({skipped_for_time} passed over for time: run the same command again to continue)"
-             if skipped_for_time else ""), flush=True)
+    print(
+        f"== bench: ran {ran} cells; {left_over} without a result"
+        + (
+            f" ({skipped_for_time} passed over for time: run the same command again to continue)"
+            if skipped_for_time
+            else ""
+        ),
+        flush=True,
+    )
     return 0 if left_over == 0 else 4
 
 

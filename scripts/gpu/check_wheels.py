@@ -20,9 +20,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # Evaluated for the GPU machine: Linux x86-64, CPython 3.12.
-TARGET_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
-              "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-              "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+TARGET_ENV = {
+    "python_version": "3.12",
+    "python_full_version": "3.12.3",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "extra": "",
+}
 
 NOT_CARRIED = {
     "torch": "the machine's torch 2.11 (CUDA 13) must stay; a wheel would replace it with GBs of CUDA",
@@ -33,7 +41,10 @@ NOT_CARRIED = {
     "torchao": "optional in unsloth/unsloth_zoo (try/except; QAT and torchao saving only)",
     "hf-transfer": "only for faster hub downloads; the machine is offline",
     "certifi": "on the machine; unsloth's certifi>=2026.10.19 is not on PyPI (newest 2026.10.18)",
-    "mlx": "macOS only", "mlx-lm": "macOS only", "mlx-vlm": "macOS only", "triton-windows": "Windows only",
+    "mlx": "macOS only",
+    "mlx-lm": "macOS only",
+    "mlx-vlm": "macOS only",
+    "triton-windows": "Windows only",
 }
 
 
@@ -42,8 +53,9 @@ def normalize(name: str) -> str:
 
 
 def box_packages(path: Path = HERE / "box_packages.txt") -> set[str]:
-    return {normalize(line.strip()) for line in path.read_text().splitlines()
-            if line.strip() and not line.startswith("#")}
+    return {
+        normalize(line.strip()) for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    }
 
 
 def wheel_metadata(path: Path) -> tuple[str, str, list[str]]:

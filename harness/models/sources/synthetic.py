@@ -61,9 +61,18 @@ class SyntheticSource(ModelSource):
             model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
             model.save_pretrained(out)
             AutoTokenizer.from_pretrained(tok_src).save_pretrained(out)
-            (out / "medbench_source.json").write_text(json.dumps(
-                {"source": "synthetic", "architecture": spec.architecture, "config": cfg,
-                 "tokenizer": Path(str(tok_src)).name, "seed": SYNTHETIC_SEED}, indent=1))
+            (out / "medbench_source.json").write_text(
+                json.dumps(
+                    {
+                        "source": "synthetic",
+                        "architecture": spec.architecture,
+                        "config": cfg,
+                        "tokenizer": Path(str(tok_src)).name,
+                        "seed": SYNTHETIC_SEED,
+                    },
+                    indent=1,
+                )
+            )
 
         return atomic_dir(Path(cache_dir) / "models" / f"synthetic-{spec.architecture}-{key}", build)
 

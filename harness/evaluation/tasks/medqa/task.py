@@ -27,8 +27,9 @@ def load_medqa_jsonl(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise EvalDataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             if not isinstance(raw, dict):
-                raise EvalDataError(f"{where}: expected a JSON object with question / options / answer_idx, "
-                                    f"got {type(raw).__name__}")
+                raise EvalDataError(
+                    f"{where}: expected a JSON object with question / options / answer_idx, got {type(raw).__name__}"
+                )
             records.append(_medqa_record(raw, where, index=len(records)))
     if not records:
         raise EvalDataError(f"{path}: no records (expected one JSON object per line)")
@@ -46,27 +47,36 @@ def _medqa_record(raw: dict[str, Any], where: str, index: int) -> dict[str, Any]
     if not isinstance(options, dict):
         raise EvalDataError(f"{where}: field 'options' must be an object {{A, B, C, D}}, got {type(options).__name__}")
     if sorted(options) != list(MEDQA_LETTERS):
-        raise EvalDataError(f"{where}: field 'options' must have exactly the keys A, B, C, D (4-option MedQA), "
-                            f"got {', '.join(map(str, options)) or 'none'}")
+        raise EvalDataError(
+            f"{where}: field 'options' must have exactly the keys A, B, C, D (4-option MedQA), "
+            f"got {', '.join(map(str, options)) or 'none'}"
+        )
     for letter in MEDQA_LETTERS:
         if not isinstance(options[letter], str):
-            raise EvalDataError(f"{where}: field 'options.{letter}' must be a string, got {type(options[letter]).__name__}")
+            raise EvalDataError(
+                f"{where}: field 'options.{letter}' must be a string, got {type(options[letter]).__name__}"
+            )
     answer_idx = raw["answer_idx"]
     if answer_idx not in MEDQA_LETTERS:
         raise EvalDataError(f"{where}: field 'answer_idx' is {answer_idx!r}; expected one of A, B, C, D")
     if "answer" in raw and raw["answer"] != options[answer_idx]:
-        raise EvalDataError(f"{where}: field 'answer' ({raw['answer']!r:.60}) is not options.{answer_idx} "
-                            f"({options[answer_idx]!r:.60})")
-    return {"id": index, "question": question, "options": {k: options[k] for k in MEDQA_LETTERS},
-            "answer_idx": answer_idx, "answer": options[answer_idx]}
+        raise EvalDataError(
+            f"{where}: field 'answer' ({raw['answer']!r:.60}) is not options.{answer_idx} ({options[answer_idx]!r:.60})"
+        )
+    return {
+        "id": index,
+        "question": question,
+        "options": {k: options[k] for k in MEDQA_LETTERS},
+        "answer_idx": answer_idx,
+        "answer": options[answer_idx],
+    }
 
 
 def record_from_hub(doc: dict[str, Any], index: int) -> dict[str, Any]:
     """One GBaker/MedQA-USMLE-4-options-hf record (sent1, ending0..3, label) in the local schema."""
     options = {letter: doc[f"ending{i}"] for i, letter in enumerate(MEDQA_LETTERS)}
     letter = MEDQA_LETTERS[int(doc["label"])]
-    return {"id": index, "question": doc["sent1"], "options": options, "answer_idx": letter,
-            "answer": options[letter]}
+    return {"id": index, "question": doc["sent1"], "options": options, "answer_idx": letter, "answer": options[letter]}
 
 
 def from_hub(dataset: Any) -> Any:

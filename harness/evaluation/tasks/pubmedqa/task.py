@@ -22,8 +22,10 @@ def load_pubmedqa_json(path: Path) -> list[dict[str, Any]]:
     except json.JSONDecodeError as exc:
         raise EvalDataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     if not isinstance(raw, dict):
-        raise EvalDataError(f"{path}: expected one JSON object keyed by PMID (the official PubMedQA format, e.g. "
-                            f"test_set.json), got a {type(raw).__name__}")
+        raise EvalDataError(
+            f"{path}: expected one JSON object keyed by PMID (the official PubMedQA format, e.g. "
+            f"test_set.json), got a {type(raw).__name__}"
+        )
     if not raw:
         raise EvalDataError(f"{path}: no records (the JSON object is empty)")
     return [_pubmedqa_record(pmid, rec, f"{path}, record {pmid!r}") for pmid, rec in raw.items()]
@@ -31,12 +33,14 @@ def load_pubmedqa_json(path: Path) -> list[dict[str, Any]]:
 
 def _pubmedqa_record(pmid: str, rec: Any, where: str) -> dict[str, Any]:
     if not isinstance(rec, dict):
-        raise EvalDataError(f"{where}: expected an object with QUESTION / CONTEXTS / final_decision, "
-                            f"got {type(rec).__name__}")
+        raise EvalDataError(
+            f"{where}: expected an object with QUESTION / CONTEXTS / final_decision, got {type(rec).__name__}"
+        )
     for key in ("QUESTION", "CONTEXTS", "final_decision"):
         if key not in rec:
-            raise EvalDataError(f"{where}: field '{key}' is missing (PubMedQA records need QUESTION, CONTEXTS, "
-                                f"final_decision)")
+            raise EvalDataError(
+                f"{where}: field '{key}' is missing (PubMedQA records need QUESTION, CONTEXTS, final_decision)"
+            )
     if not isinstance(rec["QUESTION"], str) or not rec["QUESTION"].strip():
         raise EvalDataError(f"{where}: field 'QUESTION' must be a non-empty string, got {rec['QUESTION']!r:.60}")
     contexts = rec["CONTEXTS"]
@@ -53,16 +57,25 @@ def _pubmedqa_record(pmid: str, rec: Any, where: str) -> dict[str, Any]:
         long_answer = ""
     if not isinstance(long_answer, str):
         raise EvalDataError(f"{where}: field 'LONG_ANSWER' must be a string, got {type(long_answer).__name__}")
-    return {"id": str(pmid), "QUESTION": rec["QUESTION"], "CONTEXTS": contexts, "final_decision": decision,
-            "LONG_ANSWER": long_answer}
+    return {
+        "id": str(pmid),
+        "QUESTION": rec["QUESTION"],
+        "CONTEXTS": contexts,
+        "final_decision": decision,
+        "LONG_ANSWER": long_answer,
+    }
 
 
 def record_from_hub(doc: dict[str, Any], index: int) -> dict[str, Any]:
     """One bigbio/pubmed_qa (source schema) record in the local schema; the id is the PMID when the copy has it."""
     pmid = doc.get("pubid") or doc.get("PMID")
-    return {"id": str(pmid) if pmid not in (None, "") else str(index), "QUESTION": doc["QUESTION"],
-            "CONTEXTS": list(doc["CONTEXTS"]), "final_decision": doc["final_decision"],
-            "LONG_ANSWER": doc.get("LONG_ANSWER") or ""}
+    return {
+        "id": str(pmid) if pmid not in (None, "") else str(index),
+        "QUESTION": doc["QUESTION"],
+        "CONTEXTS": list(doc["CONTEXTS"]),
+        "final_decision": doc["final_decision"],
+        "LONG_ANSWER": doc.get("LONG_ANSWER") or "",
+    }
 
 
 def from_hub(dataset: Any) -> Any:
