@@ -15,6 +15,9 @@ import pkgutil
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 PLUGINS_ENV = "MEDBENCH_PLUGINS"
 _loaded: set[Path] = set()
@@ -52,3 +55,33 @@ def load_plugins() -> None:
 
 def plugin_task_dirs() -> list[Path]:
     return [d / "tasks" for d in plugin_dirs() if (d / "tasks").is_dir()]
+
+
+class Registry(Generic[T]):
+    """One generic registry (methods, model sources, executors): classes register with `@registry.register`, keyed by
+    their `key` attribute; the first lookup imports every module of `package` and every plug-in file, so adding an
+    entry is adding a file."""
+
+    def __init__(self, what: str, key: str, package: str, skip: tuple[str, ...] = ()):
+        self.what, self.key, self.package, self.skip = what, key, package, skip
+        self._entries: dict[str, type[T]] = {}
+        self._scanned = False
+
+    def register(self, cls: type[T]) -> type[T]:
+        name = getattr(cls, self.key)
+        if name in self._entries and self._entries[name] is not cls:
+            raise ValueError(f"{self.what} {name!r} is registered twice ({self._entries[name]} and {cls})")
+        self._entries[name] = cls
+        return cls
+
+    def entries(self) -> dict[str, type[T]]:
+        """name -> class of every entry (the package's modules, then the plug-in folders)."""
+        if not self._scanned:
+            self._scanned = True  # set first: the modules imported here look entries up too
+            try:
+                import_package_modules(importlib.import_module(self.package), skip=self.skip)
+                load_plugins()
+            except BaseException:
+                self._scanned = False
+                raise
+        return dict(self._entries)

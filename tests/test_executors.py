@@ -44,7 +44,8 @@ def test_an_executor_is_one_plugin_file(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDBENCH_PLUGINS", str(tmp_path))
     import harness.executors as reg
 
-    monkeypatch.setattr(reg, "_scanned", False)
+    monkeypatch.setattr(reg.REGISTRY, "_entries", reg.REGISTRY.entries())  # restored after the test
+    monkeypatch.setattr(reg.REGISTRY, "_scanned", False)
     assert executor_class("inline-test").name == "inline-test"
 
 

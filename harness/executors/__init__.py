@@ -16,32 +16,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from harness.plugins import Registry
+
 if TYPE_CHECKING:  # pragma: no cover
     from harness.executors.base import Executor
 
-_REGISTRY: dict[str, type[Executor]] = {}
+REGISTRY: Registry[Executor] = Registry("executor", "name", "harness.executors")
+register = REGISTRY.register
 _ALIASES = {"subprocess": "local"}  # the local executor's former name
-_scanned = False
-
-
-def register(cls: type[Executor]) -> type[Executor]:
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"executor {cls.name!r} is registered twice ({_REGISTRY[cls.name]} and {cls})")
-    _REGISTRY[cls.name] = cls
-    return cls
 
 
 def executors() -> dict[str, type[Executor]]:
     """name -> class of every executor (this package's modules, then the plug-in folders)."""
-    global _scanned
-    if not _scanned:
-        import harness.executors as pkg
-        from harness.plugins import import_package_modules, load_plugins
-
-        _scanned = True
-        import_package_modules(pkg)  # the shared modules import nothing heavy either
-        load_plugins()
-    return dict(_REGISTRY)
+    return REGISTRY.entries()
 
 
 def executor_class(name: str) -> type[Executor]:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from harness.plugins import Registry
+
 if TYPE_CHECKING:  # pragma: no cover
     from harness.config import CellConfig
 
@@ -120,33 +122,14 @@ class SkipCell(Exception):
     """Raised inside a cell when its method cannot run on this machine; the cell is recorded as `skipped`."""
 
 
-_REGISTRY: dict[str, type[Method]] = {}
-_DISCOVERED = False
-
-
-def register(cls: type[Method]) -> type[Method]:
-    if cls.kind in _REGISTRY and _REGISTRY[cls.kind] is not cls:
-        raise ValueError(f"method kind {cls.kind!r} registered twice")
-    _REGISTRY[cls.kind] = cls
-    return cls
-
-
-def _discover() -> None:
-    # Importing every module of this package (and of the plug-in folders) registers its methods: adding a method is
-    # one new file.
-    global _DISCOVERED
-    import harness.methods as pkg
-    from harness.plugins import import_package_modules, load_plugins
-
-    import_package_modules(pkg, skip=("base",))
-    load_plugins()
-    _DISCOVERED = True
+# Importing every module of this package (and of the plug-in folders) registers its methods: adding a method is one
+# new file.
+REGISTRY: Registry[Method] = Registry("method kind", "kind", "harness.methods", skip=("base",))
+register = REGISTRY.register
 
 
 def methods() -> dict[str, type[Method]]:
-    if not _DISCOVERED:
-        _discover()
-    return dict(_REGISTRY)
+    return REGISTRY.entries()
 
 
 def get_method(kind: str) -> Method:

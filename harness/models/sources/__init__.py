@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from harness.plugins import Registry
+
 if TYPE_CHECKING:  # pragma: no cover
     from harness.config import ModelSpec
 
@@ -45,27 +47,12 @@ class ModelSource:
         return None
 
 
-_REGISTRY: dict[str, type[ModelSource]] = {}
-_DISCOVERED = False
-
-
-def register(cls: type[ModelSource]) -> type[ModelSource]:
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"model source {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+REGISTRY: Registry[ModelSource] = Registry("model source", "name", "harness.models.sources")
+register = REGISTRY.register
 
 
 def sources() -> dict[str, type[ModelSource]]:
-    global _DISCOVERED
-    if not _DISCOVERED:
-        import harness.models.sources as pkg
-        from harness.plugins import import_package_modules, load_plugins
-
-        import_package_modules(pkg)
-        load_plugins()
-        _DISCOVERED = True
-    return dict(_REGISTRY)
+    return REGISTRY.entries()
 
 
 def source_for(name: str) -> ModelSource:
