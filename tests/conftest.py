@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -42,23 +43,30 @@ def smol_tokenizer(tmp_path_factory: pytest.TempPathFactory):
 
 
 def matrix_yaml(methods: str = "[full]", train: str = "", extra: str = "", name: str = "t") -> str:
+    """A small matrix; `extra` adds top-level keys, and replaces `epochs` / `learning_rates` when it names them
+    (duplicate YAML keys are an error)."""
+    extra = textwrap.dedent(extra)
+    epochs = "" if re.search(r"^epochs:", extra, re.M) else "epochs: [1]\n"
+    lrs = "" if re.search(r"^learning_rates:", extra, re.M) else "learning_rates: [1.0e-3]\n"
     return (
         textwrap.dedent(f"""\
         name: {name}
         models:
           - {{id: tiny, source: synthetic, architecture: tiny-llama, eval_batch_size: 8}}
         methods: {methods}
-        epochs: [1]
-        learning_rates: [1.0e-3]
+        """)
+        + epochs
+        + lrs
+        + textwrap.dedent("""\
         train:
-          datasets: [{{path: train_instructions.json, format: instruction}}]
+          datasets: [{path: train_instructions.json, format: instruction}]
           max_seq_length: 128
           batch_size: 4
           precision: fp32
           save: none
         """)
         + textwrap.indent(textwrap.dedent(train), "  ")
-        + textwrap.dedent(extra)
+        + extra
     )
 
 

@@ -15,6 +15,7 @@ from harness.export.source import ExportRefused, best_cells, check_exportable
 from harness.results import CellResult, read_result, result_path, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
+CI_DATA = ROOT / "tests" / "fixtures" / "ci_data"  # records are portable: the data dir is given to export
 REPORT_FIXTURE = ROOT / "tests" / "fixtures" / "report" / "small"
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 NO_LLAMA_CPP = (
@@ -225,6 +226,8 @@ def test_export_hf_merges_exactly_and_scores_paired(lora_cell, tmp_path, cache_d
             "fp32",
             "--cache-dir",
             str(cache_dir),
+            "--data-dir",
+            str(CI_DATA),
         ]
     )
     assert rc == 0
@@ -270,6 +273,8 @@ def test_export_gguf_with_llama_cpp_tools(lora_cell, tmp_path, cache_dir):
             "--allow-synthetic",
             "--cache-dir",
             str(cache_dir),
+            "--data-dir",
+            str(CI_DATA),
         ]
     )
     assert rc == 0
@@ -377,6 +382,8 @@ train:
                 str(tmp_path / "x"),
                 "--cache-dir",
                 str(cache_dir),
+                "--data-dir",
+                str(CI_DATA),
             ]
         )
         == 0
