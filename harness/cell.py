@@ -69,7 +69,42 @@ def _estimate(cfg: CellConfig, device: dict[str, Any] | None) -> dict[str, Any] 
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
+def import_first(cfg: CellConfig) -> dict[str, Any] | None:
+    """Import the modules the cell's method must load before transformers and peft (`Method.import_first`, e.g.
+    Unsloth, which patches both), first thing in this process; what happened goes into the record
+    (`environment.import_first`: the modules, which of transformers / peft / trl were already loaded (none, when the
+    order held), which were imported, and why any was not)."""
+    import importlib
+
+    from harness.methods.base import method_class
+
+    cls = method_class(cfg.method.kind)
+    wanted = tuple(cls.import_first) if cls is not None else ()
+    if not wanted:
+        return None
+    record: dict[str, Any] = {
+        "modules": list(wanted),
+        "loaded_before": sorted(m for m in ("transformers", "peft", "trl") if m in sys.modules),
+        "imported": [],
+        "not_imported": {},
+    }
+    method = cls()
+    skip = method.preflight(method.Options.model_validate(cfg.method.options))
+    for name in wanted:
+        if skip:
+            record["not_imported"][name] = f"not attempted: {skip}"
+            continue
+        try:
+            importlib.import_module(name)
+            record["imported"].append(name)
+        except Exception as exc:  # the method's prepare says why it cannot run; the record keeps what happened
+            record["not_imported"][name] = f"{type(exc).__name__}: {exc}"[:300]
+    return record
+
+
+def run_cell(
+    cfg: CellConfig, cell_id: str, config_hash: str, early_imports: dict[str, Any] | None = None
+) -> CellResult:
     from harness import environment
     from harness.meters import PhaseTimer
     from harness.methods.base import SkipCell, get_method
@@ -86,6 +121,8 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
     env: dict[str, Any] = {}
     try:
         env = environment.collect(with_device=False)
+        if early_imports is not None:
+            env["import_first"] = early_imports
         method = get_method(cfg.method.kind)
         options = method.Options.model_validate(cfg.method.options)
         skip = method.preflight(options)
@@ -105,7 +142,7 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
 
         with timer.phase("load"):
             if cfg.train.liger_kernel:
-                _apply_liger(cfg)
+                _apply_liger(cfg, device)
             prepared = method.prepare(cfg, options, device, precision.frozen_dtype)
         data = None
         if method.trains or cfg.eval.generation.n:
@@ -124,29 +161,9 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
             with timer.phase("forgetting"):
                 probe = ForgettingProbe.before_training(cfg, prepared, method.trains)
         if method.trains:
-            from harness.training import ProgressFile, train_model
-
-            with timer.phase("train"):
-                metrics.update(
-                    train_model(
-                        prepared,
-                        data,
-                        cfg,
-                        device=device,
-                        precision=precision,
-                        optimizer_name=cfg.train.optimizer or method.default_optimizer,
-                        eval_between_epochs=method.eval_between_epochs,
-                        progress=ProgressFile(workdir / "progress.json"),
-                    )
-                )
-            if cfg.train.save != "none" and prepared.save is not None:
-                with timer.phase("save"):
-                    saved = _save(prepared, cfg, workdir, cell_id)
-                    metrics["train"]["saved_bytes"] = saved["bytes"]
-                    if saved.get("path"):  # kept: `medbench export` builds its artifacts from it
-                        metrics["saved"] = saved
-                        artifacts[saved["kind"]] = saved["path"]
+            _train_and_save(method, prepared, data, cfg, device, precision, timer, metrics, artifacts, workdir)
         model = prepared.for_eval() if prepared.for_eval else prepared.model
+        _evaluate_with_sdpa(model, prepared, metrics)
         if probe is not None:
             with timer.phase("forgetting"):
                 metrics["forgetting"] = probe.after_training(model)
@@ -189,6 +206,53 @@ def run_cell(cfg: CellConfig, cell_id: str, config_hash: str) -> CellResult:
     )
 
 
+def _train_and_save(
+    method: Any,
+    prepared: Any,
+    data: Any,
+    cfg: CellConfig,
+    device: str,
+    precision: Any,
+    timer: Any,
+    metrics: dict[str, Any],
+    artifacts: dict[str, str],
+    workdir: Path,
+) -> None:
+    """The training phase, then what the method ships saved (measured, or kept for `medbench export`)."""
+    from harness.training import ProgressFile, train_model
+
+    with timer.phase("train"):
+        metrics.update(
+            train_model(
+                prepared,
+                data,
+                cfg,
+                device=device,
+                precision=precision,
+                optimizer_name=cfg.train.optimizer or method.default_optimizer,
+                eval_between_epochs=method.eval_between_epochs,
+                progress=ProgressFile(workdir / "progress.json"),
+            )
+        )
+    if cfg.train.save != "none" and prepared.save is not None:
+        with timer.phase("save"):
+            saved = _save(prepared, cfg, workdir, workdir.name)
+            metrics["train"]["saved_bytes"] = saved["bytes"]
+            if saved.get("path"):  # kept: `medbench export` builds its artifacts from it
+                metrics["saved"] = saved
+                artifacts[saved["kind"]] = saved["path"]
+
+
+def _evaluate_with_sdpa(model: Any, prepared: Any, metrics: dict[str, Any]) -> None:
+    """Every row is scored with the same kernel: a model that trained with flex attention or flash-attn varlen is
+    switched to SDPA for evaluation (lm-eval's batches are padded; the untrained row loads with SDPA)."""
+    choice = prepared.attention
+    if choice is None or choice.implementation not in ("flex_attention", "flash_attention_2"):
+        return
+    model.set_attn_implementation("sdpa")
+    metrics.setdefault("train", {}).setdefault("attention", {})["eval_implementation"] = "sdpa"
+
+
 def _item_files(evals: dict[str, Any], results_dir: Path) -> dict[str, str]:
     """Per-item files of each task, relative to the results folder (in the eval metrics and as artifacts)."""
     out = {}
@@ -223,15 +287,18 @@ def _timings(started: str, t0: float, timer: Any) -> dict[str, Any]:
     return timings
 
 
-def _apply_liger(cfg: CellConfig) -> None:
+def _apply_liger(cfg: CellConfig, device: str) -> None:
     """Liger's fused kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) patch the model classes, so they
-    must be applied before the model is built; this process only."""
+    must be applied before the model is built; this process only. They are triton kernels: a CUDA GPU and the
+    liger-kernel package, else the cell is skipped with the reason."""
+    from harness.methods.base import SkipCell
+
+    if not device.startswith("cuda"):
+        raise SkipCell("train.liger_kernel: Liger's kernels are triton kernels and need a CUDA GPU")
     try:
         from liger_kernel.transformers import _apply_liger_kernel
-    except ImportError as exc:
-        raise RuntimeError(
-            "train.liger_kernel is true but liger-kernel is not installed (pip install liger-kernel)"
-        ) from exc
+    except ImportError:
+        raise SkipCell("train.liger_kernel: liger-kernel is not installed (pip install liger-kernel)") from None
     from transformers import AutoConfig
 
     from harness.models import resolve_model_path
@@ -274,8 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.offline import apply_cell_env
 
     apply_cell_env(cfg)  # before transformers / datasets load: no telemetry; offline when every file is local
+    early = import_first(cfg)  # before anything imports transformers / peft (Unsloth patches them)
     Path(cfg.runtime.cache_dir).mkdir(parents=True, exist_ok=True)
-    result = run_cell(cfg, spec["cell_id"], spec["config_hash"])
+    result = run_cell(cfg, spec["cell_id"], spec["config_hash"], early)
     if spec.get("execution"):  # where it ran (executor, node, GPUs), as the executor tells it
         result.environment["execution"] = spec["execution"]
     write_result(Path(cfg.runtime.results_dir), result)

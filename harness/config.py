@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from harness.attention import AttentionName
+
 MAX_SEQ_LENGTH = 1 << 20  # tokens; no model of this benchmark has more positions
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -115,7 +117,9 @@ class TrainConfig(Strict):
     optimizer: Optimizer | None = None  # None: the method's default
     precision: PrecisionName = "auto"  # auto: bf16 on a CUDA device that supports it, else fp32
     gradient_checkpointing: bool = False
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    # auto: packed rows without a dense mask where this machine can (flash-attn varlen, flex attention), padded rows
+    # with SDPA; what ran is recorded per cell (harness/attention.py)
+    attn_implementation: AttentionName = "auto"
     torch_compile: bool = False
     liger_kernel: bool = False
     max_steps: int | None = Field(None, ge=1)  # optimizer steps per epoch at most (quick runs)

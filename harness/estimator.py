@@ -285,7 +285,16 @@ def estimate_cell(
         gradient_checkpointing=gc,
         seq_len=t.max_seq_length,
     )
-    timing = _timing(arch, cost, cell, device, gc=gc, mean_tokens_per_example=mean_tokens_per_example, notes=notes)
+    timing = _timing(
+        arch,
+        cost,
+        cell,
+        device,
+        gc=gc,
+        mean_tokens_per_example=mean_tokens_per_example,
+        first_build_s=_first_build_s(cell, device),
+        notes=notes,
+    )
     return Estimate(
         peak_memory_bytes=int(memory["headline"]),
         peak_allocated_bytes=int(memory["allocated"]),
@@ -298,6 +307,22 @@ def estimate_cell(
         assumptions=notes,
         **timing,
     )
+
+
+def _first_build_s(cell: Any, device: DeviceProfile | None) -> float:
+    """Seconds of materialising the cell's model into its cache (a synthetic model's first build, a GGUF file's
+    conversion) when the cache has no copy yet; 0 when it has one or the cell names no cache folder."""
+    from pathlib import Path
+
+    from harness.models.sources import source_for
+
+    cache = getattr(getattr(cell, "runtime", None), "cache_dir", "")
+    if not cache or cache == ".":
+        return 0.0
+    try:
+        return source_for(cell.model.source).first_build_s(cell.model, Path(cache), not (device and device.is_cpu))
+    except Exception:  # a prediction must never fail the plan
+        return 0.0
 
 
 def _checkpointing(cost: Any, train_flag: bool) -> tuple[bool, bool]:
@@ -344,6 +369,9 @@ def _memory(
     b, T = t.batch_size, t.max_seq_length
     positions = b * T  # the longest possible batch (packed rows are full; padded rows are T long)
     adapter = cost.adapter
+    from harness.attention import planned_attention
+
+    attention = planned_attention(t.attn_implementation, packing=t.packing, gpu=not on_cpu)
     per_layer = _layer_activation_bytes(
         dims,
         a=a,
@@ -353,7 +381,7 @@ def _memory(
         targets=list(adapter.targets) if adapter else [],
         rank=adapter.rank if adapter else 0,
         dropout=adapter.dropout if adapter else 0.0,
-        attn=t.attn_implementation,
+        attn=attention.implementation,
         seq_len=T,
         mask_bytes=4 if on_cpu else 1,
     )
@@ -367,7 +395,12 @@ def _memory(
         )
     else:
         activations = dims["layers"] * per_layer * positions
-    activations += b * T * T  # the bool 4-D mask (packing: block-diagonal; padding: causal & padding)
+    if cost.packed_layout == "flattened" and t.packing:  # the method's own block-diagonal mask over B·T positions
+        activations += positions * positions
+        notes.append("packed rows flattened into one row (the method's own attention): a (B·T)² bool mask")
+    elif attention.dense_mask:  # the bool 4-D mask (packing: block-diagonal; padding: causal & padding)
+        activations += b * T * T
+    notes.append(f"attention: {attention.implementation} ({attention.reason})")
     activations += positions * dims["h"] * cost.residual_bytes * 2  # embedding output and final norm input
     if t.attn_implementation == "eager":
         notes.append("eager attention: fp32 softmax probabilities kept for every layer")
@@ -414,6 +447,7 @@ def _timing(
     *,
     gc: bool,
     mean_tokens_per_example: float | None,
+    first_build_s: float,
     notes: list[str],
 ) -> dict[str, Any]:
     """Positions and FLOPs per step, steps per epoch, and the predicted times (see the module doc)."""
@@ -466,8 +500,10 @@ def _timing(
         time_step = tokens_per_step * hw_flops / throughput
         if steps is not None:
             time_epoch = steps * time_step
-            extra = cost.startup_extra_s + (TORCH_COMPILE_STARTUP_S if t.torch_compile else 0.0)
+            extra = cost.startup_extra_s + (TORCH_COMPILE_STARTUP_S if t.torch_compile else 0.0) + first_build_s
             wall = device.startup_s + extra + max(cell.epochs, 1) * time_epoch
+            if first_build_s:
+                notes.append(f"first build of the model into the cache: ≈ {first_build_s:.0f} s (once per machine)")
         notes.append(
             f"throughput {throughput / 1e12:.3g} TFLOP/s = {device.fraction(cell.method.kind):.2f} of "
             f"{device.peak_flops / 1e12:.4g} ({device.source})"

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: train.tokens_per_s / mfu are steady-state figures (harness/measures.py)
 STATUSES = ("success", "failed", "oom", "timeout", "skipped")
 Status = Literal["success", "failed", "oom", "timeout", "skipped"]
 
@@ -112,10 +112,30 @@ def write_result(results_dir: Path, result: CellResult) -> Path:
     return path
 
 
+def upgrade_record(raw: Any) -> Any:
+    """A record of an older schema in today's terms. Schema 1 (before steady-state timing) measured `tokens_per_s`
+    and `mfu` over whole epochs, warm-up included: they are read as the whole-run figures, and no steady-state figure
+    is claimed for them."""
+    if not isinstance(raw, dict) or raw.get("schema_version", SCHEMA_VERSION) >= 2:
+        return raw
+    train = (raw.get("metrics") or {}).get("train")
+    if isinstance(train, dict) and "steady" not in train:
+        train = {
+            **train,
+            "wall_tokens_per_s": train.get("tokens_per_s"),
+            "wall_mfu": train.get("mfu"),
+            "tokens_per_s": None,
+            "mfu": None,
+            "steady": {"steps": 0, "reason": "recorded before steady-state timing (schema 1): whole-run figures only"},
+        }
+        raw = {**raw, "metrics": {**raw["metrics"], "train": train}}
+    return {**raw, "schema_version": 2}
+
+
 def read_result(path: Path) -> CellResult | None:
-    """The record at `path`, or None if it is missing, unreadable or not a valid record."""
+    """The record at `path` (in today's schema), or None if it is missing, unreadable or not a valid record."""
     try:
-        return CellResult.model_validate_json(Path(path).read_text())
+        return CellResult.model_validate(upgrade_record(json.loads(Path(path).read_text())))
     except (OSError, ValueError, ValidationError):
         return None
 

@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.attention import MaskObserver, attention_record
 from harness.config import CellConfig
 from harness.measures import TrainCounters, throughput
 from harness.meters import Stopwatch, measuring, readings
+from harness.meters.timing import StepClock
 from harness.precision import Precision
 from harness.results import atomic_write_text
 
@@ -91,7 +93,11 @@ def _plan_epoch(examples: list[dict], cell: CellConfig, pad_id: int, epoch: int)
     return batches
 
 
-def _model_inputs(batch: Any, device: str, vocab: int) -> dict[str, Any]:
+def _model_inputs(batch: Any, device: str, vocab: int, flatten: bool = False) -> dict[str, Any]:
+    """The model's keyword arguments for a batch: packed rows flattened into one row for methods that keep packed
+    examples apart only that way (harness/attention.py), token ids folded into a synthetic model's vocabulary."""
+    if flatten and batch.segments is not None:
+        batch = batch.flattened()
     ids, labels = batch.input_ids, batch.labels
     if int(ids.max()) >= vocab:
         # Only synthetic models get here (their tokenizer may be larger than the architecture's vocabulary):
@@ -112,7 +118,13 @@ def _autocast(device: str, precision: Precision) -> Any:
 
 
 def validation_loss(
-    model: Any, examples: list[dict], cell: CellConfig, device: str, precision: Precision, pad_id: int
+    model: Any,
+    examples: list[dict],
+    cell: CellConfig,
+    device: str,
+    precision: Precision,
+    pad_id: int,
+    flatten: bool = False,
 ) -> float | None:
     """Token-weighted mean loss over the validation split (eval mode, no grad)."""
     import torch
@@ -138,7 +150,7 @@ def validation_loss(
             epoch=0,
         ):
             with _autocast(device, precision):
-                out = model(**_model_inputs(batch, device, vocab), num_items_in_batch=batch.label_tokens)
+                out = model(**_model_inputs(batch, device, vocab, flatten), num_items_in_batch=batch.label_tokens)
             total += float(out.loss) * batch.label_tokens
             count += batch.label_tokens
     model.train(was_training)
@@ -162,6 +174,22 @@ def _optimizer_step(optimizer: Any, scheduler: Any, scaler: Any, params: list[An
     optimizer.zero_grad(set_to_none=True)
 
 
+def _forward_backward(
+    forward: Any, group: list[Any], device: str, vocab: int, flatten: bool, precision: Precision, scaler: Any
+) -> float:
+    """Forward and backward of one accumulation group; its loss, normalised by the group's label tokens (one host
+    sync per optimizer step)."""
+    group_labels = sum(b.label_tokens for b in group)
+    step_loss = 0.0
+    for batch in group:
+        with _autocast(device, precision):
+            out = forward(**_model_inputs(batch, device, vocab, flatten), num_items_in_batch=group_labels)
+        loss = out.loss
+        (scaler.scale(loss) if scaler else loss).backward()
+        step_loss += loss.detach().float()
+    return float(step_loss)
+
+
 def _derived_metrics(
     prepared: Any, cell: CellConfig, precision: Precision, device: str, counters: TrainCounters
 ) -> dict[str, Any]:
@@ -183,6 +211,7 @@ def _derived_metrics(
     )
     real, padded = counters.real_tokens, counters.padded_tokens
     return {
+        "step_times_s": [round(s.seconds, 6) for s in counters.steps],
         "precision": precision.name,
         "tokens": real,
         "label_tokens": counters.label_tokens,
@@ -232,6 +261,12 @@ def train_model(
     params = [p for p in model.parameters() if p.requires_grad]
     # torch.compile wraps the forward only; validation and evaluation use the plain module.
     forward = torch.compile(model) if t.torch_compile else model
+    attention = prepared.attention
+    flatten = attention is not None and attention.packed_layout == "flattened"
+    # the mask transformers' attention modules get, seen on the first forward (not under torch.compile, whose graph
+    # a hook would break, nor for a method running its own attention on flattened rows: its record says what it runs)
+    observer = MaskObserver(model) if attention is not None and not (t.torch_compile or flatten) else None
+    clock = StepClock(device)
 
     loss_curve: list[list[float]] = []
     val_losses: list[float | None] = []
@@ -243,26 +278,20 @@ def train_model(
         for epoch, plan in enumerate(plans):
             watch = Stopwatch(device)
             with watch:
+                clock.start()
                 for start in range(0, len(plan), t.gradient_accumulation_steps):
                     group = plan[start : start + t.gradient_accumulation_steps]
-                    group_labels = sum(b.label_tokens for b in group)
-                    step_loss = 0.0
-                    for batch in group:
-                        with _autocast(device, precision):
-                            out = forward(**_model_inputs(batch, device, vocab), num_items_in_batch=group_labels)
-                        loss = out.loss
-                        (scaler.scale(loss) if scaler else loss).backward()
-                        step_loss += loss.detach().float()
-                        real_tokens += batch.real_tokens
-                        padded_tokens += batch.padded_tokens
-                        label_tokens_seen += batch.label_tokens
-                    step_loss = float(step_loss)  # one host sync per optimizer step
+                    step_loss = _forward_backward(forward, group, device, vocab, flatten, precision, scaler)
+                    real_tokens += sum(b.real_tokens for b in group)
+                    padded_tokens += sum(b.padded_tokens for b in group)
+                    label_tokens_seen += sum(b.label_tokens for b in group)
                     if not math.isfinite(step_loss):
                         raise NonFiniteLoss(
                             f"non-finite training loss ({step_loss}) at step {step + 1} of "
                             f"{total_steps} (epoch {epoch + 1}); lr={cell.learning_rate:g}"
                         )
                     _optimizer_step(optimizer, scheduler, scaler, params, t.max_grad_norm)
+                    clock.step(sum(b.real_tokens for b in group))
                     step += 1
                     loss_curve.append([step, step_loss])
                     progress.update(
@@ -275,7 +304,7 @@ def train_model(
                     )
             epoch_times.append(watch.elapsed)
             if eval_between_epochs or epoch == cell.epochs - 1:
-                val_losses.append(validation_loss(model, data.validation, cell, device, precision, pad_id))
+                val_losses.append(validation_loss(model, data.validation, cell, device, precision, pad_id, flatten))
             else:
                 val_losses.append(None)
             progress.update(
@@ -289,8 +318,14 @@ def train_model(
                 val_loss=val_losses[-1],
             )
 
+    if observer is not None:
+        observer.remove()
     counters = TrainCounters(
-        real_tokens=real_tokens, padded_tokens=padded_tokens, label_tokens=label_tokens_seen, epoch_times_s=epoch_times
+        real_tokens=real_tokens,
+        padded_tokens=padded_tokens,
+        label_tokens=label_tokens_seen,
+        epoch_times_s=epoch_times,
+        steps=clock.steps,
     )
     train_metrics = {
         "epochs": cell.epochs,
@@ -303,6 +338,8 @@ def train_model(
         "val_loss": val_losses,
         **_derived_metrics(prepared, cell, precision, device, counters),
     }
+    if attention is not None:
+        train_metrics["attention"] = attention_record(attention, observer.seen if observer else None)
     from harness.meters.energy import add_tokens_per_joule
 
     return add_tokens_per_joule({"train": train_metrics, **readings(meters)})

@@ -122,6 +122,35 @@ def test_packed_batch_layout():
         # exactly the tokens a causal LM's shifted loss counts (usable as num_items_in_batch)
         assert batch.label_tokens == int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
         assert batch.examples == sum(len(row) for row in rows)
+        assert [sum(seg) for seg in batch.segments] == [width] * len(rows)
+        assert [seg[: len(row)] for seg, row in zip(batch.segments, rows)] == [
+            [len(exs[i]["input_ids"]) for i in row] for row in rows
+        ]
+
+
+def test_flattened_batch_is_the_same_tokens_in_one_row_with_their_lengths():
+    """Unsloth's layout (harness/attention.py): B packed rows as one row of B·T tokens, every segment's length given."""
+    exs = make_examples(20)
+    for batch in batches(exs):
+        flat = batch.flattened()
+        b, t = batch.input_ids.shape
+        assert flat.input_ids.shape == flat.labels.shape == flat.position_ids.shape == (1, b * t)
+        assert flat.input_ids[0].tolist() == batch.input_ids.reshape(-1).tolist()
+        assert (flat.real_tokens, flat.label_tokens, flat.padded_tokens) == (
+            batch.real_tokens,
+            batch.label_tokens,
+            batch.padded_tokens,
+        )
+        lengths = flat.packed_seq_lengths.tolist()
+        assert sum(lengths) == b * t and lengths == [n for seg in batch.segments for n in seg]
+        starts = [0]
+        for n in lengths[:-1]:
+            starts.append(starts[-1] + n)
+        assert [i for i, p in enumerate(flat.position_ids[0].tolist()) if p == 0] == starts  # positions restart
+        assert "packed_seq_lengths" in flat.model_kwargs() and "packed_seq_lengths" not in batch.model_kwargs()
+    (unpacked,) = batches(exs[:2], packing=False)
+    with pytest.raises(ValueError, match="only packed batches"):
+        unpacked.flattened()
 
 
 def test_packing_forces_first_label_off_even_if_data_labels_it():
@@ -212,7 +241,9 @@ def test_padding_stats_of_nothing():
 # ---------------------------------------------------------------------------------------------------- tiny model
 
 
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
+# every kernel harness/attention.py can choose for packed rows (flex attention: its forward runs on CPU; its
+# backward needs CUDA); flash-attn varlen needs CUDA and the flash-attn package
+@pytest.fixture(scope="module", params=["sdpa", "eager", "flex_attention"])
 def tiny_llama(request):
     import transformers
 
@@ -319,3 +350,23 @@ def test_no_attention_across_example_boundaries(tiny_llama):
         alone = tiny_llama(input_ids=torch.tensor([second["input_ids"]]), use_cache=False).logits[0]
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(a, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_flattened_rows_keep_examples_apart(tiny_llama):
+    """The flattened layout (one row of B·T tokens, positions restarting per example) gives every example the logits
+    it has alone: the layout is safe for any kernel that keeps packed sequences apart from the position ids."""
+    exs = make_examples(9, seed=3, min_len=6, max_len=25)
+    (batch,) = batches(exs, batch_size=4, max_seq_length=64)[:1]
+    flat = batch.flattened()
+    kwargs = flat.model_kwargs()
+    kwargs.pop("packed_seq_lengths")  # Unsloth's own argument; transformers reads the position ids
+    with torch.no_grad():
+        logits = tiny_llama(**kwargs).logits[0]
+    at = 0
+    for n in flat.packed_seq_lengths.tolist():
+        ids = flat.input_ids[0, at : at + n]
+        if (ids != PAD).any():
+            with torch.no_grad():
+                alone = tiny_llama(input_ids=ids.unsqueeze(0), use_cache=False).logits[0]
+            torch.testing.assert_close(logits[at : at + n], alone, rtol=1e-4, atol=1e-4)
+        at += n

@@ -67,7 +67,15 @@ def est(*args, device=H100, mean=None, **kw) -> Estimate:
 
 def test_full_finetuning_fp32_exact_small_case():
     """Tiny Llama, fp32 (no autocast), batch 2 x 32, every term by hand."""
-    e = est("full", arch="tiny-llama", precision="fp32", batch_size=2, max_seq_length=32, device=None)
+    e = est(
+        "full",
+        arch="tiny-llama",
+        precision="fp32",
+        batch_size=2,
+        max_seq_length=32,
+        device=None,
+        attn_implementation="sdpa",
+    )
     total = count_parameters(ARCHITECTURES["tiny-llama"])["total"]
     h, i, q, layers, vocab, pos = 64, 128, 64, 2, 49152, 64
     assert e.breakdown["weights"] == 4 * total
@@ -174,7 +182,8 @@ def test_packing_and_padding_use_the_same_memory_but_padding_costs_time():
     shape = {"batch_size": 4, "max_seq_length": 2048, "token_budget": 300_000, "mean": 236}
     packed = est("full", **shape)
     padded = est("full", packing=False, pad_to_max_length=True, **shape)
-    assert padded.peak_memory_bytes == packed.peak_memory_bytes  # batch x seq positions either way
+    # batch x seq positions either way; padded rows under SDPA also hold the 4-D mask (packed: flex, block-sparse)
+    assert padded.breakdown["activations"] - packed.breakdown["activations"] == 4 * 2048 * 2048
     assert padded.tokens_per_step == packed.tokens_per_step
     assert padded.real_tokens_per_step < 0.15 * packed.real_tokens_per_step
     assert padded.time_per_epoch_s > 5 * packed.time_per_epoch_s
@@ -182,7 +191,7 @@ def test_packing_and_padding_use_the_same_memory_but_padding_costs_time():
 
 def test_eager_attention_keeps_the_probabilities():
     sdpa, eager = (
-        est("lora", max_seq_length=1024, batch_size=8),
+        est("lora", max_seq_length=1024, batch_size=8, attn_implementation="sdpa"),
         est("lora", max_seq_length=1024, batch_size=8, attn_implementation="eager"),
     )
     extra = eager.breakdown["activations"] - sdpa.breakdown["activations"]
@@ -241,6 +250,22 @@ def test_time_needs_a_token_count():
     padded = est("lora", token_budget=10_000, packing=False)
     assert padded.time_per_epoch_s is None and any("mean example length" in a for a in padded.assumptions)
     assert est("lora", token_budget=10_000, device=None).time_per_epoch_s is None
+
+
+def test_the_dense_mask_is_counted_only_where_the_kernel_gets_one():
+    """Packed rows: SDPA gets a batch × T × T bool mask (CPU's auto), flex attention a block-sparse one (a GPU's
+    auto), Unsloth its own mask over the flattened row ((B·T)² with SDPA)."""
+    kw = {"arch": "tiny-llama", "precision": "fp32", "batch_size": 2, "max_seq_length": 32}
+    sdpa = est("full", device=None, attn_implementation="sdpa", **kw).breakdown["activations"]
+    gpu_auto = est("full", device=None, **kw)
+    cpu_auto = est("full", device=DeviceProfile.cpu(1e10), **kw)
+    assert sdpa - gpu_auto.breakdown["activations"] == 2 * 32 * 32
+    assert any("attention: flex_attention" in a for a in gpu_auto.assumptions)
+    assert any("attention: sdpa" in a and "dense block-diagonal" in a for a in cpu_auto.assumptions)
+    unsloth = est("unsloth", {"r": 16, "alpha": 32, "load_in_4bit": False}, device=None, **kw)
+    assert any("flattened into one row" in a for a in unsloth.assumptions)
+    padded = est("unsloth", {"r": 16, "alpha": 32, "load_in_4bit": False}, device=None, packing=False, **kw)
+    assert unsloth.breakdown["activations"] - padded.breakdown["activations"] == (2 * 32) ** 2 - 2 * 32 * 32
 
 
 def test_base_rows_and_unknown_kinds():

@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -152,13 +153,35 @@ def test_bench_script_rejects_unknown_arguments(tmp_path):
     assert r.returncode == 2 and "usage" in r.stderr
 
 
-def test_plan_prints_the_ordered_cells_with_the_budget():
-    r = subprocess.run(
-        [sys.executable, str(GPU / "plan.py"), "--budget-s", "200"], capture_output=True, text=True, check=True
-    )
-    lines = r.stdout.splitlines()
-    assert "llama-3.2-1b_lora-r16_packed_" in lines[1] and "next call" not in lines[1]
-    assert "next call" in r.stdout and "min predicted on NVIDIA H200" in lines[-1]
+def test_plan_prints_both_calls_with_the_first_call_holding_the_five_most_wanted_cells():
+    r = subprocess.run([sys.executable, str(GPU / "plan.py")], capture_output=True, text=True, check=True)
+    call1 = r.stdout.split("-- call 2")[0]
+    for wanted in ("lora-r16_packed_", "lora-r16_padded_", "_full_packed_", "_qlora-r16_packed_", "_unsloth-lora-r16_"):
+        assert wanted in call1, wanted
+    assert "passed over" not in r.stdout  # each call's cells fit its budget
+    assert "call 1:" in r.stdout and "call 2:" in r.stdout and "min predicted on NVIDIA H200" in r.stdout
+
+
+def test_each_call_fits_its_budget_and_the_limits_are_a_few_times_the_prediction():
+    plan = load_script("plan")
+    cells = plan.ordered_cells(cache_dir="/nonexistent")  # a fresh machine: first builds count
+    for call, budget in plan.CALL_BUDGET_S.items():
+        mine = [c for c in cells if c.call == call]
+        assert plan.INSTALL_S + sum(c.wall_s for c in mine) <= budget, call
+    assert plan.CALL_BUDGET_S[1] + 30 <= 360  # the first call: at most 6 minutes of command time
+    assert 90 + sum(b + 30 for b in plan.CALL_BUDGET_S.values()) <= 15 * 60  # one start, two calls
+    assert [c.rank for c in cells if c.call == 1] == [1, 2, 3, 4, 5]
+    without_build = plan.ordered_cells()
+    assert cells[0].wall_s > without_build[0].wall_s  # cell 1 pays Llama-3.2-1B's first build, later cells do not
+    assert cells[2].wall_s == without_build[2].wall_s
+    for c in cells:
+        assert plan.LIMIT_FLOOR_S <= c.limit_s <= plan.LIMIT_CAP_S
+        assert c.limit_s >= min(plan.LIMIT_CAP_S, plan.LIMIT_FACTOR * c.wall_s)
+
+
+def test_the_bench_qlora_cell_uses_non_paged_8bit_adamw(cells):
+    (qlora,) = [c for c in cells if c.config.method.kind == "qlora"]
+    assert qlora.config.train.optimizer == "adamw_8bit"  # paged = CUDA managed memory (the device's notes)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -412,59 +435,142 @@ def test_summary_reads_results(tmp_path, cells, capsys):
 
 # ---------------------------------------------------------------------------------------------------- the driver
 
+STALL_PLUGIN = '''
+import os, time
+from harness.methods.base import register
+from harness.methods.full import Full
+
+
+@register
+class Stall(Full):
+    """Full fine-tuning that waits while a marker file exists: a cell that only the call's deadline ends."""
+
+    kind = "stall"
+
+    def prepare(self, cell, options, device, dtype):
+        while os.path.exists(os.environ["STALL_MARKER"]):
+            time.sleep(0.2)
+        return super().prepare(cell, options, device, dtype)
+'''
+
 
 @pytest.fixture
-def bench_on_tiny_cells(tmp_path, monkeypatch):
-    """scripts/gpu/bench.py with its value order pointed at two tiny CPU cells (the real driver, real cells)."""
+def bench_on_tiny_cells(tmp_path):
+    """scripts/gpu/bench.py with its value order pointed at tiny CPU cells (the real driver, real cells), in a child
+    process: the stalling plug-in method stays out of this test process's registries."""
     from conftest import CI_DATA, matrix_yaml
 
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "stall.py").write_text(STALL_PLUGIN)
     matrix = tmp_path / "tiny.yaml"
     matrix.write_text(
-        matrix_yaml("[full, lora-r8]", train="token_budget: 1000\n", name="tiny_gpu")
+        matrix_yaml("[full, lora-r8, stall]", train="token_budget: 1000\n", name="tiny_gpu")
         + "eval: {tasks: [], base_rows: false}\n"
     )
-    monkeypatch.syspath_prepend(str(GPU))
-    import bench
-    import plan
+    order = [("full", str(matrix), "*_full_*", 1), ("lora", str(matrix), "*_lora-r8_*", 1)]
+    order.append(("stall", str(matrix), "*_stall_*", 2))
+    driver = (
+        f"import sys; sys.path.insert(0, {str(GPU)!r}); import bench, plan; plan.VALUE_ORDER = {order!r}; "
+        "sys.exit(bench.run(sys.argv[1:]))"
+    )
+    env = {**os.environ, "MEDBENCH_PLUGINS": str(plugins), "STALL_MARKER": str(tmp_path / "stall")}
+    common = ["--data-dir", str(CI_DATA), "--results", str(tmp_path / "results"), "--device", "cpu"]
+    common += ["--cache-dir", str(tmp_path / "cache")]
 
-    monkeypatch.setattr(plan, "VALUE_ORDER", [("full", str(matrix), "*_full_*"), ("lora", str(matrix), "*_lora-r8_*")])
-    args = [
-        "--data-dir",
-        str(CI_DATA),
-        "--results",
-        str(tmp_path / "results"),
-        "--device",
-        "NVIDIA H200",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
-    return bench, args, tmp_path
+    def bench(*args: str) -> tuple[int, str]:
+        done = subprocess.run([sys.executable, "-c", driver, *common, *args], env=env, capture_output=True, text=True)
+        return done.returncode, done.stdout + done.stderr
+
+    return bench, tmp_path
 
 
-def test_bench_passes_over_cells_that_do_not_fit_the_time_left(bench_on_tiny_cells, capsys):
-    bench, args, tmp_path = bench_on_tiny_cells
-    assert bench.run([*args, "--out", str(tmp_path / "out"), "--budget-s", "25"]) == 4
-    text = capsys.readouterr().out
-    assert text.count("passed over (next call)") == 2 and "run the same command again" in text
-    assert not (tmp_path / "out" / "results").exists()
+def test_bench_passes_over_cells_that_do_not_fit_the_time_left(bench_on_tiny_cells):
+    bench, tmp_path = bench_on_tiny_cells
+    code, text = bench("--out", str(tmp_path / "out"), "--budget-s", "25", "--call", "1")
+    assert code == 4, text
+    assert text.count("passed over (next call)") == 2 and "run the next call" in text
+    assert load_script("outbox").archive_records(tmp_path / "out") == {}
 
 
 @pytest.mark.slow
-def test_bench_streams_each_cell_and_a_second_call_continues(bench_on_tiny_cells, capsys):
-    bench, args, tmp_path = bench_on_tiny_cells
+def test_bench_returns_one_archive_and_a_second_call_continues(bench_on_tiny_cells):
+    bench, tmp_path = bench_on_tiny_cells
+    outbox = load_script("outbox")
     out1 = tmp_path / "out1"
-    assert bench.run([*args, "--out", str(out1), "--budget-s", "600", "--order", "1"]) == 0  # only cell 1 asked for
-    (first,) = (out1 / "results" / "tiny_gpu").glob("*.json")
-    assert json.loads(first.read_text())["status"] == "success" and "_full_" in first.name
-    assert (out1 / "results" / "tiny_gpu" / first.stem / "cell.log").is_file()
-    assert "tiny " in (out1 / "summary.txt").read_text() and "full" in (out1 / "summary.txt").read_text()
-    assert json.loads((out1 / "summary.json").read_text())["rows"][0]["status"] == "success"
-    capsys.readouterr()
-    out2 = tmp_path / "out2"  # the continuation: the finished cell is skipped, the other one runs
-    assert bench.run([*args, "--out", str(out2), "--budget-s", "600"]) == 0
-    text = capsys.readouterr().out
-    assert "already success (carried), skipped" in text
-    assert [p.name for p in (out2 / "results" / "tiny_gpu").glob("*.json")] == [
-        p.name for p in (tmp_path / "results" / "tiny_gpu").glob("*lora-r8*.json")
+    code, text = bench("--out", str(out1), "--budget-s", "600", "--order", "1")  # only cell 1 asked for
+    assert code == 0, text
+    assert outbox.check(out1) == []
+    names = sorted(p.name for p in out1.iterdir())
+    assert names == ["report-tiny_gpu.html", "results.tar.gz", "summary.json", "summary.txt"]
+    ((cell_id, status),) = outbox.archive_records(out1).items()
+    assert status == "success" and "_full_" in cell_id
+    assert "tiny " in (out1 / "summary.txt").read_text() and "steady-state" in (out1 / "summary.txt").read_text()
+    assert json.loads((out1 / "summary.json").read_text())["rows"][0]["steady_steps"] is not None
+    out2 = tmp_path / "out2"  # the continuation: the finished cell is skipped, the other one of call 1 runs
+    code, text = bench("--out", str(out2), "--budget-s", "600", "--call", "1")
+    assert code == 0 and "already success (carried), skipped" in text, text
+    assert sorted(outbox.archive_records(out2).values()) == ["success", "success"]  # every finished cell
+    restored = tmp_path / "restored"
+    outbox.collect(out2, restored, None)
+    here = sorted(p.name for p in (tmp_path / "results" / "tiny_gpu").glob("*.json"))
+    assert sorted(p.name for p in (restored / "tiny_gpu").glob("*.json")) == here
+
+
+@pytest.mark.slow
+def test_a_cell_cut_by_the_calls_deadline_is_not_done_and_runs_first_in_the_next_call(bench_on_tiny_cells):
+    """The stalling cell waits on a marker, so only the call's deadline can end it (no race with a timer)."""
+    bench, tmp_path = bench_on_tiny_cells
+    outbox = load_script("outbox")
+    (tmp_path / "stall").touch()
+    out1 = tmp_path / "out1"
+    code, text = bench("--out", str(out1), "--budget-s", "45", "--call", "2")
+    assert code == 4, text
+    assert "cut by the call's deadline" in text and "the next call runs it first" in text
+    assert outbox.archive_records(out1) == {}  # set aside: no record counts it as done
+    cut = (tmp_path / "results" / "deadline_cut.txt").read_text().split()
+    assert len(cut) == 1 and "_stall_" in cut[0]
+    assert list((tmp_path / "results" / "tiny_gpu").glob("*_stall_*.json.cut"))
+    (tmp_path / "stall").unlink()
+    out2 = tmp_path / "out2"
+    code, text = bench("--out", str(out2), "--budget-s", "600", "--call", "1")
+    assert code == 0, text
+    ran = [line for line in text.splitlines() if line.startswith("== ") and "predicted" in line]
+    assert "_stall_" in ran[0] and "cut earlier: first" in ran[0]  # first, though it belongs to call 2
+    assert sorted(outbox.archive_records(out2).values()) == ["success"] * 3
+    assert (tmp_path / "results" / "deadline_cut.txt").read_text() == ""
+
+
+@pytest.mark.slow
+def test_the_cpu_rehearsal_runs_every_cell_and_returns_within_the_limits(tmp_path):
+    """`gpu_bench.sh --rehearse`: the very same driver and cells on tiny shapes on this CPU (with the device's
+    package versions where .ci/run installed them), then the device tool's return limits and a collect."""
+    out = tmp_path / "out"
+    env = {**os.environ, "MEDBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    script = str(ROOT / "scripts" / "gpu_bench.sh")
+    r = subprocess.run(["bash", script, "--rehearse", str(out)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "return limits: ok" in r.stdout and "collect: all" in r.stdout
+    records = load_script("outbox").archive_records(out)
+    assert len(records) == 13 and set(records.values()) <= {"success", "skipped"}
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gpu_bench.log",
+        "report-gpu_bench.html",
+        "report-gpu_eval_speed.html",
+        "results.tar.gz",
+        "summary.json",
+        "summary.txt",
     ]
-    assert (out2 / "report-tiny_gpu.html").is_file()
+
+
+def test_outbox_check_names_every_broken_limit(tmp_path):
+    outbox = load_script("outbox")
+    out = tmp_path / "out"
+    (out / "a" / "b" / "c").mkdir(parents=True)
+    (out / "a" / "b" / "c" / "deep.txt").write_text("x")
+    (out / "bad name.txt").write_text("x")
+    for i in range(8):
+        (out / f"f{i}.txt").write_text("x")
+    problems = "\n".join(outbox.check(out))
+    assert "10 files" in problems and "more than 2 folders down" in problems and "bad name.txt" in problems
+    assert "results.tar.gz missing" in problems

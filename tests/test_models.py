@@ -45,6 +45,30 @@ def test_synthetic_model_is_deterministic(cache_dir):
     assert resolve_model_path(other, cache_dir) != resolve_model_path(spec, cache_dir)
 
 
+def test_a_synthetic_model_with_rope_scaling_is_built_once(tmp_path, cache_dir):
+    """Llama-3.2's `rope_scaling` dict: transformers writes `rope_theta` into the dict it is given, which used to
+    reach ARCHITECTURES and change the cache key, so the same model was built again by the next cell (issue 17)."""
+    import shutil
+    from pathlib import Path
+
+    from harness.models.sources.synthetic import SyntheticSource, tokenizer_source
+
+    small = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+    small |= {"num_key_value_heads": 2, "head_dim": 16, "vocab_size": 1000}
+    spec = ModelSpec(id="l", source="synthetic", architecture="llama-3.2-1b", config_overrides=small)
+    before = dict(ARCHITECTURES["llama-3.2-1b"]["rope_scaling"])
+    cache = tmp_path / "cache"  # a fresh cache, with the session's tokenizer copied in (5 s saved)
+    shutil.copytree(Path(str(tokenizer_source(spec, cache_dir))), Path(str(tokenizer_source(spec, cache, build=False))))
+    source = SyntheticSource()
+    assert source.first_build_s(spec, cache, gpu=False) > 0  # not built yet: the estimator adds its build
+    first = resolve_model_path(spec, cache)
+    load_model(spec, device="cpu", dtype=torch.float32, cache_dir=cache)  # a second cell's load
+    assert resolve_model_path(spec, cache) == first
+    assert [p.name for p in (cache / "models").iterdir()] == [first.name]  # one build, one folder
+    assert ARCHITECTURES["llama-3.2-1b"]["rope_scaling"] == before
+    assert source.first_build_s(spec, cache, gpu=False) == 0.0
+
+
 def test_missing_local_model_folder_names_it(tmp_path):
     spec = ModelSpec(id="mine", source="local", path=str(tmp_path / "nothing-here"))
     with pytest.raises(ModelSourceError, match="nothing-here is not a model folder"):

@@ -13,6 +13,10 @@ predicted from the end of the previous example.
 
 Without packing: one example per row, right-padded to the longest row of the batch (or to `max_seq_length` with
 `pad_to_max_length`), with an attention mask.
+
+Packed batches also carry each row's segment lengths (its examples, then the padding tail), so a method whose
+attention keeps examples apart only inside one flattened row (Unsloth: `packed_seq_lengths`) gets the same batch as
+one row of B·T tokens (`Batch.flattened()`): the same tokens, labels and positions, the same matmul work.
 """
 
 from __future__ import annotations
@@ -38,6 +42,28 @@ class Batch:
     label_tokens: int  # tokens that carry a loss
     padded_tokens: int  # B*T - real_tokens
     examples: int = 0  # examples in the batch
+    segments: list[list[int]] | None = None  # packed: per row, its examples' lengths then its padding tail's
+    packed_seq_lengths: "torch.IntTensor | None" = None  # flattened: every segment's length, in order
+
+    def flattened(self) -> "Batch":
+        """A packed batch as one row of B·T tokens with its segment lengths (see the module doc)."""
+        if self.segments is None or self.position_ids is None:
+            raise ValueError("only packed batches can be flattened")
+        import torch
+
+        lengths = [n for row in self.segments for n in row if n > 0]
+        return Batch(
+            input_ids=self.input_ids.reshape(1, -1),
+            labels=self.labels.reshape(1, -1),
+            position_ids=self.position_ids.reshape(1, -1),
+            attention_mask=None,
+            real_tokens=self.real_tokens,
+            label_tokens=self.label_tokens,
+            padded_tokens=self.padded_tokens,
+            examples=self.examples,
+            segments=[lengths],
+            packed_seq_lengths=torch.tensor(lengths, dtype=torch.int32),
+        )
 
     def model_kwargs(self, device: Any = None) -> dict[str, Any]:
         """Keyword arguments for `model(**kwargs)`, moved to `device` when given. `use_cache=False`: with a cache,
@@ -47,6 +73,8 @@ class Batch:
             kwargs["position_ids"] = self.position_ids
         if self.attention_mask is not None:
             kwargs["attention_mask"] = self.attention_mask
+        if self.packed_seq_lengths is not None:
+            kwargs["packed_seq_lengths"] = self.packed_seq_lengths
         if device is not None:
             kwargs = {k: t.to(device, non_blocking=True) for k, t in kwargs.items()}
         return {**kwargs, "use_cache": False}
@@ -163,6 +191,7 @@ def iter_batches(
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         position_ids = torch.zeros((len(rows), width), dtype=torch.long) if packing else None
         attention_mask = None if packing else torch.zeros((len(rows), width), dtype=torch.long)
+        segments: list[list[int]] | None = [] if packing else None
         real = 0
         for r, row in enumerate(rows):
             at = 0
@@ -178,6 +207,7 @@ def iter_batches(
             if packing:
                 # padding is its own "sequence" (positions from 0): it stays out of the examples' attention blocks
                 position_ids[r, at:] = torch.arange(width - at)
+                segments.append([len(examples[i]["input_ids"]) for i in row] + ([width - at] if width > at else []))
             else:
                 attention_mask[r, :at] = 1
             real += at
@@ -190,6 +220,7 @@ def iter_batches(
             label_tokens=int((labels != IGNORE_INDEX).sum()),
             padded_tokens=len(rows) * width - real,
             examples=sum(len(row) for row in rows),
+            segments=segments,
         )
 
 

@@ -214,8 +214,22 @@ def parent_result(
 
 
 def skipped_result(cell: Cell, reason: str) -> CellResult:
+    """The record of a cell the plan skips before any process starts; a method that must be imported first
+    (`Method.import_first`) still has that order recorded, with why nothing was imported."""
     from harness import environment
+    from harness.methods.base import method_class
 
+    env = environment.collect(with_device=False)
+    cls = method_class(cell.config.method.kind)
+    if cls is not None and cls.import_first:
+        env["import_first"] = {
+            "modules": list(cls.import_first),
+            "loaded_before": [],
+            "imported": [],
+            "not_imported": {
+                m: f"not attempted: skipped before its process started: {reason}" for m in cls.import_first
+            },
+        }
     return CellResult(
         cell_id=cell.id,
         config_hash=cell.config_hash,
@@ -223,7 +237,7 @@ def skipped_result(cell: Cell, reason: str) -> CellResult:
         status="skipped",
         reason=reason,
         config=cell.config.model_dump(mode="json"),
-        environment=environment.collect(with_device=False),
+        environment=env,
     )
 
 

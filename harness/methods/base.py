@@ -50,6 +50,7 @@ class PreparedModel:
     # Returns the model to evaluate after training (e.g. with autocast wrappers removed).
     for_eval: Any = None
     notes: dict[str, Any] = field(default_factory=dict)
+    attention: Any = None  # harness.attention.AttentionChoice: the kernel it trains with (None: not a trained model)
 
     @classmethod
     def of(cls, model: Any, tokenizer: Any, **kwargs: Any) -> "PreparedModel":
@@ -84,6 +85,7 @@ class TrainingCost:
     checkpointing: Literal["train", "none", "blocks", "offloaded"] = "train"
     logits_bytes_per_element: float | None = None  # None: transformers' loss (see the estimator)
     startup_extra_s: float = 0.0  # start-up beyond a plain model load (quantising, patching)
+    packed_layout: Literal["rows", "flattened"] = "rows"  # "flattened": packed rows as one row (its own attention)
     notes: list[str] = field(default_factory=list)
 
 
@@ -98,6 +100,9 @@ class Method:
     # False where an eval-mode forward between epochs would corrupt training (QLoRA's 4-bit repacking):
     # validation loss is then computed once, after the last epoch.
     eval_between_epochs: ClassVar[bool] = True
+    # Modules the cell's process imports before anything else (before transformers and peft): a library that patches
+    # them globally must come first (Unsloth). The record says whether that order held (`environment.import_first`).
+    import_first: ClassVar[tuple[str, ...]] = ()
 
     def quantizes_base(self, options: Any) -> bool:
         """Whether training holds the frozen base in a quantized form (export then merges onto it reloaded
@@ -116,6 +121,36 @@ class Method:
 
     def prepare(self, cell: "CellConfig", options: BaseModel, device: str, dtype: Any) -> PreparedModel:
         raise NotImplementedError
+
+
+def load_for_training(
+    cell: "CellConfig", device: str, dtype: Any, *, adapters: bool, **from_pretrained: Any
+) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, attention choice): the base model loaded with the attention kernel this cell trains with
+    (harness/attention.py), gradient checkpointing switched on when `train.gradient_checkpointing` asks for it
+    (non-reentrant; with `adapters`, the embedding output requires grad so that the checkpointed blocks' adapters get
+    gradients). Every method that trains through transformers loads its base here."""
+    from harness.attention import Installed, choose_attention
+    from harness.models import load_model
+
+    choice = choose_attention(
+        cell.train.attn_implementation, packing=cell.train.packing, installed=Installed.probe(device)
+    )
+    model, tokenizer = load_model(
+        cell.model,
+        device=device,
+        dtype=dtype,
+        cache_dir=cell.runtime.cache_dir,
+        attn_implementation=choice.implementation,
+        **from_pretrained,
+    )
+    if cell.train.gradient_checkpointing and "quantization_config" not in from_pretrained:
+        # (a quantized base is prepared by peft's prepare_model_for_kbit_training, which checkpoints itself)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if adapters:
+            model.enable_input_require_grads()
+        model.config.use_cache = False
+    return model, tokenizer, choice
 
 
 class SkipCell(Exception):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from harness import flops
-from harness.methods.base import Method, PreparedModel, TrainingCost, register
+from harness.methods.base import Method, PreparedModel, TrainingCost, load_for_training, register
 from harness.models.architectures import count_parameters
 
 
@@ -47,23 +47,13 @@ class Full(Method):
     def prepare(self, cell: Any, options: FullOptions, device: str, dtype: Any) -> PreparedModel:
         import torch
 
-        from harness.models import load_model
-
         weights = torch.float32 if options.weights_dtype == "fp32" else torch.bfloat16
-        model, tokenizer = load_model(
-            cell.model,
-            device=device,
-            dtype=weights,
-            cache_dir=cell.runtime.cache_dir,
-            attn_implementation=cell.train.attn_implementation,
-        )
-        if cell.train.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
+        model, tokenizer, attention = load_for_training(cell, device, weights, adapters=False)
         model.train()
         return PreparedModel.of(
             model,
             tokenizer,
             save=lambda out: (model.save_pretrained(out), tokenizer.save_pretrained(out)),
             for_eval=lambda: model.eval(),
+            attention=attention,
         )

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness import flops
-from harness.methods.base import AdapterShape, Method, PreparedModel, TrainingCost, register
+from harness.methods.base import AdapterShape, Method, PreparedModel, TrainingCost, load_for_training, register
 from harness.models.architectures import count_parameters
 
 # The seven linear projections of a Llama-style block, and the attention-only subset.
@@ -57,9 +57,14 @@ def peft_config(options: LoraOptions) -> Any:
     )
 
 
-def adapter_prepared(model: Any, tokenizer: Any, **notes: Any) -> PreparedModel:
+def adapter_prepared(model: Any, tokenizer: Any, attention: Any, **notes: Any) -> PreparedModel:
     return PreparedModel.of(
-        model, tokenizer, save=lambda out: model.save_pretrained(out), for_eval=lambda: model.eval(), notes=notes
+        model,
+        tokenizer,
+        save=lambda out: model.save_pretrained(out),
+        for_eval=lambda: model.eval(),
+        notes=notes,
+        attention=attention,
     )
 
 
@@ -113,20 +118,8 @@ class Lora(Method):
     def prepare(self, cell: Any, options: LoraOptions, device: str, dtype: Any) -> PreparedModel:
         from peft import get_peft_model
 
-        from harness.models import load_model
-
         # The frozen base is kept in the compute dtype (bf16 on a GPU); adapters are created in fp32.
-        model, tokenizer = load_model(
-            cell.model,
-            device=device,
-            dtype=dtype,
-            cache_dir=cell.runtime.cache_dir,
-            attn_implementation=cell.train.attn_implementation,
-        )
-        if cell.train.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
-            model.config.use_cache = False
+        model, tokenizer, attention = load_for_training(cell, device, dtype, adapters=True)
         model = get_peft_model(model, peft_config(options), autocast_adapter_dtype=True)
         model.train()
-        return adapter_prepared(model, tokenizer, target_modules=options.modules)
+        return adapter_prepared(model, tokenizer, attention, target_modules=options.modules)

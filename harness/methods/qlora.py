@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness import flops
-from harness.methods.base import Method, PreparedModel, TrainingCost, register
+from harness.methods.base import Method, PreparedModel, TrainingCost, load_for_training, register
 from harness.methods.lora import LoraOptions, adapter_cost, adapter_prepared, peft_config
 from harness.models.architectures import count_parameters
 
@@ -102,8 +102,6 @@ class Qlora(Method):
         from peft import get_peft_model, prepare_model_for_kbit_training
         from transformers import BitsAndBytesConfig
 
-        from harness.models import load_model
-
         compute = {"auto": dtype, "bf16": torch.bfloat16, "fp32": torch.float32}[options.compute_dtype]
         bnb = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -112,14 +110,7 @@ class Qlora(Method):
             bnb_4bit_compute_dtype=compute,
             bnb_4bit_quant_storage=torch.uint8,
         )
-        model, tokenizer = load_model(
-            cell.model,
-            device=device,
-            dtype=compute,
-            cache_dir=cell.runtime.cache_dir,
-            attn_implementation=cell.train.attn_implementation,
-            quantization_config=bnb,
-        )
+        model, tokenizer, attention = load_for_training(cell, device, compute, adapters=True, quantization_config=bnb)
         if not device.startswith("cuda"):
             model.to(device)
         model = prepare_model_for_kbit_training(
@@ -132,6 +123,7 @@ class Qlora(Method):
         return adapter_prepared(
             model,
             tokenizer,
+            attention,
             target_modules=options.modules,
             quant_type=options.quant_type,
             double_quant=options.double_quant,

@@ -1,8 +1,14 @@
 """`unsloth`: Unsloth's FastLanguageModel (4-bit or 16-bit base, its own gradient checkpointing), LoRA on top.
 
-Unsloth patches transformers and peft globally when imported, so it is imported only here, inside the cell's own
-process. It needs a CUDA GPU and the optional `unsloth` extra; without either the cell is recorded as `skipped`
-with the exact reason (decided in the parent without importing torch, and checked again in the child).
+Unsloth patches transformers and peft globally when imported, so it must be imported before them: the cell's own
+process imports it first thing (`import_first`, harness/cell.py), and the record says whether that held. It needs a
+CUDA GPU and the optional `unsloth` extra; without either the cell is recorded as `skipped` with the exact reason
+(decided in the parent without importing torch, and checked again in the child).
+
+Attention: Unsloth keeps packed examples apart only inside one flattened row (batch size 1 with
+`packed_seq_lengths`); at batch size 4 it would attend across the examples of a packed row. So its packed batches
+are flattened (harness/attention.py): the same tokens and matmul work, no attention across examples, and the record
+names the backend Unsloth picked (flash varlen, xFormers block-diagonal, or SDPA with a packed mask).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class Unsloth(Method):
     Options = UnslothOptions
     presets = {"unsloth-16bit": {"load_in_4bit": False}}
     default_optimizer = "adamw_8bit"
+    import_first = ("unsloth",)
 
     def quantizes_base(self, options: Any) -> bool:
         return bool(options.load_in_4bit)
@@ -59,6 +66,7 @@ class Unsloth(Method):
         cost.logits_bytes_per_element = 2.0  # its fused cross-entropy: bf16 logits, gradient written in place
         cost.notes.append("Unsloth's fused cross-entropy: ≈ bf16 logits, gradient in place")
         cost.startup_extra_s = 40.0  # patching transformers / peft and compiling its kernels
+        cost.packed_layout = "flattened"
         return cost
 
     def preflight(self, options: UnslothOptions) -> str | None:
@@ -105,6 +113,7 @@ class Unsloth(Method):
         prepared = adapter_prepared(
             model,
             tokenizer,
+            unsloth_attention(cell),
             target_modules=options.modules,
             load_in_4bit=options.load_in_4bit,
             gradient_checkpointing=bool(options.gradient_checkpointing),
@@ -116,3 +125,20 @@ class Unsloth(Method):
 
         prepared.for_eval = for_eval
         return prepared
+
+
+def unsloth_attention(cell: Any) -> Any:
+    """The attention Unsloth trains with: its own backend (asked of its dispatcher), packed rows flattened."""
+    from harness.attention import AttentionChoice, flattened
+
+    requested = cell.train.attn_implementation
+    base = AttentionChoice(requested, requested, "rows" if cell.train.packing else None, False, "")
+    try:
+        from unsloth.utils.attention_dispatch import SDPA, select_attention_backend
+
+        backend = select_attention_backend(use_varlen=cell.train.packing)
+        # a packed row under SDPA gets Unsloth's block-diagonal mask; a padded batch its padding mask
+        dense = backend == SDPA or not cell.train.packing
+    except Exception as exc:  # an Unsloth release without this dispatcher: say so rather than guess
+        backend, dense = f"unknown ({type(exc).__name__}: {exc})"[:200], True
+    return flattened(base, f"unsloth:{backend}", dense)

@@ -62,6 +62,8 @@ def load_model(
 
     path = resolve_model_path(spec, cache_dir)
     tokenizer = load_tokenizer(spec, cache_dir)
+    if attn_implementation == "auto":  # a caller that did not choose (harness.attention chooses for training): SDPA
+        attn_implementation = "sdpa"
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn_implementation, **hub_kwargs(spec)}
     kwargs.update(from_pretrained_kwargs)
     if "quantization_config" in kwargs and device.startswith("cuda"):

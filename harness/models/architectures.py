@@ -6,6 +6,7 @@ not on the weights, so a random-initialised copy measures them offline. Accuracy
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import lru_cache
 from typing import Any
@@ -112,8 +113,10 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 
 
 def architecture_config(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    cfg = dict(ARCHITECTURES[name])
-    cfg.update(overrides or {})
+    """A deep copy of a named architecture with overrides: transformers writes into the dicts a config is given
+    (`rope_theta` into `rope_scaling`), which must never reach ARCHITECTURES or a cache key computed from it."""
+    cfg = copy.deepcopy(ARCHITECTURES[name])
+    cfg.update(copy.deepcopy(overrides or {}))
     return cfg
 
 

@@ -18,8 +18,33 @@ TRAINING_COLUMNS = (
         "wall time per epoch, device synchronized, no eval or saving",
         "seconds",
     ),
-    ReportColumn("tokens_per_s", "train.tokens_per_s", "tokens/s", "real (non-padding) training tokens per second"),
-    ReportColumn("mfu", "train.mfu", "MFU", "model FLOPs utilisation, where the peak FLOP/s is known", "pct"),
+    ReportColumn(
+        "tokens_per_s",
+        "train.tokens_per_s",
+        "tokens/s",
+        "steady-state real (non-padding) training tokens per second: the warm-up steps (the first optimizer steps, "
+        "and any step that compiled) are left out; hover for the steps covered and the whole-run figure",
+    ),
+    ReportColumn(
+        "mfu",
+        "train.mfu",
+        "MFU",
+        "steady-state model FLOPs utilisation (same steps as tokens/s), where the peak FLOP/s is known",
+        "pct",
+    ),
+    ReportColumn(
+        "wall_tokens_per_s",
+        "train.wall_tokens_per_s",
+        "tokens/s (whole run)",
+        "real training tokens per second over every step, warm-up included",
+        in_table=False,
+    ),
+    ReportColumn(
+        "steady_steps", "train.steady.steps", "steady steps", "optimizer steps that tokens/s and MFU cover", "count"
+    ),
+    ReportColumn("warmup_steps", "train.warmup.steps", "warm-up steps", "optimizer steps left out", "count", False),
+    ReportColumn("warmup_s", "train.warmup.seconds", "warm-up", "seconds of the steps left out", "seconds", False),
+    ReportColumn("compile_s", "train.warmup.compile_s", "compile", "seconds torch.compile spent", "seconds", False),
     ReportColumn(
         "trainable_params", "train.trainable_params", "trainable", "trainable parameters (share of all)", "count"
     ),

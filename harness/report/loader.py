@@ -216,6 +216,7 @@ def _row(rec: CellResult) -> dict[str, Any]:
         "seed": _num(cfg.get("seed")),
         "max_seq_length": _num(get(cfg, "train.max_seq_length")),
         "packing": get(cfg, "train.packing"),
+        "attention": attention_text(train.get("attention")),
         "mem_device": mem.get("device"),
         "mem_headline_name": mem.get("headline"),
         "wall_s": _num(get(rec.timings, "wall_s")),
@@ -252,6 +253,16 @@ def _row(rec: CellResult) -> dict[str, Any]:
             row[f"se:{task}"] = _num(ev.get("acc_stderr"))
             row[f"n:{task}"] = _num(ev.get("n"))
     return row
+
+
+def attention_text(record: Any) -> str | None:
+    """ "flex_attention, block mask" / "sdpa, dense mask": the kernel a cell trained with (harness/attention.py)."""
+    if not isinstance(record, dict) or not record.get("implementation"):
+        return None
+    mask = record.get("mask") or ("dense mask" if record.get("dense_mask") else "no dense mask")
+    mask = {"dense": "dense mask", "block_mask": "block mask", "none": "no mask"}.get(mask, mask)
+    layout = ", rows flattened" if record.get("packed_layout") == "flattened" else ""
+    return f"{record['implementation']}, {mask}{layout}"
 
 
 def _order_tasks(tasks: set[str]) -> list[str]:

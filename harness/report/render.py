@@ -398,7 +398,26 @@ def _measured_cell(row: dict[str, Any], column: Any) -> dict[str, str]:
         title = f"{row.get('mem_headline_name') or ''} on {row.get('mem_device') or '?'}"
     elif column.key == "trainable_params" and value(row.get("trainable_share")) is not None:
         title = f"{100 * value(row['trainable_share']):.2g} % of all parameters"
+    elif column.key in ("tokens_per_s", "mfu"):
+        title = steady_title(row)
     return {"text": FORMATS.get(column.fmt, fmt_num)(v), "sort": _sortable(v), "title": title}
+
+
+def steady_title(row: dict[str, Any]) -> str:
+    """What a steady-state figure covers: its steps, the warm-up left out, the whole-run tokens/s."""
+    steps, warm = value(row.get("steady_steps")), value(row.get("warmup_steps"))
+    if steps is None and warm is None:
+        return ""
+    parts = [f"over {_int(steps) or 0} steady steps"]
+    if warm:
+        parts.append(f"warm-up left out: {_int(warm)} steps, {fmt_seconds(value(row.get('warmup_s')))}")
+    if value(row.get("compile_s")):
+        parts.append(f"torch.compile {fmt_seconds(value(row.get('compile_s')))}")
+    if value(row.get("wall_tokens_per_s")) is not None:
+        parts.append(f"whole run {fmt_num(value(row['wall_tokens_per_s']))} tokens/s")
+    if row.get("attention"):
+        parts.append(f"attention: {row['attention']}")
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------------- failures

@@ -18,7 +18,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from harness.report.loader import get  # noqa: E402  (the report's dotted-path lookup)
+from harness.report.loader import attention_text, get  # noqa: E402  (the report's lookups)
 
 
 def _gib(n: Any) -> str:
@@ -71,8 +71,13 @@ def rows(results: list[Any], device: Any) -> list[dict[str, Any]]:
                 "max_allocated_bytes": mem.get("max_allocated_bytes"),
                 "nvml_bytes": mem.get("nvml_process_peak_bytes"),
                 "predicted_bytes": predicted_mem,
-                "tokens_per_s": train.get("tokens_per_s"),
+                "tokens_per_s": train.get("tokens_per_s"),  # steady state (harness/measures.py)
                 "mfu": train.get("mfu"),
+                "steady_steps": get(train, "steady.steps"),
+                "warmup_s": get(train, "warmup.seconds"),
+                "compile_s": get(train, "warmup.compile_s"),
+                "wall_tokens_per_s": train.get("wall_tokens_per_s"),
+                "attention": attention_text(train.get("attention")),
                 "time_per_epoch_s": train.get("time_per_epoch_s"),
                 "predicted_time_s": predicted_time,
                 "padding_fraction": train.get("padding_fraction"),
@@ -117,13 +122,14 @@ def main(argv: list[str] | None = None, file: Any = None) -> int:
     table = rows(results, device)
     head = (
         f"{'model':15} {'method':16} {'variant':15} {'status':8} {'peak GiB':>8} {'pred':>6} {'err':>5} "
-        f"{'tok/s':>8} {'MFU':>6} {'epoch s':>8} {'pred s':>7} {'ovh':>5}"
+        f"{'tok/s':>8} {'MFU':>6} {'steps':>5} {'warm s':>6} {'epoch s':>8} {'pred s':>7} {'ovh':>5}"
     )
     kinds = sorted({row["peak_kind"] for row in table if row["peak_kind"]}) or ["-"]
     say(
         f"\nsummary: {len(table)} cells on {name or 'unknown device'} (peak = {', '.join(kinds)}; pred = "
-        "harness.estimator before calibration; err = measured / predicted - 1; MFU against the dense bf16 peak; "
-        "ovh = harness overhead share of the cell's wall time)"
+        "harness.estimator before calibration; err = measured / predicted - 1; tok/s and MFU (against the dense "
+        "bf16 peak) are steady-state, over `steps` optimizer steps, the warm-up (`warm s`: first steps and "
+        "compilation) left out; epoch s is the honest wall time; ovh = harness overhead share of the cell's wall time)"
     )
     say(head)
     say("-" * len(head))
@@ -132,14 +138,21 @@ def main(argv: list[str] | None = None, file: Any = None) -> int:
             f"{(row['model'] or '')[:15]:15} {(row['method'] or '')[:16]:16} {(row['variant'] or '')[:15]:15} "
             f"{row['status'][:8]:8} {_gib(row['peak_bytes']):>8} {_gib(row['predicted_bytes']):>6} "
             f"{_num(row['memory_error'], '+.0%'):>5} {_num(row['tokens_per_s'], '.0f'):>8} "
-            f"{_num(row['mfu'], '.1%'):>6} "
+            f"{_num(row['mfu'], '.1%'):>6} {_num(row['steady_steps'], 'd'):>5} {_num(row['warmup_s'], '.1f'):>6} "
             f"{_num(row['time_per_epoch_s'], '.1f'):>8} {_num(row['predicted_time_s'], '.1f'):>7} "
             f"{_num(row['overhead_share'], '.0%'):>5}"
         )
+        if row["attention"]:
+            say(f"{'':15} attention: {row['attention']}")
         for task, rate in row["eval_items_per_s"].items():
             say(f"{'':15} eval {task}: {rate:.1f} items/s")
     for row in [r for r in table if r["status"] != "success"]:
         say(f"  {row['status']}: {row['cell']}: {row['reason']}")
+    for cut in sorted(Path(args.results).rglob("*.json.cut")):
+        say(
+            f"  cut by the call's deadline: {cut.name.removesuffix('.json.cut')} "
+            "(not done; the next call runs it first)"
+        )
     profile = calibrate(results, device)
     say(f"\ncalibrated profile ({profile.source}):")
     say(

@@ -46,6 +46,11 @@ class ModelSource:
     def check(self, spec: "ModelSpec") -> str | None:
         return None
 
+    def first_build_s(self, spec: "ModelSpec", cache_dir: Path, gpu: bool) -> float:
+        """Seconds a cell spends materialising this model into the cache when it is not there yet (0: nothing to
+        build, or already built); the estimator adds it to the first cell's start-up. No torch."""
+        return 0.0
+
 
 REGISTRY: Registry[ModelSource] = Registry("model source", "name", "harness.models.sources")
 register = REGISTRY.register
