@@ -154,6 +154,13 @@ def run_cell(
                 )
             metrics["data"] = data.stats
             data_files.update(data.data_files)
+        exclude = None
+        if method.trains and cfg.eval.tasks:  # before training: are evaluated items in the training data?
+            from harness.evaluation.contamination import check_examples, enforce
+
+            with timer.phase("data"):
+                metrics["contamination"] = check_examples(cfg.eval, Path(cfg.runtime.data_dir), data.train_examples)
+            exclude = enforce(cfg.eval.decontaminate, metrics["contamination"])
         probe = None
         if cfg.eval.forgetting is not None:  # general-text cross-entropy, base vs trained (evaluation/forgetting.py)
             from harness.evaluation.forgetting import ForgettingProbe
@@ -172,7 +179,7 @@ def run_cell(
             from harness.meters import measuring, readings
 
             with timer.phase("eval"), measuring("eval", device) as eval_meters:  # meters of the "eval" region
-                metrics["eval"] = evaluate_model(model, prepared.tokenizer, cfg, workdir)
+                metrics["eval"] = evaluate_model(model, prepared.tokenizer, cfg, workdir, exclude)
             metrics.update(readings(eval_meters))
             artifacts.update(_item_files(metrics["eval"], results_dir))
             data_files.update(_eval_data_files(cfg))

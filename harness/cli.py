@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def print_plan(planned: list, loaded: object, results_dir: Path, out=None) -> None:
+def print_plan(planned: list, loaded: object, results_dir: Path, planner: object, out=None) -> None:
+    """The plan: every cell, done / run / skip and why, its predicted memory, time on this machine and limit."""
     from collections import Counter
 
     out = sys.stdout if out is None else out  # looked up now: a default bound at import misses a redirected stdout
@@ -107,19 +108,26 @@ def print_plan(planned: list, loaded: object, results_dir: Path, out=None) -> No
         file=out,
     )
     print(f"data dir: {loaded.data_dir}   results: {results_dir}", file=out)
-    header = f"{'action':6} {'cell':64} {'kind':8} {'est. mem':>10} {'est. time':>10}  why"
+    calibrated = "; ".join(planner.sources) or "nothing measured on this kind of device yet"
+    print(f"predicted time: training + evaluation on this machine (calibrated on {calibrated})", file=out)
+    header = f"{'action':6} {'cell':64} {'kind':8} {'est. mem':>10} {'est. time':>10} {'limit':>8}  why"
     print(header, file=out)
     print("-" * len(header), file=out)
     for p in planned:
         try:
-            est = estimate_cell(p.cell.config)
-            mem, tim = fmt_bytes(est.peak_memory_bytes), fmt_seconds(est.time_per_epoch_s)
+            mem = fmt_bytes(estimate_cell(p.cell.config).peak_memory_bytes)
         except Exception:  # an estimate is a hint; the plan must print regardless
-            mem = tim = "?"
-        print(f"{p.action:6} {p.cell.id:64} {p.cell.config.method.kind:8} {mem:>10} {tim:>10}  {p.why}", file=out)
+            mem = "?"
+        pred = planner.predict(p.cell)
+        tim = fmt_seconds(pred.wall_s)  # "–" where nothing measured on this device calibrates a prediction
+        limit = fmt_seconds(p.cell.config.runtime.timeout_s) if p.action == "run" else ""
+        print(
+            f"{p.action:6} {p.cell.id:64} {p.cell.config.method.kind:8} {mem:>10} {tim:>10} {limit:>8}  {p.why}",
+            file=out,
+        )
     from harness.evaluation.plan import print_plan_extras
 
-    print_plan_extras(planned, loaded, results_dir, out)
+    print_plan_extras(planned, loaded, results_dir, out, planner)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,14 +172,40 @@ def _main(argv: list[str] | None = None) -> int:
     if args.only and not planned:
         print(f"error: --only {' '.join(args.only)} matches none of the {len(cells)} cells", file=sys.stderr)
         return EXIT_BAD_INPUT
+    planned, planner = _with_limits(planned, loaded, timeout_s)
     executor = None if args.report_only else _executor(args, loaded)
     if isinstance(executor, int):
         return executor
     try:
-        return _plan_and_run(args, loaded, planned, executor, results_dir, report_path, cache_dir)
+        return _plan_and_run(args, loaded, planned, planner, executor, results_dir, report_path, cache_dir)
     finally:
         if executor is not None:
             executor.close()
+
+
+def _with_limits(planned: list, loaded: object, timeout_s: float | None) -> tuple[list, object]:
+    """The plan's predictor for this machine, and each cell to run with its time limit: --timeout-minutes or a
+    number in the matrix for every cell; `auto` (the default) from the cell's prediction (harness/planning.py)."""
+    import dataclasses
+
+    from harness.planning import make_planner
+
+    setting = loaded.matrix.timeout_minutes
+    fixed = timeout_s if timeout_s else (setting * 60 if isinstance(setting, (int, float)) else None)
+    done = [p.existing for p in planned if p.action == "done"]
+    planner = make_planner(done, loaded.matrix.report, loaded.path, fixed)
+    if timeout_s or setting != "auto":
+        return planned, planner
+    out = []
+    for p in planned:
+        if p.action == "run":
+            limit = planner.predict(p.cell).limit_s
+            runtime = p.cell.config.runtime.model_copy(update={"timeout_s": limit})
+            p = dataclasses.replace(
+                p, cell=dataclasses.replace(p.cell, config=p.cell.config.model_copy(update={"runtime": runtime}))
+            )
+        out.append(p)
+    return out, planner
 
 
 def _executor(args: argparse.Namespace, loaded: object) -> object:
@@ -208,6 +242,7 @@ def _plan_and_run(
     args: argparse.Namespace,
     loaded: object,
     planned: list,
+    planner: object,
     executor: object,
     results_dir: Path,
     report_path: Path,
@@ -244,7 +279,7 @@ def _plan_and_run(
             return EXIT_BAD_INPUT
     if args.dry_run:
         try:
-            print_plan(planned, loaded, results_dir)
+            print_plan(planned, loaded, results_dir, planner)
             if pre is not None:
                 print(pre.summary())
         except BrokenPipeError:  # `--dry-run | head` is fine

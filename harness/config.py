@@ -7,7 +7,7 @@ expanded matrix is one fully resolved `CellConfig`. Nothing here imports torch.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
@@ -19,6 +19,18 @@ SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan / inf are never a meant value
+    # Keys added after cell ids existed: left out of the dump (and so of the cell's id) while at their default, so
+    # that adding a key changes no existing cell's id; a value set explicitly is always part of it.
+    LATE_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_late_defaults(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        for key in self.LATE_KEYS:
+            field = type(self).model_fields[key]
+            if key in out and getattr(self, key) == field.get_default(call_default_factory=True):
+                out.pop(key)
+        return out
 
 
 def _slug(value: str, what: str) -> str:
@@ -64,7 +76,7 @@ class ModelSpec(Strict):
 
 # ---------------------------------------------------------------------------------------------------- data
 
-DataFormat = Literal["instruction", "messages", "qa", "multiple_choice", "pubmedqa"]
+DataFormat = Literal["instruction", "messages", "qa", "multiple_choice", "pubmedqa", "eval_task"]
 
 
 class DatasetSpec(Strict):
@@ -77,11 +89,29 @@ class DatasetSpec(Strict):
     format: DataFormat
     fields: dict[str, str] = Field(default_factory=dict)  # canonical name -> field name in the file
     limit: int | None = Field(None, ge=1)  # keep the first N records of this file (before cleaning)
+    # format eval_task: a built-in evaluation task whose own prompt -> answer the records become (its file format,
+    # its lm-eval prompt, its label), as plain text: exactly what that task scores
+    task: str | None = None
+
+    LATE_KEYS = ("task",)
 
     @model_validator(mode="after")
     def _one_source(self) -> "DatasetSpec":
         if not self.path and not self.hub_id:
             raise ValueError("a dataset needs 'path' (a local file) or 'hub_id'")
+        if self.format == "eval_task":
+            from harness.evaluation.registry import builtin_tasks
+
+            known = builtin_tasks()
+            if self.task not in known:
+                raise ValueError(
+                    f"format 'eval_task' needs 'task': a built-in evaluation task ({', '.join(known)}), "
+                    f"got {self.task!r}"
+                )
+            if not self.path:
+                raise ValueError("format 'eval_task' reads a local file in the task's own format: give 'path'")
+        elif self.task is not None:
+            raise ValueError("'task' is only for format 'eval_task'")
         return self
 
 
@@ -176,14 +206,11 @@ class EvalConfig(Strict):
     base_rows: bool = True  # add an untrained `base` row per model
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     forgetting: ForgettingConfig | None = None  # off by default
+    # evaluated items found in the cell's training data (harness/evaluation/contamination.py): flag them in the
+    # record and report; drop them (the cell and its base row are compared on the clean items); or refuse the cell
+    decontaminate: Literal["flag", "drop", "error"] = "flag"
 
-    @model_serializer(mode="wrap")
-    def _omit_forgetting_when_off(self, handler: Any) -> dict[str, Any]:
-        # left out when off, so that adding this key changed no existing cell's config hash (its id)
-        out = handler(self)
-        if out.get("forgetting") is None:
-            out.pop("forgetting", None)
-        return out
+    LATE_KEYS = ("forgetting", "decontaminate")
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -216,6 +243,9 @@ class ReportConfig(Strict):
     currency: str = "USD"
     plan_device: str | None = None  # --dry-run predicts time for this GPU (e.g. "NVIDIA H100 80GB HBM3") when no
     # measured cell of this matrix calibrates the estimator
+    # results folders (relative to the matrix file) whose measured cells on this kind of device calibrate the plan's
+    # predictions and time limits, e.g. an earlier CPU matrix (harness/planning.py)
+    calibrate_from: list[str] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------- matrix
@@ -314,7 +344,21 @@ class Matrix(Strict):
     report: ReportConfig = Field(default_factory=ReportConfig)
     include: list[dict[str, Any]] = Field(default_factory=list)
     exclude: list[dict[str, Any]] = Field(default_factory=list)
-    timeout_minutes: float | None = Field(60.0, gt=0)  # per cell
+    # per cell: auto (a few times the cell's predicted time on this machine, with a floor; harness/planning.py),
+    # a fixed number of minutes for every cell, or null for no limit
+    timeout_minutes: float | Literal["auto"] | None = Field("auto")
+
+    @field_validator("timeout_minutes", mode="before")
+    @classmethod
+    def _positive_timeout(cls, v: Any) -> Any:
+        import math
+
+        if v is None or v == "auto":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError("must be 'auto', a finite number of minutes > 0, or null for no limit")
+        return float(v)
+
     data_dir: str | None = None  # default data dir, relative to the matrix file (--data-dir and the env var win)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)  # how cells run (harness/executors/)
     export: ExportConfig | None = None  # merge / quantize / score chosen cells after the run (see ExportConfig)

@@ -603,7 +603,8 @@ def achieved_flops(result: Any) -> tuple[str, float, float | None] | None:
     if getattr(result, "status", None) != "success":
         return None
     train = _get(result.metrics, "train") or {}
-    tps = train.get("tokens_per_s")
+    # steady-state tokens/s; records from before steady-state timing have the whole-run figure only
+    tps = train.get("tokens_per_s") or train.get("wall_tokens_per_s")
     if not tps:
         return None
     try:

@@ -389,7 +389,7 @@ def _rule_matches(rule: dict[str, Any], values: dict[str, Any]) -> bool:
 def expand(loaded: LoadedMatrix, runtime: CellRuntime) -> list[Cell]:
     """Every cell of the matrix, base rows first for each model, in a stable order."""
     m = loaded.matrix
-    if runtime.timeout_s is None and m.timeout_minutes:
+    if runtime.timeout_s is None and isinstance(m.timeout_minutes, (int, float)):
         runtime = runtime.model_copy(update={"timeout_s": m.timeout_minutes * 60})
     cells: list[Cell] = []
     trained = [r for r in loaded.methods if trains(r.config.kind)]

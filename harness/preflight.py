@@ -348,9 +348,18 @@ def custom_task_problems(yaml_path: Path) -> list[str]:
 def check_dataset(ds: Any, data_dir: Path, max_records: int = MAX_RECORDS_CHECKED) -> str | None:
     """Why the records a cell would read from one training dataset are unusable, or None."""
     from harness.data.examples import DataError
-    from harness.data.loaders import field_names, read_records, records_to_examples
+    from harness.data.loaders import field_names, read_records, records_to_examples, task_examples
     from harness.paths import resolve_data_path
 
+    if ds.format == "eval_task":  # the task's own loader validates its file
+        path = resolve_data_path(ds.path, data_dir)
+        if not path.is_file():
+            return f"train.datasets ({ds.path}): data file not found: {path}"
+        try:
+            task_examples(ds.task, path, ds.limit)
+        except DataError as exc:
+            return f"train.datasets ({ds.path}): {exc}"
+        return None
     try:
         field_names(ds.format, dict(ds.fields))
     except DataError as exc:

@@ -61,8 +61,11 @@ def test_duplicate_keys_are_errors_with_lines(tmp_path, data_dir):
     "edit, expected",
     [
         (("learning_rates: [1.0e-4, 2.0e-4]", "learning_rates: [.nan]"), "learning_rates[0]: Input should be a finite"),
-        (("epochs: [1, 2]", "epochs: [1, 2]\ntimeout_minutes: .inf"), "timeout_minutes: Input should be a finite"),
-        (("epochs: [1, 2]", "epochs: [1, 2]\ntimeout_minutes: -1"), "timeout_minutes: Input should be greater than 0"),
+        (
+            ("epochs: [1, 2]", "epochs: [1, 2]\ntimeout_minutes: .inf"),
+            "timeout_minutes: must be 'auto', a finite number",
+        ),
+        (("epochs: [1, 2]", "epochs: [1, 2]\ntimeout_minutes: -1"), "timeout_minutes: must be 'auto', a finite number"),
         (
             ("format: instruction}]", "format: instruction}]\n  max_seq_length: 1000000000"),
             "train.max_seq_length: Input should be less than or equal to 1048576",

@@ -18,7 +18,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the training examples themselves are kept (the contamination check reads them)
 
 
 def sha256_json(value: Any) -> str:

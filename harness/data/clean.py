@@ -13,6 +13,7 @@ IPv4 / IPv6 addresses are scrubbed too; cards and SSNs before phone numbers, so 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import unicodedata
@@ -275,7 +276,7 @@ def clean_examples(examples: list[Example], cleaning) -> tuple[list[Example], Cl
             report.empty_prompt += 1
         elif not response:
             report.empty_response += 1
-        elif len(response) < cleaning.min_response_chars:
+        elif len(response) < cleaning.min_response_chars and not ex.raw:  # a task's label ("A") is never too short
             report.short_response += 1
         else:
             kept.append(ex)
@@ -292,7 +293,7 @@ def clean_examples(examples: list[Example], cleaning) -> tuple[list[Example], Cl
                 changed |= content != m["content"]
                 messages.append({"role": m["role"], "content": content})
             report.pii_examples += changed
-            scrubbed.append(Example(messages=messages, source=ex.source, record_id=ex.record_id))
+            scrubbed.append(dataclasses.replace(ex, messages=messages))
         kept = scrubbed
 
     for enabled, key, counter in (

@@ -93,12 +93,50 @@ class EncodeReport:
 
 
 def encode_examples(examples: list[Example], tokenizer: Any) -> tuple[list[dict[str, list[int]]], EncodeReport]:
-    """{"input_ids", "labels"} for every example, in order (no truncation here)."""
+    """{"input_ids", "labels"} for every example, in order (no truncation here). Conversations go through the chat
+    (or plain) template; a task's own prompt -> answer (`Example.raw`) is plain text, as lm-eval scores it."""
+    template = "chat" if has_chat_template(tokenizer) else "plain"
     if not examples:
-        return [], EncodeReport(template="chat" if has_chat_template(tokenizer) else "plain")
-    if has_chat_template(tokenizer):
-        return _encode_chat(examples, tokenizer)
-    return _encode_plain(examples, tokenizer)
+        return [], EncodeReport(template=template)
+    raw = [i for i, ex in enumerate(examples) if ex.raw]
+    talk = [i for i, ex in enumerate(examples) if not ex.raw]
+    out: list[dict[str, list[int]]] = [{}] * len(examples)
+    report = EncodeReport(template=template if talk else "raw")
+    if talk:
+        encode = _encode_chat if template == "chat" else _encode_plain
+        encoded, report = encode([examples[i] for i in talk], tokenizer)
+        for i, enc in zip(talk, encoded):
+            out[i] = enc
+    if raw:
+        for i, enc in zip(raw, _encode_raw([examples[i] for i in raw], tokenizer)):
+            out[i] = enc
+        report.template += "+raw" if talk else ""
+    return out, report
+
+
+def _encode_raw(examples: list[Example], tokenizer: Any) -> list[dict[str, list[int]]]:
+    """A task's prompt -> continuation split exactly as lm-eval's loglikelihood splits it (HFLM): trailing spaces of
+    the context move to the continuation, the context is tokenized alone, the continuation is what the whole text's
+    tokens hold after it; no special tokens; eos after the continuation, so that the model learns to stop."""
+    eos = _plain_eos(tokenizer)
+    contexts, continuations = [], []
+    for ex in examples:
+        context, continuation = ex.messages[-2]["content"], ex.response
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        contexts.append(context)
+        continuations.append(continuation)
+    context_ids = tokenizer(contexts, add_special_tokens=False)["input_ids"]
+    whole_ids = tokenizer([c + x for c, x in zip(contexts, continuations)], add_special_tokens=False)["input_ids"]
+    out = []
+    for ex, ctx, whole in zip(examples, context_ids, whole_ids):
+        answer = list(whole[len(ctx) :])
+        if not answer:
+            raise DataError(f"{ex.source}: record {ex.record_id}: the answer has no tokens")
+        answer.append(eos)
+        out.append({"input_ids": list(ctx) + answer, "labels": [IGNORE_INDEX] * len(ctx) + answer})
+    return out
 
 
 def _encode_plain(examples: list[Example], tokenizer: Any) -> tuple[list[dict[str, list[int]]], EncodeReport]:

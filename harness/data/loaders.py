@@ -10,6 +10,8 @@ Formats and what the conversation becomes:
     qa               question  ->  answer
     multiple_choice  question + "A. ..\\nB. .." (options: {letter: text}, a list, or JSON text)  ->  "C. <answer text>"
     pubmedqa         "Context: <contexts>\\n\\nQuestion: <question>"  ->  "<final_decision>. <long answer>"
+    eval_task        a built-in evaluation task's file (`task:` names it), read by that task's loader, as the task's
+                     own lm-eval prompt -> " <answer>" in plain text, no chat template: exactly what the task scores
 """
 
 from __future__ import annotations
@@ -325,6 +327,9 @@ def load_examples(spec: Any, data_dir: Path) -> tuple[list[Example], Path | None
     """The examples of one `DatasetSpec` (first `limit` records) and the file they came from (None for hub)."""
     from harness.paths import resolve_data_path
 
+    if spec.path and spec.format == "eval_task":
+        path = resolve_data_path(spec.path, Path(data_dir)).resolve()
+        return task_examples(spec.task, path, spec.limit), path
     if spec.path:
         path = resolve_data_path(spec.path, Path(data_dir)).resolve()
         records = read_records(path)
@@ -335,3 +340,32 @@ def load_examples(spec: Any, data_dir: Path) -> tuple[list[Example], Path | None
     if spec.limit is not None:
         records = records[: spec.limit]
     return records_to_examples(records, fmt=spec.format, fields=dict(spec.fields), where=where, source=source), path
+
+
+def task_examples(task_name: str, path: Path, limit: int | None) -> list[Example]:
+    """Format eval_task: the records of a built-in evaluation task's file, read and validated by the task's own
+    loader, as its own prompt -> answer (the functions its lm-eval YAML uses), in plain text."""
+    from harness.evaluation.data import EvalDataError
+    from harness.evaluation.registry import builtin_task
+
+    task = builtin_task(task_name)
+    if task is None or task.doc_to_text is None or task.answer is None:
+        raise DataError(f"format eval_task: task {task_name!r} does not declare its prompt and answer (task.py)")
+    try:
+        docs = task.load(path)
+    except EvalDataError as exc:
+        raise DataError(str(exc)) from None
+    if limit is not None:
+        docs = docs[:limit]
+    return [
+        Example(
+            messages=[
+                {"role": "user", "content": task.doc_to_text(doc)},
+                {"role": "assistant", "content": task.target_delimiter + task.answer(doc)},
+            ],
+            source=path.name,
+            record_id=str(doc["id"]),
+            raw=True,
+        )
+        for doc in docs
+    ]

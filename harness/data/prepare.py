@@ -7,6 +7,7 @@ and is validated on the same held-out ones.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ class PreparedData:
     validation: list[dict[str, list[int]]]
     heldout: list[Example]  # the validation examples untokenized, same order (for generated-answer metrics)
     stats: dict[str, Any] = field(default_factory=dict)
+    # the training examples untokenized, same order as `train`: what the contamination check compares
+    train_examples: list[Example] = field(default_factory=list)
     data_files: dict[str, str] = field(default_factory=dict)  # absolute path (or hub:<id>) -> sha256
 
 
@@ -33,9 +36,9 @@ def _with_system_prompt(ex: Example, system_prompt: str | None) -> Example:
     # a record's own system message wins: it is part of the data
     if not system_prompt or ex.messages[0]["role"] == "system":
         return ex
-    return Example(
-        messages=[{"role": "system", "content": system_prompt}, *ex.messages], source=ex.source, record_id=ex.record_id
-    )
+    if ex.raw:  # a task's own prompt is scored without any system prompt: train it the same way
+        return ex
+    return dataclasses.replace(ex, messages=[{"role": "system", "content": system_prompt}, *ex.messages])
 
 
 def _data_files(train, data_dir: Path) -> dict[str, str]:
@@ -90,6 +93,7 @@ def prepare_data(train, tokenizer, data_dir: Path, cache_dir: Path, seed: int) -
             heldout=[Example.from_dict(d) for d in entry["heldout"]],
             stats={**entry["stats"], "cache_hit": True, "cache_key": key},
             data_files=data_files,
+            train_examples=[Example.from_dict(d) for d in entry["train_examples"]],
         )
 
     examples: list[Example] = []
@@ -154,6 +158,7 @@ def prepare_data(train, tokenizer, data_dir: Path, cache_dir: Path, seed: int) -
             "train": train_enc,
             "validation": val_enc,
             "heldout": [ex.to_dict() for ex in heldout],
+            "train_examples": [kept_examples[i].to_dict() for i in train_idx],
         },
     )
     return PreparedData(
@@ -162,4 +167,5 @@ def prepare_data(train, tokenizer, data_dir: Path, cache_dir: Path, seed: int) -
         heldout=heldout,
         stats={**stats, "cache_hit": False, "cache_key": key},
         data_files=data_files,
+        train_examples=[kept_examples[i] for i in train_idx],
     )

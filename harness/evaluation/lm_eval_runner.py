@@ -83,6 +83,7 @@ def _resolve_builtin(
     data_dir: Path,
     cache_dir: Path,
     limit_strategy: str = "first",
+    exclude: list[Any] | None = None,
 ) -> ResolvedTask:
     from harness.paths import display_data_path, resolve_data_path
 
@@ -102,6 +103,13 @@ def _resolve_builtin(
         samples = spread_indices(prepared.n, limit)
         expected_ids = tuple(prepared.ids[i] for i in samples)
         data["subset"] = f"spread: {limit} of {prepared.n} items, evenly spaced"
+        lm_eval_limit = None
+    if exclude:  # eval.decontaminate: drop: the contaminated items are left out of what this cell is scored on
+        chosen = samples if samples is not None else list(range(min(limit or prepared.n, prepared.n)))
+        dropped = set(exclude)
+        samples = [i for i in chosen if prepared.ids[i] not in dropped]
+        expected_ids = tuple(prepared.ids[i] for i in samples)
+        data["decontaminated"] = {"dropped": len(chosen) - len(samples), "of": len(chosen)}
         lm_eval_limit = None
     data_files = {"test": str(prepared.path)}
     fewshot_source = None
@@ -131,7 +139,7 @@ def _resolve_builtin(
         fewshot_source=fewshot_source,
         builtin=True,
         samples=samples,
-        extra={"limit": limit, "limit_strategy": limit_strategy},
+        extra={"limit": limit, "limit_strategy": limit_strategy, "dropped_ids": list(exclude or [])},
     )
 
 
@@ -174,9 +182,14 @@ def include_dir(eval_cfg: EvalConfig, data_dir: Path) -> Path | None:
 
 
 def resolve_tasks(
-    eval_cfg: EvalConfig, data_dir: Path, cache_dir: Path, task_manager: Any | None = None
+    eval_cfg: EvalConfig,
+    data_dir: Path,
+    cache_dir: Path,
+    task_manager: Any | None = None,
+    exclude: dict[str, list[Any]] | None = None,
 ) -> list[ResolvedTask]:
-    """Every task of `eval_cfg`, with its data validated; raises EvalDataError / EvalTaskError."""
+    """Every task of `eval_cfg`, with its data validated; raises EvalDataError / EvalTaskError. `exclude`: item ids
+    to leave out per built-in task (eval.decontaminate: drop)."""
     data_dir, cache_dir = Path(data_dir), Path(cache_dir)
     resolved: list[ResolvedTask] = []
     for spec in eval_cfg.tasks:
@@ -185,7 +198,17 @@ def resolve_tasks(
         builtin = builtin_task(spec.name)
         if builtin is not None:
             resolved.append(
-                _resolve_builtin(builtin, spec, shots, limit, spec.name, data_dir, cache_dir, eval_cfg.limit_strategy)
+                _resolve_builtin(
+                    builtin,
+                    spec,
+                    shots,
+                    limit,
+                    spec.name,
+                    data_dir,
+                    cache_dir,
+                    eval_cfg.limit_strategy,
+                    (exclude or {}).get(spec.name),
+                )
             )
             continue
         if spec.data:
@@ -421,6 +444,7 @@ def run_task(lm: Any, task: ResolvedTask, task_manager: Any, items_dir: Path) ->
             "num_fewshot": out.get("n-shot", {}).get(leaf, task.num_fewshot),
             "limit": task.extra.get("limit", task.limit),
             "limit_strategy": task.extra.get("limit_strategy", "first"),
+            "dropped_ids": task.extra.get("dropped_ids", []),  # eval.decontaminate: drop
             "batch_size": getattr(lm, "batch_size_per_gpu", None),
             "items": items_path,
             "lm_eval_task": leaf,
@@ -431,7 +455,9 @@ def run_task(lm: Any, task: ResolvedTask, task_manager: Any, items_dir: Path) ->
     return entries
 
 
-def evaluate_model(model: Any, tokenizer: Any, cell: CellConfig, out_dir: Path) -> dict[str, dict[str, Any]]:
+def evaluate_model(
+    model: Any, tokenizer: Any, cell: CellConfig, out_dir: Path, exclude: dict[str, list[Any]] | None = None
+) -> dict[str, dict[str, Any]]:
     """Run every task of `cell.eval` on the in-memory `model`; per-item records go to `out_dir/items/`.
 
     Returns {task: {acc, acc_stderr, acc_norm, acc_norm_stderr, n, wall_s, num_fewshot, limit, batch_size,
@@ -447,7 +473,7 @@ def evaluate_model(model: Any, tokenizer: Any, cell: CellConfig, out_dir: Path) 
     out_dir = Path(out_dir)
     data_dir, cache_dir = Path(cell.runtime.data_dir), Path(cell.runtime.cache_dir)
     task_manager = make_task_manager(cell.eval, data_dir)
-    tasks = resolve_tasks(cell.eval, data_dir, cache_dir, task_manager)  # before any model work: fail fast
+    tasks = resolve_tasks(cell.eval, data_dir, cache_dir, task_manager, exclude)  # before model work: fail fast
 
     from lm_eval.models.huggingface import HFLM
 

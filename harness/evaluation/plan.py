@@ -80,12 +80,56 @@ def print_detectability(loaded: Any, results_dir: Path, out: TextIO | None = Non
             print(f"  {sentence(d, task_label(name), available)}", file=out)
 
 
-def print_plan_extras(planned: list, loaded: Any, results_dir: Path, out: TextIO | None = None) -> None:
-    """The dry-run's sections after the list of cells: detectable differences, then predicted cost."""
+def print_contamination(planned: list, loaded: Any, results_dir: Path, out: TextIO) -> None:
+    """Evaluated items found in the training data, per training set of the planned cells (no model: cheap)."""
+    import json
+
+    from harness.evaluation.contamination import check_examples, cleaned_examples, summary_line
+    from harness.methods.base import trains
+    from harness.report.loader import task_label
+
+    groups: dict[str, list[Any]] = {}
+    for p in planned:
+        cfg = p.cell.config
+        if trains(cfg.method.kind) and cfg.eval.tasks and cfg.train.datasets:
+            t = cfg.train
+            key = json.dumps(
+                [
+                    [d.model_dump(mode="json") for d in t.datasets],
+                    t.cleaning.model_dump(mode="json"),
+                    cfg.eval.model_dump(mode="json"),
+                ],
+                sort_keys=True,
+            )
+            groups.setdefault(key, []).append(cfg)
+    for configs in groups.values():
+        cfg = configs[0]
+        examples = cleaned_examples(cfg.train, Path(loaded.data_dir))
+        found = check_examples(cfg.eval, Path(loaded.data_dir), examples)
+        files = ", ".join(d.path or d.hub_id or "?" for d in cfg.train.datasets)
+        print(
+            f"\ncontamination check, before training: evaluated items in the {len(examples)} cleaned training "
+            f"examples of {files} ({len(configs)} cell{'s' if len(configs) != 1 else ''}; eval.decontaminate: "
+            f"{cfg.eval.decontaminate}):",
+            file=out,
+        )
+        for task, record in found.items():
+            print(f"  {summary_line(task_label(task), record)}", file=out)
+
+
+def print_plan_extras(
+    planned: list, loaded: Any, results_dir: Path, out: TextIO | None = None, planner: Any = None
+) -> None:
+    """The dry-run's sections after the list of cells: contamination, detectable differences, predicted cost."""
     out = sys.stdout if out is None else out
-    for section in (print_detectability, _print_cost):
+    for section in (print_contamination, print_detectability, _print_cost):
         try:
-            section(planned, loaded, results_dir, out) if section is _print_cost else section(loaded, results_dir, out)
+            if section is print_detectability:
+                section(loaded, results_dir, out)
+            elif section is _print_cost:
+                section(planned, loaded, planner, out)
+            else:
+                section(planned, loaded, results_dir, out)
         except Exception as exc:  # a plan section is advice; it must never stop the plan from printing
             print(
                 f"  ({section.__name__.lstrip('_').replace('_', ' ')} unavailable: {type(exc).__name__}: {exc})",
@@ -93,10 +137,10 @@ def print_plan_extras(planned: list, loaded: Any, results_dir: Path, out: TextIO
             )
 
 
-def _print_cost(planned: list, loaded: Any, results_dir: Path, out: TextIO) -> None:
+def _print_cost(planned: list, loaded: Any, planner: Any, out: TextIO) -> None:
     from harness.report.cost import plan_cost_lines
 
-    lines = plan_cost_lines(planned, loaded.matrix.report)
+    lines = plan_cost_lines(planned, loaded.matrix.report, planner)
     if lines:
         print("", file=out)
         for line in lines:

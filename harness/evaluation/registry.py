@@ -42,6 +42,13 @@ class BuiltinTask:
     fewshot_data: str | None = None
     chance: float | None = None  # accuracy of uniform guessing
     majority: float | None = None  # accuracy of always giving the most frequent answer, where it differs
+    # The task's own prompt and answer for a loaded record (the same functions its lm-eval YAML uses): what
+    # `format: eval_task` trains on and what the contamination check compares (harness/evaluation/contamination.py)
+    doc_to_text: Callable[[dict[str, Any]], str] | None = None
+    answer: Callable[[dict[str, Any]], str] | None = None  # the correct choice, as lm-eval scores it
+    question: Callable[[dict[str, Any]], str] | None = None  # the question alone (exact-question matches)
+    choices: tuple[str, ...] = ()  # the answer labels (lm-eval's doc_to_choice), for trivial baselines
+    target_delimiter: str = " "  # lm-eval's default between the prompt and the answer
     folder: Path = field(default=TASKS_DIR)  # set by the registry: the task's folder
 
     @property
@@ -58,6 +65,21 @@ class BuiltinTask:
 
         _Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
         return str(yaml.load(self.yaml_path.read_text(), Loader=_Loader)["task"])
+
+
+def folder_module(task_py: str | Path, name: str) -> Any:
+    """A module of a task's folder (e.g. its `utils.py`, which lm-eval's `!function utils.x` names), imported from
+    that folder under a name of its own."""
+    folder = Path(task_py).resolve().parent
+    key = f"medbench_task_{folder.name}_{name}_{abs(hash(str(folder))) % 10**8}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, folder / f"{name}.py")
+        if spec is None or spec.loader is None:
+            raise ImportError(f"{folder / (name + '.py')}: cannot be imported")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 _cache: dict[tuple[Path, ...], dict[str, BuiltinTask]] = {}

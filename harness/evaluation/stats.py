@@ -15,6 +15,7 @@ model id) and writes `comparisons.json` in the results folder atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -48,6 +49,7 @@ class Comparison:
     mcnemar_p: float
     cell_a: str | None = None
     cell_b: str | None = None
+    dropped: int = 0  # contaminated items left out of both sides (eval.decontaminate: drop)
     ci_method: str = CI_METHOD
     test: str = TEST_METHOD
 
@@ -182,6 +184,10 @@ def _load_cell(results_dir: Path, cell_id: str) -> Any:
     return record
 
 
+def _without(items: list[dict[str, Any]], ids: set[str]) -> list[dict[str, Any]]:
+    return [r for r in items if str(r.get("id")) not in ids] if ids else items
+
+
 def compare_records(
     results_dir: Path, rec_a: Any, rec_b: Any, tasks: Iterable[str] | None = None
 ) -> dict[str, Comparison]:
@@ -192,13 +198,17 @@ def compare_records(
     for task in names:
         if task not in eval_a or task not in eval_b:
             raise ItemsMismatchError(f"task {task!r} is not evaluated in both cells ({rec_a.cell_id}, {rec_b.cell_id})")
-        out[task] = compare_items(
-            read_items(_items_path(results_dir, rec_a, task)),
-            read_items(_items_path(results_dir, rec_b, task)),
+        # eval.decontaminate: drop: items a cell left out as contaminated are left out of the other cell's side too,
+        # so that both are compared on the same clean items
+        dropped = {str(i) for e in (eval_a[task], eval_b[task]) for i in (e.get("dropped_ids") or [])}
+        comparison = compare_items(
+            _without(read_items(_items_path(results_dir, rec_a, task)), dropped),
+            _without(read_items(_items_path(results_dir, rec_b, task)), dropped),
             task=task,
             cell_a=rec_a.cell_id,
             cell_b=rec_b.cell_id,
         )
+        out[task] = dataclasses.replace(comparison, dropped=len(dropped)) if dropped else comparison
     return out
 
 

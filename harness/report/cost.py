@@ -17,7 +17,6 @@ the section says how many). Cost = device-hours Ã— price_per_device_hour + kWh Ã
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,39 +145,13 @@ def cost_section(data: Any, matrix_text: str | None) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------------------- plan
 
 
-def _trains(kind: str) -> bool:
-    from harness.methods.base import trains
-
-    return trains(kind)
-
-
-def _profile(records: list[Any], report: Any) -> Any:
-    from harness.estimator import DeviceProfile, calibrate
-
-    device = getattr(report, "plan_device", None)
-    base = DeviceProfile.for_device(device) if device else None
-    measured = [r for r in records if r is not None]
-    if measured:
-        return calibrate(measured, base)
-    return base
-
-
-def plan_cost_lines(planned: list, report: Any) -> list[str]:
+def plan_cost_lines(planned: list, report: Any, planner: Any = None) -> list[str]:
     """The dry-run's prediction of the matrix's device-hours and cost: measured wall time for cells already done,
-    the estimator's prediction (calibrated on those cells, or for `report.plan_device`) for the others."""
-    from harness.estimator import estimate_cell
-
+    the plan's prediction (harness/planning.py: training and evaluation on this machine) for the others."""
     prices = Prices.of(report)
     done = [
         p.existing for p in planned if p.action == "done" and p.existing is not None and p.existing.status != "skipped"
     ]
-    profile = _profile(done, report)
-    mean_len = [(r.metrics.get("data") or {}).get("tokens", {}).get("mean_length") for r in done]
-    mean_len = [m for m in mean_len if _num(m)]
-    mean_tokens = statistics.median(mean_len) if mean_len else None
-    eval_s = [_num((r.timings or {}).get("eval_s")) for r in done if r.status == "success"]
-    eval_s = [e for e in eval_s if e is not None]
-    eval_guess = statistics.median(eval_s) if eval_s else None
     measured_h = predicted_h = 0.0
     unknown: list[str] = []
     n_run = 0
@@ -191,35 +164,22 @@ def plan_cost_lines(planned: list, report: Any) -> list[str]:
                 measured_h += h
             continue
         n_run += 1
-        try:
-            est = estimate_cell(p.cell.config, profile, mean_tokens_per_example=mean_tokens)
-            wall = est.cell_wall_s
-        except Exception:  # an estimate is a hint
-            wall = None
-        if wall is None and profile is not None and not _trains(p.cell.config.method.kind):
-            wall = profile.startup_s  # an untrained row: start-up and evaluation only
+        wall = planner.predict(p.cell).wall_s if planner is not None else None
         if wall is None:
             unknown.append(p.cell.id)
             continue
-        predicted_h += (wall + (eval_guess or 0.0)) / 3600
-    lines = ["predicted cost (device-hours: measured for cells done, the estimator's prediction for cells to run):"]
-    src = getattr(profile, "source", None) or "no device profile"
+        predicted_h += wall / 3600
+    lines = ["predicted cost (device-hours: measured for cells done, predicted for cells to run):"]
+    src = "; ".join(planner.sources) if planner is not None and planner.sources else "nothing measured to calibrate on"
     lines.append(
         f"  done: {measured_h:.3g} device-hours measured; to run: {n_run} cell(s), "
-        f"{predicted_h:.3g} device-hours predicted ({src})"
-        + (
-            f", evaluation {eval_guess:.0f} s per cell as measured"
-            if eval_guess and n_run
-            else ", evaluation time not included"
-            if n_run
-            else ""
-        )
+        f"{predicted_h:.3g} device-hours predicted (calibrated on {src})"
     )
     if unknown:
         lines.append(
-            f"  {len(unknown)} cell(s) to run have no time prediction (e.g. {unknown[0]}): the estimator "
-            "needs a device (report.plan_device, or measured cells to calibrate on) and tokens per epoch "
-            "(train.token_budget, or train.max_examples with a known mean example length)"
+            f"  {len(unknown)} cell(s) to run have no time prediction (e.g. {unknown[0]}): the plan needs cells "
+            "measured on this kind of device (this matrix's, or report.calibrate_from), or report.plan_device on a "
+            "GPU, and tokens per epoch (train.token_budget, or train.max_examples with a known mean example length)"
         )
     total = measured_h + predicted_h
     if prices.any:

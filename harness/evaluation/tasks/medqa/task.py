@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.evaluation.data import EvalDataError
-from harness.evaluation.registry import BuiltinTask
+from harness.evaluation.registry import BuiltinTask, folder_module
 
-MEDQA_LETTERS = ("A", "B", "C", "D")
+utils = folder_module(__file__, "utils")
+MEDQA_LETTERS = utils.MEDQA_LETTERS
 
 
 def load_medqa_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -98,4 +99,8 @@ TASK = BuiltinTask(
     from_hub=from_hub,
     fewshot_data=None,  # no MedQA train split ships with the data dir
     chance=0.25,
+    doc_to_text=utils.medqa_doc_to_text,
+    answer=lambda doc: doc["answer_idx"],
+    question=lambda doc: doc["question"],
+    choices=MEDQA_LETTERS,
 )

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.evaluation.data import EvalDataError
-from harness.evaluation.registry import BuiltinTask
+from harness.evaluation.registry import BuiltinTask, folder_module
 
 PUBMEDQA_LABELS = ("yes", "no", "maybe")
+utils = folder_module(__file__, "utils")
 
 
 def load_pubmedqa_json(path: Path) -> list[dict[str, Any]]:
@@ -99,4 +100,8 @@ TASK = BuiltinTask(
     fewshot_data="pubmedqa/pqal_fold0/train_set.json",  # lm-eval's pubmedqa: training_split = fold-0 train
     chance=1 / 3,
     majority=0.552,  # always answering "yes" on the official test split (GUIDE section 4)
+    doc_to_text=utils.pubmedqa_doc_to_text,
+    answer=lambda doc: doc["final_decision"],
+    question=lambda doc: doc["QUESTION"],
+    choices=PUBMEDQA_LABELS,
 )
