@@ -64,6 +64,48 @@ def test_paired_interval_degenerate_cases():
         paired_interval([])
 
 
+def test_the_interval_excludes_zero_exactly_when_the_exact_test_rejects():
+    from harness.evaluation.stats import mcnemar_exact_interval
+
+    for n_only_a in range(0, 45):
+        for n_only_b in range(0, 45):
+            n = 150
+            diff, lo, hi = mcnemar_exact_interval(n_only_a, n_only_b, n)
+            assert lo <= diff <= hi
+            assert (lo > 0 or hi < 0) == (mcnemar_exact_p(n_only_a, n_only_b) < 0.05), (n_only_a, n_only_b)
+
+
+def test_the_quickstart_case_a_wald_interval_got_wrong():
+    """Full fine-tuning vs base on 60 items: 4 items only the trained cell got right, none the other way. The Wald
+    interval [+0.3, +13.0] excluded 0 while the exact test gave p = 0.125; the exact interval includes 0."""
+    from harness.evaluation.stats import mcnemar_exact_interval
+
+    diff, lo, hi = mcnemar_exact_interval(0, 4, 60)
+    assert mcnemar_exact_p(0, 4) == 0.125 and lo < 0 < hi and diff == pytest.approx(4 / 60)
+
+
+def test_committed_comparisons_interval_and_test_agree():
+    """Every comparison committed under results/ (and the export records' paired scores): the interval excludes 0
+    exactly when p < 0.05."""
+    root = Path(__file__).resolve().parent.parent / "results"
+    walked = 0
+    for path in root.rglob("*.json"):
+        data = json.loads(path.read_text())
+        if path.name == "comparisons.json":
+            entries = data.get("comparisons", [])
+        elif path.parent.name == "export":  # an exported artifact's score, paired with its cell
+            entries = [t.get("vs_cell") for eng in (data.get("scores") or {}).values() for t in eng.values()]
+        else:
+            continue
+        for c in [*entries, *[e.get("vs_majority") for e in entries if isinstance(e, dict)]]:
+            if not isinstance(c, dict) or c.get("ci_low") is None:
+                continue
+            p = c.get("mcnemar_p", c.get("p_value"))
+            assert (c["ci_low"] > 0 or c["ci_high"] < 0) == (p < 0.05), (path, c)
+            walked += 1
+    assert walked > 20
+
+
 # ---------------------------------------------------------------------------------------------------- compare_items
 
 
@@ -84,7 +126,11 @@ def test_compare_items_aligns_by_id_not_position():
     assert c.diff == pytest.approx(0.2)
     assert (c.n_only_a, c.n_only_b) == (1, 2)
     assert c.mcnemar_p == pytest.approx(1.0)  # 2 * P(X<=1), X~Bin(3, .5) = 2 * 4/8
-    assert c.ci_low == pytest.approx(0.2 - 0.73335, abs=1e-5)
+    # the exact interval: Clopper-Pearson for 2 of 3 discordant pairs, times their share 3/5, on the 2π - 1 scale
+    from scipy.stats import beta
+
+    assert c.ci_low == pytest.approx(0.6 * (2 * beta.ppf(0.025, 2, 2) - 1), abs=1e-9)
+    assert c.ci_high == pytest.approx(0.6 * (2 * beta.ppf(0.975, 3, 1) - 1), abs=1e-9)
     d = c.to_dict()
     assert d["cell_a"] == "base" and d["significant"] is False and "McNemar" in d["test"]
 

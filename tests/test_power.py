@@ -11,14 +11,44 @@ from harness.evaluation import power as pw
 from harness.evaluation.sizing import main as sizing_main
 
 
-def test_sample_size_matches_published_calculators() -> None:
+def test_connor_sample_size_matches_published_calculators() -> None:
     # powerandsamplesize.com, "McNemar Z-test, 2-sided" (Connor 1987): p01 = 0.45, p10 = 0.05, alpha 0.05,
     # power 0.8 -> 23 pairs
-    assert pw.required_items(0.40, 0.50) == 23
+    assert math.ceil(pw.mcnemar_sample_size(0.40, 0.50)) == 23
     # clinicaltrials-tools McNemar calculator (Connor 1987): discordance 0.45, |p10 - p01| 0.15 -> 155 pairs,
     # achieved power 80.1 %
-    assert pw.required_items(0.15, 0.45) == 155
+    assert math.ceil(pw.mcnemar_sample_size(0.15, 0.45)) == 155
     assert pw.mcnemar_power(155, 0.15, 0.45) == pytest.approx(0.801, abs=5e-4)
+
+
+def brute_force_power(n: int, p01: float, p10: float, alpha: float = 0.05) -> float:
+    """The exact McNemar test's power by the definition: every (discordant d, wins k), scipy's binomial."""
+    from scipy.stats import binom
+
+    from harness.evaluation.stats import mcnemar_exact_p
+
+    psi = p01 + p10
+    total = 0.0
+    for d in range(n + 1):
+        pd = binom.pmf(d, n, psi)
+        total += pd * sum(binom.pmf(k, d, p01 / psi) for k in range(d + 1) if mcnemar_exact_p(d - k, k) < alpha)
+    return total
+
+
+@pytest.mark.parametrize("n, p01, p10", [(40, 0.2, 0.05), (120, 0.15, 0.08), (300, 0.12, 0.08), (60, 0.2, 0.0)])
+def test_exact_power_is_the_binomial_computation(n, p01, p10) -> None:
+    assert pw.exact_power(n, p01, p10) == pytest.approx(brute_force_power(n, p01, p10), abs=1e-9)
+
+
+@pytest.mark.parametrize("delta, psi", [(0.03, 0.2), (0.03, 0.145), (0.06, 0.2), (0.1, 0.3), (0.4, 0.5), (0.15, 0.45)])
+def test_sizing_reaches_the_power_by_the_exact_test_where_connor_falls_short(delta, psi) -> None:
+    n = pw.required_items(delta, psi)
+    p01, p10 = (psi + delta) / 2, (psi - delta) / 2
+    assert pw.exact_power(n, p01, p10) >= 0.80
+    connor = math.ceil(pw.mcnemar_sample_size(delta, psi))
+    assert n >= connor and pw.exact_power(connor, p01, p10) < 0.80  # Connor's n is a little short (0.77-0.79)
+    if n <= 500:  # checked against the definition itself where that is quick
+        assert brute_force_power(n, p01, p10) >= 0.80
 
 
 def test_hand_computed_sample_size_and_mdd() -> None:
@@ -27,13 +57,13 @@ def test_hand_computed_sample_size_and_mdd() -> None:
     expected = (za * math.sqrt(0.2) + zb * math.sqrt(0.19)) ** 2 / 0.01
     assert pw.mcnemar_sample_size(0.1, 0.2) == pytest.approx(expected, rel=1e-9)
     assert expected == pytest.approx(154.60, abs=0.01)
-    # the MDD inverts the sample size: n items detect exactly the difference that needs n items
-    mdd = pw.minimum_detectable_difference(expected, 0.2)
-    assert mdd == pytest.approx(0.1, abs=1e-7)
-    assert pw.mcnemar_power(expected, mdd, 0.2) == pytest.approx(0.8, abs=1e-6)
-    # 100 items at 20 % discordance: about 12.4 points; 3 points need 1742 items
-    assert pw.minimum_detectable_difference(100, 0.2) == pytest.approx(0.1238, abs=5e-4)
-    assert pw.required_items(0.03, 0.2) == 1742
+    # Connor's MDD, solved directly, inverts Connor's sample size
+    assert pw.connor_mdd(expected, 0.2) == pytest.approx(0.1, abs=1e-9)
+    # the exact MDD is a little larger, and exactly where the exact power reaches 0.8
+    mdd = pw.minimum_detectable_difference(100, 0.2)
+    assert mdd == pytest.approx(0.1277, abs=5e-4) and mdd > pw.connor_mdd(100, 0.2) == pytest.approx(0.1238, abs=5e-4)
+    assert pw.exact_power(100, (0.2 + mdd) / 2, (0.2 - mdd) / 2) == pytest.approx(0.8, abs=1e-6)
+    assert pw.required_items(0.03, 0.2) == 1800
 
 
 def test_mdd_shrinks_with_items_and_grows_with_discordance() -> None:
@@ -47,12 +77,6 @@ def test_mdd_is_none_when_no_difference_up_to_the_discordance_has_the_power() ->
     assert pw.minimum_detectable_difference(100, 0.06) is None
     with pytest.raises(ValueError, match="cannot exceed the discordance"):
         pw.mcnemar_power(100, 0.3, 0.2)
-
-
-def test_normal_approximation_is_close_to_the_exact_test_power() -> None:
-    n = pw.required_items(0.1, 0.3)
-    exact = pw.exact_power(n, p01=0.2, p10=0.1)
-    assert 0.74 < exact < 0.86  # the exact conditional test is slightly conservative
 
 
 def test_discordance_measured_from_comparisons_or_assumed() -> None:
@@ -73,16 +97,16 @@ def test_sentence_reads_as_the_plan_prints_it() -> None:
     d = pw.detectability("medqa", 100, pw.Discordance(0.2, "assumed", "assumed"), target=0.03)
     text = pw.sentence(d, "MedQA")
     assert text.startswith(
-        "MedQA, 100 items: differences under ≈ 12.4 points are invisible; ≈ 1742 items would show 3 points"
+        "MedQA, 100 items: differences under ≈ 12.8 points are invisible; ≈ 1800 items would show 3 points"
     )
 
 
 def test_seed_aware_sizing_is_connor_without_seed_spread_and_costs_with_it() -> None:
-    # no seed spread: exactly Connor's figures
-    assert pw.items_needed_with_seeds(0.1, 0.2, 0.0, 1) == pw.required_items(0.1, 0.2) == 155
-    assert pw.mdd_with_seeds(100, 0.2, 0.0, 1) == pytest.approx(pw.minimum_detectable_difference(100, 0.2), abs=1e-7)
+    # no seed spread: the exact test's sizing, and Connor's MDD (the seed-aware condition is Connor's form)
+    assert pw.items_needed_with_seeds(0.1, 0.2, 0.0, 1) == pw.required_items(0.1, 0.2) == 168
+    assert pw.mdd_with_seeds(100, 0.2, 0.0, 1) == pytest.approx(pw.connor_mdd(100, 0.2), abs=1e-7)
     # any seed spread makes the detectable difference larger and the items needed more
-    assert pw.mdd_with_seeds(100, 0.2, 0.02, 3) > pw.minimum_detectable_difference(100, 0.2)
+    assert pw.mdd_with_seeds(100, 0.2, 0.02, 3) > pw.connor_mdd(100, 0.2)
     n = pw.items_needed_with_seeds(0.05, 0.2, 0.01, 3)
     assert n > pw.required_items(0.05, 0.2)
     # hand check of the condition d = za sqrt(psi/n + s2) + zb sqrt((psi - d^2)/n + s2) at n and n - 1
@@ -104,7 +128,7 @@ def test_seed_aware_sizing_is_connor_without_seed_spread_and_costs_with_it() -> 
 def test_sizing_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert sizing_main(["--items", "100", "--target", "3"]) == 0
     out = capsys.readouterr().out
-    assert "100 items: differences under ≈ 12.4 points are invisible; ≈ 1742 items would show 3 points" in out
+    assert "100 items: differences under ≈ 12.8 points are invisible; ≈ 1800 items would show 3 points" in out
     assert sizing_main(["--items", "1273", "--target", "3", "--seed-sd", "1.5", "--seeds", "3"]) == 0
     out = capsys.readouterr().out
     assert "3 points with 3 seeds: ≈ 5036 items" in out and "differences under ≈ 4.3 points" in out

@@ -21,7 +21,7 @@ def test_cpu_and_accelerator_as_text():
     assert device_text({"type": "cpu", "name": None, "count": 0, "torch_threads": 2}) == "none (CPU)"
     assert device_text({"type": "cuda", "name": "NVIDIA H200", "count": 1}) == "NVIDIA H200"
     assert device_text({"type": "cuda", "name": "NVIDIA H100", "count": 2}) == "2 × NVIDIA H100"
-    assert device_text(None) == "?"
+    assert device_text(None) == "not recorded (no cell process: skipped before it started)"
 
 
 def test_data_paths_shown_relative_to_the_data_dir():

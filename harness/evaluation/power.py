@@ -1,19 +1,22 @@
-"""Power of the paired test the report uses (McNemar), and what it implies: the smallest difference an eval can see.
+"""Power of the paired test the report uses (the exact McNemar test), and what it implies: the smallest difference an
+eval can see, and the items it takes to see a given one.
 
 Two cells scored on the same n items give pairs of 0/1 outcomes. Only the discordant items (one cell right, the other
 wrong) carry information. With ψ = p10 + p01 the share of discordant items and δ = p01 - p10 the accuracy difference
-(|δ| ≤ ψ always), Connor (1987, Biometrics 43:207-211) gives for the two-sided test at level α:
+(|δ| ≤ ψ always), Connor (1987, Biometrics 43:207-211) approximates the two-sided test at level α by
 
-    power(n, δ, ψ) = Φ((|δ|·√n - z_{1-α/2}·√ψ) / √(ψ - δ²)) + Φ((-|δ|·√n - z_{1-α/2}·√ψ) / √(ψ - δ²))
-    n(δ, ψ)        = (z_{1-α/2}·√ψ + z_{1-β}·√(ψ - δ²))² / δ²
+    n(δ, ψ)  = (z_{1-α/2}·√ψ + z_{1-β}·√(ψ - δ²))² / δ²
+    δ(n, ψ)  = the root of (n + z_β²)·δ² - 2·z_α·√(ψn)·δ + (z_α² - z_β²)·ψ = 0      (solved directly)
 
-The minimum detectable difference (MDD) for n items is the smallest δ whose power reaches 1-β (0.8 by default); it is
-found by root finding on the power (δ ≤ ψ). The exact conditional power of the exact McNemar test (which the report
-runs) is computed by `exact_power` for checking the approximation on small n.
+The report runs the EXACT test (conditional binomial on the discordant pairs), whose power at Connor's n is a little
+short of the target (0.77-0.79 for 0.80). So sizing is by exact power, with Connor as the starting point: the number
+of discordant items D is Binomial(n, ψ); given D = d, the items the second cell wins are Binomial(d, p01/ψ); the test
+rejects when its exact two-sided p-value is below α. `exact_power` sums that over d (only where Binomial(n, ψ) holds
+mass: ±12 standard deviations), `required_items` is the smallest n from Connor's up with exact power ≥ the target,
+`minimum_detectable_difference` the smallest δ from Connor's up with it. numpy only (no scipy): the dry-run stays fast.
 
-The discordance ψ is what a plan has to assume: measured on the base row's comparisons once results exist (the
-share of items on which trained cells and the untrained model disagree), an assumed rate before that. scipy is
-imported inside the functions, so that importing this module stays light.
+The discordance ψ is what a plan has to assume: measured on the base row's comparisons once results exist (the share
+of items on which trained cells and the untrained model disagree), an assumed rate before that.
 """
 
 from __future__ import annotations
@@ -21,18 +24,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
 from typing import Any
+
+from harness.formatting import fmt_pct
 
 ALPHA = 0.05
 POWER = 0.8
 ASSUMED_DISCORDANCE = 0.20  # a planning assumption before any result exists: 1 item in 5 changes its outcome
-METHOD = "Connor (1987) normal approximation to the two-sided McNemar test"
+METHOD = "exact power of the two-sided exact McNemar test (binomial), from Connor's (1987) approximation"
+_WINDOW_SD = 12.0  # Binomial(n, ψ) mass beyond this many standard deviations is below 1e-30
 
 
 def _z(q: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(q))
+    return NormalDist().inv_cdf(q)
 
 
 def _check(discordance: float, alpha: float, power: float | None = None) -> None:
@@ -44,82 +50,164 @@ def _check(discordance: float, alpha: float, power: float | None = None) -> None
         raise ValueError(f"power must be in (0, 1) (got {power})")
 
 
-def mcnemar_power(n: float, delta: float, discordance: float, alpha: float = ALPHA) -> float:
-    """Power of the two-sided McNemar test with n pairs for a true difference `delta` (Connor 1987)."""
-    from scipy.stats import norm
-
-    _check(discordance, alpha)
+def _check_delta(delta: float, discordance: float) -> float:
     d = abs(delta)
     if d > discordance + 1e-12:
         raise ValueError(
             f"|delta| ({d}) cannot exceed the discordance ({discordance}): a difference needs at least "
             "that many items on which the two cells disagree"
         )
+    return min(d, discordance)
+
+
+# ---------------------------------------------------------------------------------------------------- Connor
+
+
+def mcnemar_power(n: float, delta: float, discordance: float, alpha: float = ALPHA) -> float:
+    """Connor's (1987) normal approximation to the power with n pairs for a true difference `delta`."""
+    _check(discordance, alpha)
+    d = _check_delta(delta, discordance)
     if n <= 0:
         return 0.0
-    za = _z(1 - alpha / 2)
+    za, phi = _z(1 - alpha / 2), NormalDist().cdf
     spread = math.sqrt(max(discordance - d * d, 1e-300))
     root_n = math.sqrt(n)
-    return float(
-        norm.cdf((d * root_n - za * math.sqrt(discordance)) / spread)
-        + norm.cdf((-d * root_n - za * math.sqrt(discordance)) / spread)
+    return phi((d * root_n - za * math.sqrt(discordance)) / spread) + phi(
+        (-d * root_n - za * math.sqrt(discordance)) / spread
     )
 
 
 def mcnemar_sample_size(delta: float, discordance: float, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Pairs (items) needed to detect `delta` with the given power (Connor 1987); not rounded up."""
+    """Pairs (items) Connor's approximation asks for to detect `delta` with the given power; not rounded up."""
     _check(discordance, alpha, power)
-    d = abs(delta)
+    d = _check_delta(delta, discordance)
     if d == 0:
         return math.inf
-    if d > discordance:
-        raise ValueError(f"|delta| ({d}) cannot exceed the discordance ({discordance})")
     za, zb = _z(1 - alpha / 2), _z(power)
     return (za * math.sqrt(discordance) + zb * math.sqrt(discordance - d * d)) ** 2 / (d * d)
 
 
+def connor_mdd(n: float, discordance: float, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """Connor's smallest detectable |δ| for n pairs, solved directly (the larger root of the quadratic in the module
+    doc); None when no δ up to the discordance reaches the power."""
+    _check(discordance, alpha, power)
+    if n <= 0:
+        return None
+    za, zb = _z(1 - alpha / 2), _z(power)
+    a, b, c = n + zb * zb, -2 * za * math.sqrt(discordance * n), (za * za - zb * zb) * discordance
+    disc = b * b - 4 * a * c
+    if disc < 0:
+        return None
+    d = (-b + math.sqrt(disc)) / (2 * a)
+    return d if 0 < d <= discordance else None
+
+
+# ---------------------------------------------------------------------------------------------------- exact
+
+
+@lru_cache(maxsize=64)
+def _log_factorials(n: int) -> Any:
+    import numpy as np
+
+    return np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))))
+
+
+def _critical_counts(ds: Any, alpha: float) -> Any:
+    """For each discordant count d: the largest k with exact two-sided p = 2·P(X ≤ k | d, 1/2) < α (-1: none), so
+    the test rejects exactly when min(wins of A, wins of B) ≤ k."""
+    import numpy as np
+
+    dmax = int(ds.max()) if len(ds) else 0
+    lf = _log_factorials(max(dmax, 1))
+    ks = np.arange(dmax // 2 + 1)
+    logpmf = (
+        lf[ds][:, None] - lf[ks][None, :] - lf[np.maximum(ds[:, None] - ks[None, :], 0)] - ds[:, None] * math.log(2)
+    )
+    pmf = np.where(ks[None, :] <= ds[:, None] // 2, np.exp(logpmf), 0.0)
+    cdf = np.cumsum(pmf, axis=1)
+    reject = 2 * cdf < alpha
+    return np.where(reject.any(axis=1), reject.sum(axis=1) - 1, -1)  # cdf increases in k: the rejecting k lead
+
+
+def exact_power(n: int, p01: float, p10: float, alpha: float = ALPHA) -> float:
+    """Exact power of the exact two-sided McNemar test at level α with n pairs, when a pair is discordant in favour of
+    the second cell with probability p01 and of the first with p10 (see the module doc)."""
+    import numpy as np
+
+    psi = p01 + p10
+    if n <= 0 or psi <= 0:
+        return 0.0
+    share = p01 / psi
+    sd = math.sqrt(n * psi * (1 - psi))
+    lo = max(1, int(n * psi - _WINDOW_SD * sd) - 2)
+    hi = min(n, int(n * psi + _WINDOW_SD * sd) + 2)
+    ds = np.arange(lo, hi + 1)
+    lf = _log_factorials(n)
+    with np.errstate(divide="ignore"):
+        log_psi, log_rest = np.log(psi), np.log1p(-psi) if psi < 1 else -np.inf
+        weight = np.exp(lf[n] - lf[ds] - lf[n - ds] + ds * log_psi + np.where(n - ds > 0, (n - ds) * log_rest, 0.0))
+    crit = _critical_counts(ds, alpha)
+    kmax = int(crit.max())
+    if kmax < 0:
+        return 0.0
+    ks = np.arange(kmax + 1)
+    inside = ks[None, :] <= crit[:, None]
+    base = lf[ds][:, None] - lf[ks][None, :] - lf[np.maximum(ds[:, None] - ks[None, :], 0)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tails = 0.0
+        for s in (share, 1 - share):  # P(B wins ≤ k) + P(A wins ≤ k): both tails of the two-sided test
+            if s <= 0:
+                tails = tails + np.where(crit >= 0, 1.0, 0.0)  # always 0 wins: the lower tail holds everything
+                continue
+            if s >= 1:
+                continue
+            logpmf = base + ks[None, :] * math.log(s) + (ds[:, None] - ks[None, :]) * math.log1p(-s)
+            tails = tails + np.where(inside, np.exp(logpmf), 0.0).sum(axis=1)
+    return float(np.clip((weight * tails).sum(), 0.0, 1.0))
+
+
+def _exact(n: int, delta: float, discordance: float, alpha: float) -> float:
+    d = _check_delta(delta, discordance)
+    return exact_power(n, (discordance + d) / 2, (discordance - d) / 2, alpha)
+
+
 def required_items(delta: float, discordance: float, alpha: float = ALPHA, power: float = POWER) -> int:
-    """`mcnemar_sample_size` rounded up to whole items."""
-    n = mcnemar_sample_size(delta, discordance, alpha, power)
-    return math.ceil(n - 1e-9) if math.isfinite(n) else 0
+    """The smallest n, from Connor's up, at which the exact test reaches `power` for `delta` (0 for δ = 0)."""
+    connor = mcnemar_sample_size(delta, discordance, alpha, power)
+    if not math.isfinite(connor):
+        return 0
+    n = max(1, math.ceil(connor - 1e-9))
+    step = max(1, n // 100)
+    while _exact(n, delta, discordance, alpha) < power:  # exact power is a sawtooth around a rising curve
+        n += step
+        if n > 100 * max(connor, 10):
+            raise ValueError(f"no n up to {n} reaches power {power} for delta {delta} (discordance {discordance})")
+    for m in range(max(1, n - step + 1), n):  # the smallest n of the last step that reaches it
+        if _exact(m, delta, discordance, alpha) >= power:
+            return m
+    return n
 
 
 def minimum_detectable_difference(
     n: float, discordance: float, alpha: float = ALPHA, power: float = POWER
 ) -> float | None:
-    """The smallest |δ| that n paired items detect with the given power, or None when no difference up to the
-    discordance itself reaches that power (too few items for that much disagreement)."""
-    from scipy.optimize import brentq
-
+    """The smallest |δ| that the exact test on n pairs detects with `power` (bisection from Connor's δ up; exact power
+    rises with δ), or None when not even δ = the discordance reaches it."""
     _check(discordance, alpha, power)
-    if n <= 0 or mcnemar_power(n, discordance, discordance, alpha) < power:
+    n = int(n)
+    if n <= 0 or _exact(n, discordance, discordance, alpha) < power:
         return None
-    lo = 1e-9
-    if mcnemar_power(n, lo, discordance, alpha) >= power:
-        return lo
-    return float(brentq(lambda d: mcnemar_power(n, d, discordance, alpha) - power, lo, discordance, xtol=1e-10))
-
-
-def exact_power(n: int, p01: float, p10: float, alpha: float = ALPHA) -> float:
-    """Exact unconditional power of the exact (conditional binomial) McNemar test: the number of discordant items D
-    is Binomial(n, ψ); given D, the items the second cell gets right are Binomial(D, p01/ψ); the test rejects when
-    its exact two-sided p-value is below alpha."""
-    import numpy as np
-    from scipy.stats import binom
-
-    psi = p01 + p10
-    if psi <= 0:
-        return 0.0
-    share = p01 / psi
-    total = 0.0
-    for d in range(1, n + 1):
-        k = np.arange(d + 1)
-        low = np.minimum(k, d - k)
-        pvals = np.minimum(1.0, 2 * binom.cdf(low, d, 0.5))
-        reject = pvals < alpha
-        if reject.any():
-            total += float(binom.pmf(d, n, psi) * binom.pmf(k[reject], d, share).sum())
-    return total
+    lo = min(connor_mdd(n, discordance, alpha, power) or discordance, discordance) * 0.9
+    if _exact(n, lo, discordance, alpha) >= power:
+        lo = 0.0
+    hi = discordance
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if _exact(n, mid, discordance, alpha) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 # ---------------------------------------------------------------------------------------------------- discordance
@@ -132,7 +220,7 @@ class Discordance:
     detail: str  # where the figure comes from, for the reader
 
     def text(self) -> str:
-        return f"discordance {100 * self.rate:.0f} % ({self.detail})"
+        return f"discordance {fmt_pct(self.rate)} ({self.detail})"  # 58 of 400: 14.5 %, never "14 %"
 
 
 def measured_discordance(comparisons: Iterable[dict[str, Any]], task: str) -> tuple[float, int, int] | None:
@@ -259,26 +347,30 @@ def _seed_gap(
     )
 
 
+def _bisect(f: Any, lo: float, hi: float, tol: float) -> float:
+    """The root of an increasing `f` on [lo, hi] (f(lo) < 0 ≤ f(hi)), to `tol`."""
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+    return hi
+
+
 def mdd_with_seeds(
     n: int, discordance: float, seed_sd: float, seeds: int, alpha: float = ALPHA, power: float = POWER
 ) -> float | None:
-    """Smallest |δ| detectable by the mean of `seeds` runs on n items (None: not below the discordance)."""
-    from scipy.optimize import brentq
-
+    """Smallest |δ| detectable by the mean of `seeds` runs on n items (None: not below the discordance); a normal
+    approximation (the seed variance has no exact binomial form)."""
     _check(discordance, alpha, power)
     if _seed_gap(discordance, n, discordance, seed_sd, seeds, alpha, power) < 0:
         return None
-    return float(
-        brentq(lambda d: _seed_gap(d, n, discordance, seed_sd, seeds, alpha, power), 1e-12, discordance, xtol=1e-10)
-    )
+    return _bisect(lambda d: _seed_gap(d, n, discordance, seed_sd, seeds, alpha, power), 1e-12, discordance, 1e-10)
 
 
 def items_needed_with_seeds(
     delta: float, discordance: float, seed_sd: float, seeds: int, alpha: float = ALPHA, power: float = POWER
 ) -> int | None:
-    """Items for `seeds` runs to detect δ; None when the seed noise alone hides δ (more seeds are needed)."""
-    from scipy.optimize import brentq
-
+    """Items for `seeds` runs to detect δ; None when the seed noise alone hides δ (more seeds are needed). Without a
+    seed spread this is the exact test's `required_items`."""
     _check(discordance, alpha, power)
     d = abs(delta)
     if d == 0 or d > discordance or d - _zsum(alpha, power) * seed_sd / math.sqrt(seeds) <= 0:
@@ -290,7 +382,7 @@ def items_needed_with_seeds(
         hi *= 2
         if hi > 1e12:
             return None
-    n = brentq(lambda m: _seed_gap(d, m, discordance, seed_sd, seeds, alpha, power), 1e-9, hi, xtol=1e-6)
+    n = _bisect(lambda m: _seed_gap(d, m, discordance, seed_sd, seeds, alpha, power), 1e-9, hi, 1e-6)
     return math.ceil(n - 1e-6)
 
 

@@ -66,7 +66,8 @@ def report_lines(
     lines.append(
         f"  with a seed sd of {100 * seed_sd:.1f} points and {seeds} seed{'s' if seeds != 1 else ''} per "
         f"configuration: differences under ≈ {'–' if mdd is None else f'{100 * mdd:.1f}'} points are "
-        "invisible"
+        "invisible (seed lines: Connor's normal approximation with the seed variance added; the seed spread has "
+        "no exact binomial form)"
     )
     items = pw.items_needed_with_seeds(target, discordance, seed_sd, seeds, alpha, power)
     lines.append(

@@ -1,16 +1,19 @@
 """Paired statistics of two cells evaluated on the same items (light: standard library only).
 
 For one task, cells A and B are aligned by item id (`items/<task>.jsonl`); every item gives a pair of 0/1
-outcomes (a_i, b_i). Reported:
-- `diff` = acc_B - acc_A, the mean of the per-item differences d_i = b_i - a_i;
-- a 95 % paired normal (Wald) interval on those differences: diff ± 1.96 · sd(d, ddof=1) / sqrt(n).
-  It accounts for the pairing (items both cells get right or wrong add no variance). With no discordant
-  pair it collapses to [diff, diff] = [0, 0]; with n < 2 it is undefined (None);
-- exact McNemar test: two-sided binomial test of the discordant pairs, p = min(1, 2 · P(X <= min(n10, n01)))
-  with X ~ Binomial(n10 + n01, 1/2), computed exactly with integers (p = 1 when there is no discordant pair).
+outcomes (a_i, b_i). With b = the items only A gets right and c = the items only B gets right (the discordant pairs,
+d = b + c of them) among n, reported are:
+- `diff` = acc_B - acc_A = (c - b) / n;
+- the exact McNemar test: two-sided binomial test of the discordant pairs, p = min(1, 2 · P(X <= min(b, c))) with
+  X ~ Binomial(d, 1/2), computed exactly with integers (p = 1 when there is no discordant pair);
+- the 95 % interval the test inverts: conditional on the d discordant pairs, c ~ Binomial(d, π) and
+  diff = (d / n)(2π - 1); the Clopper-Pearson interval for π (equal tails of α/2, exact binomial), mapped to the
+  difference. It excludes 0 exactly when the exact McNemar p is below 0.05 (both are the same two binomial tails),
+  so an interval and its p-value never disagree; with no discordant pair it is [0, 0].
 
 `compute_comparisons` pairs every successful trained cell with its model's base row (method kind `base`, same
-model id) and writes `comparisons.json` in the results folder atomically.
+model id) and writes `comparisons.json` in the results folder atomically, with the trivial baselines of every task on
+the same items and each cell's answer distribution (harness/evaluation/baselines.py).
 """
 
 from __future__ import annotations
@@ -25,10 +28,14 @@ from pathlib import Path
 from typing import Any
 
 Z95 = 1.959963984540054  # two-sided 95 % quantile of the standard normal
-CI_METHOD = "95% paired normal (Wald) interval on per-item differences: diff ± 1.96·sd(d)/√n"
+ALPHA = 0.05
+CI_METHOD = (
+    "95% exact conditional interval inverting the exact McNemar test: Clopper-Pearson on the discordant pairs, "
+    "times their share"
+)
 TEST_METHOD = "exact McNemar: two-sided binomial test on discordant pairs"
 COMPARISONS_FILE = "comparisons.json"
-COMPARISONS_SCHEMA = 1
+COMPARISONS_SCHEMA = 2  # 2: the exact interval; trivial baselines and answer distributions
 
 
 class ItemsMismatchError(ValueError):
@@ -74,8 +81,68 @@ def mcnemar_exact_p(n_only_a: int, n_only_b: int) -> float:
     return float(min(Fraction(1), 2 * tail))
 
 
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (n up to many thousands)."""
+    if k < 0:
+        return 0.0
+    if k >= n or p <= 0:
+        return 1.0
+    if p >= 1:
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    logs = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq for i in range(k + 1)
+    ]
+    top = max(logs)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(x - top) for x in logs))
+
+
+def _root(f: Any, lo: float, hi: float) -> float:
+    """The root of a monotone `f` on [lo, hi] with f(lo), f(hi) of opposite signs, by bisection to 1e-12."""
+    flo = f(lo)
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        fm = f(mid)
+        if (fm < 0) == (flo < 0):
+            lo, flo = mid, fm
+        else:
+            hi = mid
+        if hi - lo < 1e-12:
+            break
+    return (lo + hi) / 2
+
+
+def clopper_pearson(successes: int, trials: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval for a binomial proportion, equal tails of alpha / 2."""
+    x, n = successes, trials
+    lower = 0.0 if x == 0 else _root(lambda p: (1 - _binom_cdf(x - 1, n, p)) - alpha / 2, 0.0, 1.0)
+    upper = 1.0 if x == n else _root(lambda p: _binom_cdf(x, n, p) - alpha / 2, 0.0, 1.0)
+    return lower, upper
+
+
+def mcnemar_exact_interval(
+    n_only_a: int, n_only_b: int, n: int, alpha: float = ALPHA
+) -> tuple[float, float | None, float | None]:
+    """(diff, low, high) of acc_B - acc_A: the interval that inverts the exact McNemar test (module doc)."""
+    if n <= 0:
+        raise ValueError("no paired items")
+    d = n_only_a + n_only_b
+    diff = (n_only_b - n_only_a) / n
+    if d == 0:
+        return diff, 0.0, 0.0
+    lo, hi = clopper_pearson(n_only_b, d, alpha)
+    low, high = (d / n) * (2 * lo - 1), (d / n) * (2 * hi - 1)
+    # the same two tails as the test: at the boundary, trust the exact p-value's integers over the bisection
+    if mcnemar_exact_p(n_only_a, n_only_b) < alpha:
+        low, high = (max(low, 1e-12), high) if diff > 0 else (low, min(high, -1e-12))
+    elif low > 0 or high < 0:
+        low, high = min(low, 0.0), max(high, 0.0)
+    return diff, low, high
+
+
 def paired_interval(diffs: Sequence[float], z: float = Z95) -> tuple[float, float | None, float | None]:
-    """(mean, low, high) of the paired normal interval on per-item differences; low/high None when n < 2."""
+    """(mean, low, high) of the paired normal (Wald) interval on per-item differences; low/high None when n < 2.
+    Not what the report shows (it disagrees with the exact test on small samples): kept for comparison."""
     n = len(diffs)
     if n == 0:
         raise ValueError("no differences")
@@ -146,7 +213,7 @@ def compare_items(
     n = len(pairs)
     only_a_right = sum(1 for x, y in pairs if x == 1 and y == 0)
     only_b_right = sum(1 for x, y in pairs if x == 0 and y == 1)
-    diff, lo, hi = paired_interval([y - x for x, y in pairs])
+    diff, lo, hi = mcnemar_exact_interval(only_a_right, only_b_right, n)
     return Comparison(
         task=task,
         n=n,
@@ -237,17 +304,41 @@ def _pick_base(candidates: list[Any], cell: Any) -> Any | None:
     return sorted(same_seed or candidates, key=lambda c: c.cell_id)[0]
 
 
+def _cell_items(results_dir: Path, record: Any) -> dict[str, list[dict[str, Any]]]:
+    """task -> the cell's per-item records (tasks without a readable item file are left out)."""
+    out = {}
+    for task in record.metrics.get("eval") or {}:
+        try:
+            out[task] = read_items(_items_path(results_dir, record, task))
+        except (ItemsMismatchError, OSError):
+            continue
+    return out
+
+
 def compute_comparisons(results_dir: Path) -> dict[str, Any]:
-    """Every successful trained cell against its model's base row, per task; writes comparisons.json."""
+    """Every successful trained cell against its model's base row, per task, with the trivial baselines of every
+    task on the base row's items and every cell's answer distribution; writes comparisons.json."""
+    from harness.evaluation.baselines import answer_distribution, trivial_baselines, versus_constant
     from harness.results import atomic_write_text, load_results
 
     results_dir = Path(results_dir)
     records, _bad = load_results(results_dir)
     ok = [r for r in records if r.status == "success"]
+    items = {r.cell_id: _cell_items(results_dir, r) for r in ok}
     bases: dict[str | None, list[Any]] = {}
     for r in ok:
         if _is_base(r):
             bases.setdefault(_model_id(r), []).append(r)
+    baselines = [
+        {"model": _model_id(b), "base_cell": b.cell_id, "task": task, **trivial_baselines(task, task_items)}
+        for model_bases in bases.values()
+        for b in model_bases
+        for task, task_items in items[b.cell_id].items()
+    ]
+    answers = {
+        cell: {task: dist for task, its in tasks.items() if (dist := answer_distribution(task, its)) is not None}
+        for cell, tasks in items.items()
+    }
     comparisons: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []
     for cell in sorted(ok, key=lambda r: r.cell_id):
@@ -274,21 +365,26 @@ def compute_comparisons(results_dir: Path) -> dict[str, Any]:
             except (ItemsMismatchError, OSError) as exc:
                 problems.append({"cell": cell.cell_id, "task": task, "reason": str(exc)})
                 continue
-            comparisons.append(
-                {
-                    "cell": cell.cell_id,
-                    "base_cell": base.cell_id,
-                    "model": _model_id(cell),
-                    "method": (cell.config.get("method") or {}).get("name"),
-                    **comp.to_dict(),
-                }
-            )
+            entry = {
+                "cell": cell.cell_id,
+                "base_cell": base.cell_id,
+                "model": _model_id(cell),
+                "method": (cell.config.get("method") or {}).get("name"),
+                **comp.to_dict(),
+            }
+            own = items[cell.cell_id].get(task) or []
+            majority = trivial_baselines(task, own)["majority"] if own else None
+            if majority and majority["answer"] is not None:  # on the cell's own items (after any drop)
+                entry["vs_majority"] = versus_constant(own, majority["answer"], task)
+            comparisons.append(entry)
     out = {
         "schema_version": COMPARISONS_SCHEMA,
         "convention": "A = the base row, B = the trained cell; diff = acc_B - acc_A",
         "ci_method": CI_METHOD,
         "test": TEST_METHOD,
         "comparisons": comparisons,
+        "baselines": baselines,
+        "answers": answers,
         "problems": problems,
     }
     atomic_write_text(results_dir / COMPARISONS_FILE, json.dumps(out, indent=1) + "\n")

@@ -34,6 +34,7 @@ def detectable_difference(
     d = pw.detectability(task, int(n), disc, target or 0.03)
     return {
         **d.as_dict(),
+        "mdd_value": d.mdd,
         "mdd": None if d.mdd is None else f"≈ {100 * d.mdd:.1f}",
         "text": pw.sentence(d, task_label(task)),
     }

@@ -164,7 +164,6 @@ def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]
     colours = palette(methods)
     models = sorted(df["model"].unique()) if not df.empty else []
     markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
-    base_acc = data.cells.attrs.get("base_acc", {})
     for task in data.tasks:
         sub = df[df[f"acc:{task}"].notna()] if f"acc:{task}" in df else df.iloc[0:0]
         if sub.empty:
@@ -192,58 +191,9 @@ def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]
             axes = fig.subplots(1, len(specs), sharey=True, gridspec_kw=_margins(fig, 0.75, 1.9, 0.55, 0.35, 0.06))
             fronts: dict[str, list[dict[str, Any]]] = {}
             for ax, (xkey, xlabel, axis) in zip(axes, specs):
-                pts = [r for r in records if r.get(xkey) is not None and not _nan(r[xkey])]
-                scale = tscale if axis == "time" else 1.0
-                for r in pts:
-                    r["_x"] = r[xkey] / scale
-                idx = pareto_front(pts, maximize=["acc"], minimize=["_x"])
-                front = sorted((pts[i] for i in idx), key=lambda r: r["_x"])
-                fronts[axis] = front
-                groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-                for r in pts:
-                    groups.setdefault((r["method"], r["model"]), []).append(r)
-                for (method, model), grp in groups.items():  # one collection per method and model: fast
-                    ax.scatter(
-                        [r["_x"] for r in grp],
-                        [100 * r["acc"] for r in grp],
-                        color=colours.get(method, "grey"),
-                        marker=markers.get(model, "o"),
-                        s=36,
-                        alpha=0.85,
-                        linewidths=0,
-                        zorder=3,
-                    )
-                if front:
-                    xs = [r["_x"] for r in front]
-                    ys = [100 * r["acc"] for r in front]
-                    ax.step(xs, ys, where="post", color="black", lw=1, ls="--", alpha=0.6, zorder=2)
-                    ax.scatter(xs, ys, s=150, facecolors="none", edgecolors="black", linewidths=1.3, zorder=4)
-                for model in models:
-                    b = base_acc.get((model, task))
-                    if b is not None:
-                        ax.axhline(100 * b, color="grey", lw=0.9, ls=":", zorder=1)
-                        ax.annotate(
-                            safe(f"base {model}") if len(models) > 1 else "base (untrained)",
-                            (0.99, 100 * b),
-                            xycoords=("axes fraction", "data"),
-                            ha="right",
-                            va="bottom",
-                            fontsize=7,
-                            color="dimgrey",
-                        )
-                xs_all = [r["_x"] for r in pts]
-                if axis != "forgetting" and xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 20:
-                    ax.set_xscale("log")
-                if len(front) <= MAX_NAMED:
-                    texts = [short_label(r, with_model=len(models) > 1) for r in front]
-                else:  # many points: numbers, explained by the table under the figure
-                    texts = [str(k + 1) for k in range(len(front))]
-                _label_front(ax, front, [safe(t) for t in texts], gap=0.06 if len(front) <= MAX_NAMED else 0.04)
-                if ax.get_xscale() == "log":
-                    _plain_log_ticks(ax)
-                ax.set_xlabel(xlabel)
-                what = {"memory": "peak memory", "time": "time"}.get(axis, axis)
-                ax.set_title(safe(f"{task_label(task)}: accuracy vs {what}"))
+                fronts[axis] = _pareto_axis(
+                    ax, data, task, records, xkey, xlabel, axis, colours, markers, models, tscale
+                )
             axes[0].set_ylabel(safe(f"{task_label(task)} accuracy (%)"))
             _legend(
                 fig,
@@ -251,6 +201,7 @@ def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]
                 colours,
                 sorted(set(r["method"] for r in records), key=methods.index),
                 markers if len(models) > 1 else {},
+                flagged=any(r.get(f"degenerate:{task}") for r in records),
             )
             out.append(
                 {
@@ -261,6 +212,102 @@ def pareto_figures(data: ReportData, methods: list[str]) -> list[dict[str, Any]]
                     "n_points": len(records),
                 }
             )
+    return out
+
+
+def _pareto_axis(
+    ax: Any,
+    data: ReportData,
+    task: str,
+    records: list[dict[str, Any]],
+    xkey: str,
+    xlabel: str,
+    axis: str,
+    colours: dict[str, Any],
+    markers: dict[str, str],
+    models: list[str],
+    tscale: float,
+) -> list[dict[str, Any]]:
+    """One panel of a task's Pareto figure: the cells, the front (ringed, labelled), the reference lines; returns the
+    front's rows."""
+    base_acc = data.cells.attrs.get("base_acc", {})
+    pts = [r for r in records if r.get(xkey) is not None and not _nan(r[xkey])]
+    scale = tscale if axis == "time" else 1.0
+    for r in pts:
+        r["_x"] = r[xkey] / scale
+    idx = pareto_front(pts, maximize=["acc"], minimize=["_x"])
+    front = sorted((pts[i] for i in idx), key=lambda r: r["_x"])
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in pts:
+        groups.setdefault((r["method"], r["model"]), []).append(r)
+    for (method, model), grp in groups.items():  # one collection per method and model: fast
+        ax.scatter(
+            [r["_x"] for r in grp],
+            [100 * r["acc"] for r in grp],
+            color=colours.get(method, "grey"),
+            marker=markers.get(model, "o"),
+            s=36,
+            alpha=0.85,
+            linewidths=0,
+            zorder=3,
+        )
+    if front:
+        xs = [r["_x"] for r in front]
+        ys = [100 * r["acc"] for r in front]
+        ax.step(xs, ys, where="post", color="black", lw=1, ls="--", alpha=0.6, zorder=2)
+        ax.scatter(xs, ys, s=150, facecolors="none", edgecolors="black", linewidths=1.3, zorder=4)
+    flagged = [r for r in pts if r.get(f"degenerate:{task}")]
+    if flagged:  # one answer on nearly every item: its accuracy is the share of that answer's keys
+        ax.scatter(
+            [r["_x"] for r in flagged],
+            [100 * r["acc"] for r in flagged],
+            marker="x",
+            s=60,
+            color="#b35c00",
+            linewidths=1.4,
+            zorder=5,
+        )
+    for model in models:
+        for level, text, style in _reference_lines(data, model, task, base_acc, len(models) > 1):
+            ax.axhline(100 * level, lw=0.9, zorder=1, **style)
+            ax.annotate(
+                safe(text),
+                (0.99, 100 * level),
+                xycoords=("axes fraction", "data"),
+                ha="right",
+                va="bottom",
+                fontsize=7,
+                color=style["color"],
+            )
+    xs_all = [r["_x"] for r in pts]
+    if axis != "forgetting" and xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 20:
+        ax.set_xscale("log")
+    if len(front) <= MAX_NAMED:
+        texts = [short_label(r, with_model=len(models) > 1) for r in front]
+    else:  # many points: numbers, explained by the table under the figure
+        texts = [str(k + 1) for k in range(len(front))]
+    _label_front(ax, front, [safe(t) for t in texts], gap=0.06 if len(front) <= MAX_NAMED else 0.04)
+    if ax.get_xscale() == "log":
+        _plain_log_ticks(ax)
+    ax.set_xlabel(xlabel)
+    what = {"memory": "peak memory", "time": "time"}.get(axis, axis)
+    ax.set_title(safe(f"{task_label(task)}: accuracy vs {what}"))
+    return front
+
+
+def _reference_lines(
+    data: ReportData, model: str, task: str, base_acc: dict[Any, float], named: bool
+) -> list[tuple[float, str, dict[str, Any]]]:
+    """The horizontal lines a cell must clear: the untrained model, and the best constant answer on the same items
+    (a cell below it does not beat "always <majority>")."""
+    out = []
+    b = base_acc.get((model, task))
+    if b is not None:
+        out.append((b, f"base {model}" if named else "base (untrained)", {"color": "dimgrey", "ls": ":"}))
+    maj = (data.baselines.get((model, task)) or {}).get("majority") or {}
+    if maj.get("acc") is not None:
+        text = f'always "{maj["answer"]}"' + (f" ({model})" if named else " (best trivial baseline)")
+        out.append((maj["acc"], text, {"color": "#b35c00", "ls": "-."}))
     return out
 
 
@@ -314,7 +361,9 @@ def _nan(x: Any) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
 
-def _legend(fig: Any, ax: Any, colours: dict[str, Any], methods: list[str], markers: dict[str, str]) -> None:
+def _legend(
+    fig: Any, ax: Any, colours: dict[str, Any], methods: list[str], markers: dict[str, str], flagged: bool = False
+) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", ls="", color=colours[m], label=safe(m)) for m in methods]
@@ -322,6 +371,8 @@ def _legend(fig: Any, ax: Any, colours: dict[str, Any], methods: list[str], mark
     handles.append(
         Line2D([], [], marker="o", ls="--", color="black", markerfacecolor="none", markersize=9, label="Pareto front")
     )
+    if flagged:
+        handles.append(Line2D([], [], marker="x", ls="", color="#b35c00", label="one answer ≥ 95 %"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
 
 
@@ -355,21 +406,26 @@ def training_curves(data: ReportData, methods: list[str]) -> list[dict[str, Any]
     out: list[dict[str, Any]] = []
     if df.empty:
         return out
-    colours = palette(methods)
     for model, grp in df.groupby("model", sort=True):
         picks = _representatives(grp)
         if not picks:
             continue
+        # one colour per line (a method's variants are lines of their own), in the report's method order
+        picks.sort(key=lambda r: (methods.index(r["method"]) if r["method"] in methods else 99, r["variant"]))
+        colours = palette([f"{r['method']}|{r['variant']}" for r in picks])
         synthetic = bool(grp["synthetic"].iloc[0])
         with _style():
-            fig = _figure(13, 3.6)
-            ax1, ax2 = fig.subplots(1, 2, width_ratios=[1.6, 1], gridspec_kw=_margins(fig, 0.75, 0.2, 0.55, 0.35, 0.18))
+            rows = math.ceil(len(picks) / 3)  # legend rows under the panels
+            fig = _figure(13, 3.6 + 0.22 * rows)
+            ax1, ax2 = fig.subplots(
+                1, 2, width_ratios=[1.6, 1], gridspec_kw=_margins(fig, 0.75, 0.2, 0.75 + 0.22 * rows, 0.35, 0.18)
+            )
             any_val = False
             val_points: list[float] = []
             max_epochs = 1
-            for r in sorted(picks, key=lambda r: methods.index(r["method"]) if r["method"] in methods else 99):
+            for r in picks:
                 label = safe(f"{method_label(r)} (lr {lr_text(r['lr'])}, {int(r['epochs'] or 0)} ep)")
-                colour = colours.get(r["method"], "grey")
+                colour = colours[f"{r['method']}|{r['variant']}"]
                 curve = [(float(s), float(v)) for s, v in r["loss_curve"] if v is not None]
                 if curve:
                     ax1.plot([c[0] for c in curve], [c[1] for c in curve], color=colour, lw=1.2, label=label)
@@ -408,7 +464,9 @@ def training_curves(data: ReportData, methods: list[str]) -> list[dict[str, Any]
                     transform=ax2.transAxes,
                     color="dimgrey",
                 )
-            ax1.legend(loc="upper right", frameon=True, framealpha=0.85)
+            # under the panels, never over the lines
+            handles, labels = ax1.get_legend_handles_labels() or ax2.get_legend_handles_labels()
+            fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False)
             out.append({"model": model, "synthetic": synthetic, "uri": to_data_uri(fig)})
     return out
 

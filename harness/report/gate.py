@@ -87,6 +87,8 @@ def format_value(metric: str, v: Any) -> str:
         return "–"
     if isinstance(v, str):
         return v
+    if metric.startswith("degenerate:"):
+        return "one answer" if v else "varied answers"
     if metric.startswith("acc:"):
         return f"{100 * v:.1f} %"
     if metric == "memory":
@@ -109,6 +111,8 @@ def format_change(r: GateRow) -> str:
 
 
 def format_limit(r: GateRow) -> str:
+    if r.metric.startswith("degenerate:"):
+        return "no new one-answer cell"
     if r.limit is None:
         return "–"
     if r.metric.startswith("acc:"):
@@ -153,6 +157,8 @@ def _cells_from_folder(results_dir: Path) -> tuple[dict[str, dict[str, Any]], li
             "device_type": value(row.get("device_type")),
             "shared_device": bool(value(row.get("shared_device"))),
             "forgetting": value(row.get("forgetting")),
+            # one answer on nearly every item (harness/evaluation/baselines.py), per task
+            "degenerate": {t: bool(row.get(f"degenerate:{t}")) for t in data.tasks if row.get(f"answers:{t}")},
         }
         key = row["key"]
         old = cells.get(key)
@@ -276,6 +282,7 @@ def check_baseline(results_dir: Path, baseline_path: Path, thresholds: Any) -> G
             same=device,
             what=why_not,
         )
+        rows += _degenerate_rows(key, cid, b.get("degenerate"), c.get("degenerate") or {})
         if "max_forgetting_increase" in limits and b.get("forgetting") is not None:
             rows.append(
                 _forgetting_row(key, cid, b["forgetting"], c.get("forgetting"), limits["max_forgetting_increase"])
@@ -316,6 +323,21 @@ def _growth_row(
         return [GateRow(key, metric, b, c, None, limit, True, cid, f"not comparable: {what}")]
     change = c / b - 1.0
     return [GateRow(key, metric, b, c, change, limit, change <= limit + 1e-12, cid)]
+
+
+def _degenerate_rows(key: str, cid: str | None, b: dict[str, bool] | None, c: dict[str, bool]) -> list[GateRow]:
+    """A cell that gives one answer on nearly every item where the baseline's did not fails: its accuracy became the
+    share of one answer's keys. Baselines written before this check have no entry: nothing to compare."""
+    if b is None:
+        return []
+    rows = []
+    for task, was in sorted(b.items()):
+        now = c.get(task)
+        if now is None:
+            continue
+        note = "one answer on ≥ 95 % of items: accuracy = the share of that answer's keys" if now else ""
+        rows.append(GateRow(key, f"degenerate:{task}", was, now, None, None, was or not now, cid, note))
+    return rows
 
 
 def _forgetting_row(key: str, cid: str | None, b: float, c: float | None, limit: float) -> GateRow:

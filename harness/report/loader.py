@@ -96,6 +96,9 @@ class ReportData:
     records: dict[str, CellResult]  # cell_id -> record (for provenance and tracebacks)
     corrupt: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # problems met while loading, shown in the report
+    # comparisons.json: trivial baselines on the base row's items per (model, task), answer distributions per cell
+    baselines: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    answers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def matrix_names(self) -> list[str]:
@@ -134,6 +137,8 @@ def normalize_comparisons(data: Any, notes: list[str] | None = None) -> dict[str
                 "n": c.get("n"),
                 "b": c.get("b", c.get("n_only_a")),
                 "c": c.get("c", c.get("n_only_b")),
+                "dropped": c.get("dropped") or 0,
+                "vs_majority": c.get("vs_majority"),
             }
         problems = [p for p in data.get("problems") or [] if isinstance(p, dict)]
         if problems:
@@ -224,6 +229,11 @@ def _row(rec: CellResult) -> dict[str, Any]:
         "val_loss": train.get("val_loss") or [],
         "est_memory": _num(est.get("peak_memory_bytes")),
         "est_time_per_epoch": _num(est.get("time_per_epoch_s")),
+        "contaminated": {
+            task: c["contaminated"]
+            for task, c in (m.get("contamination") or {}).items()
+            if isinstance(c, dict) and c.get("checked") and c.get("contaminated")
+        },
         "node": execution.get("node") or env.get("hostname"),
         "device_type": device_type(env.get("device")),
         "shared_device": bool(execution.get("share_gpu")),  # speed and memory not comparable
@@ -284,6 +294,7 @@ def load_report_data(results_dir: Path) -> ReportData:
         notes.append(f"results folder {folder} does not exist")
     good, bad = load_results(folder)
     comparisons = _load_comparisons(folder, notes) if folder.is_dir() else {}
+    baselines, answers = _load_baselines(folder)
     rows = [_row(rec) for rec in good]
     tasks: set[str] = set()
     for row in rows:
@@ -315,6 +326,7 @@ def load_report_data(results_dir: Path) -> ReportData:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     _attach_deltas(df, ordered, comparisons)
     perf_rows(df[df["status"] == "success"], notes)  # notes on shared GPUs and mixed device types
+    _attach_answers(df, ordered, answers)
     return ReportData(
         results_dir=folder,
         cells=df,
@@ -323,7 +335,41 @@ def load_report_data(results_dir: Path) -> ReportData:
         records={r.cell_id: r for r in good},
         corrupt=list(bad),
         notes=notes,
+        baselines=baselines,
+        answers=answers,
     )
+
+
+def _load_baselines(folder: Path) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
+    """comparisons.json's trivial baselines by (model, task) and answer distributions by cell (empty when absent:
+    results from before they were computed)."""
+    try:
+        data = json.loads((folder / "comparisons.json").read_text())
+    except (OSError, ValueError):
+        return {}, {}
+    if not isinstance(data, dict):
+        return {}, {}
+    baselines = {
+        (str(b.get("model")), str(b.get("task"))): b for b in data.get("baselines") or [] if isinstance(b, dict)
+    }
+    answers = data.get("answers") if isinstance(data.get("answers"), dict) else {}
+    return baselines, answers
+
+
+def answers_text(dist: dict[str, Any] | None) -> str:
+    """e.g. "answers: A 60, B 0, C 0, D 0" (the tooltip of an accuracy)."""
+    if not dist or not isinstance(dist.get("counts"), dict):
+        return ""
+    return "answers: " + ", ".join(f"{a} {n}" for a, n in dist["counts"].items())
+
+
+def _attach_answers(df: pd.DataFrame, tasks: list[str], answers: dict[str, Any]) -> None:
+    """Columns degenerate:<task> (one answer on nearly every item) and answers:<task> (the distribution, as text)."""
+    for task in tasks:
+        dists = [(answers.get(cid) or {}).get(task) for cid in df["cell_id"]] if not df.empty else []
+        df[f"degenerate:{task}"] = [bool(d and d.get("degenerate")) for d in dists]
+        df[f"degenerate_text:{task}"] = [(d or {}).get("sentence", "") for d in dists]
+        df[f"answers:{task}"] = [answers_text(d) for d in dists]
 
 
 def _attach_deltas(df: pd.DataFrame, tasks: list[str], comparisons: dict[str, Any]) -> None:

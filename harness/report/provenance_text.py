@@ -21,14 +21,15 @@ def cpu_text(cpu: Any) -> str:
 
 
 def device_text(device: Any) -> str:
-    """The accelerator: "none (CPU)" on a CPU-only run, "2 × NVIDIA H100" on GPUs, "?" when not recorded."""
+    """The accelerator: "none (CPU)" on a CPU-only run, "2 × NVIDIA H100" on GPUs; "not recorded" for cells whose
+    process never started (skipped by the plan, e.g. a GPU-only method on a CPU machine)."""
     if isinstance(device, dict):
         if device.get("type") == "cpu" or (not device.get("name") and not device.get("count")):
             return "none (CPU)"
         name = device.get("name") or "?"
         count = device.get("count")
         return f"{count} × {name}" if count and count != 1 else str(name)
-    return str(device) if device else "?"
+    return str(device) if device else "not recorded (no cell process: skipped before it started)"
 
 
 def shown_data_path(path: str, data_dir: str | None) -> str:

@@ -28,6 +28,7 @@ from harness.formatting import (
 from harness.methods.base import kind_label
 from harness.report.columns import measurement_columns
 from harness.report.cost import cost_section
+from harness.report.decision import build_decision
 from harness.report.extras import headline_extras, seed_table
 from harness.report.loader import ReportData, chance_level, get, load_report_data, task_label
 from harness.report.provenance_text import cpu_text, shown_data_path
@@ -153,6 +154,32 @@ def _verdict(
     return verdict, level
 
 
+def _trivial_text(
+    data: ReportData, model: str, task: str, best: dict[str, Any], acc: float, se: float | None
+) -> dict[str, Any]:
+    """The trivial baselines a headline cell is read against: measured on the same items where comparisons.json has
+    them (the majority answer, chance), else the task's declared chance level."""
+    b = data.baselines.get((model, task))
+    if b and b.get("majority"):
+        maj = b["majority"]
+        out: dict[str, Any] = {
+            "chance": f'always "{maj["answer"]}" {fmt_pct(maj["acc"])} (the majority answer on these items), '
+            f"chance {fmt_pct(b.get('chance'))}"
+        }
+        vs = ((data.comparisons.get(best["cell_id"]) or {}).get(task) or {}).get("vs_majority") or {}
+        if vs and not vs.get("beats"):
+            out["near_chance"] = True
+        return out
+    ch = chance_level(task)
+    if ch is None:
+        return {}
+    uniform, majority = ch
+    out = {"chance": f"chance {fmt_pct(uniform)}" + (f", always-majority {fmt_pct(majority)}" if majority else "")}
+    if se is not None and acc < max(uniform, majority or 0) + 2 * se:
+        out["near_chance"] = True
+    return out
+
+
 def build_headline(data: ReportData) -> dict[str, Any]:
     df = data.cells
     out: dict[str, Any] = {"models": [], "synthetic_models": [], "empty": df.empty}
@@ -241,14 +268,7 @@ def build_headline(data: ReportData) -> dict[str, Any]:
                     f"Chosen as the best of {len(cand)} cells after the fact, so its gain is "
                     "optimistic (winner's curse)."
                 )
-            ch = chance_level(task)
-            if ch is not None:
-                uniform, majority = ch
-                t["chance"] = f"chance {fmt_pct(uniform)}" + (
-                    f", always-majority {fmt_pct(majority)}" if majority else ""
-                )
-                if se is not None and acc < max(uniform, majority or 0) + 2 * se:
-                    t["near_chance"] = True
+            t.update(_trivial_text(data, model, task, best, acc, se))
             entry["tasks"].append(t)
         out["models"].append(entry)
     return out
@@ -316,6 +336,7 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
                 "text": r["method"],
                 "sort": f"{0 if r['is_base'] else order_m.get(r['method'], 99):03d} {r['method']}",
                 "title": f"{kind_label(r['kind'])} ({r['kind']})",
+                "badge": "contaminated" if r.get("contaminated") else "",
             },
         ]
         if show_r:
@@ -328,45 +349,68 @@ def build_table(data: ReportData, methods: list[str]) -> dict[str, Any]:
             {"text": str(_int(r["seed"])) if value(r["seed"]) is not None else "–", "sort": _sortable(r["seed"])},
         ]
         for task in data.tasks:
-            acc, se = value(r[f"acc:{task}"]), _se(r, task)
-            text = (
-                "–" if acc is None else (f"{100 * acc:.1f} ± {100 * se:.1f}" if se is not None else f"{100 * acc:.1f}")
-            )
-            # synthetic accuracies are shown but never ranked: they sort as empty
-            cells.append(
-                {
-                    "text": text,
-                    "sort": "" if syn else _sortable(acc),
-                    "cls": "muted" if syn else "",
-                    "title": "synthetic model: accuracy is meaningless"
-                    if syn and acc is not None
-                    else (f"n = {_int(r[f'n:{task}'])}" if value(r[f"n:{task}"]) else ""),
-                }
-            )
-            d = value(r.get(f"delta:{task}"))
-            lo, hi, p = value(r.get(f"ci_low:{task}")), value(r.get(f"ci_high:{task}")), value(r.get(f"p:{task}"))
-            sig = p is not None and p < ALPHA and lo is not None and hi is not None and (lo > 0 or hi < 0)
-            title = ""
-            if d is not None:
-                title = (
-                    f"95 % CI [{fmt_pts(lo)}, {fmt_pts(hi)}] pts, {p_text(p)} (paired)"
-                    if r.get(f"paired:{task}")
-                    else "unpaired difference (no comparisons.json entry)"
-                )
-            cells.append(
-                {
-                    "text": ("–" if d is None else fmt_pts(d) + ("*" if sig else "")),
-                    "sort": "" if syn else _sortable(d),
-                    "cls": ("muted" if syn else ("pos" if sig and d > 0 else "neg" if sig else "")),
-                    "title": title,
-                }
-            )
+            cells += _task_cells(r, task, syn)
         cells += [_measured_cell(r, c) for c in measured]
+        reason = r.get("reason")
         cells.append(
-            {"text": r["status"], "sort": r["status"], "badge_status": r["status"], "title": r.get("reason") or ""}
+            {
+                "text": r["status"],
+                "sort": r["status"],
+                "badge_status": r["status"],
+                "title": reason if isinstance(reason, str) else "",  # a missing reason is NaN in the frame
+            }
         )
         rows.append({"cells": cells, "status": r["status"], "synthetic": syn})
     return {"columns": columns, "rows": rows, "multi_seed": multi_seed}
+
+
+def _task_cells(r: dict[str, Any], task: str, syn: bool) -> list[dict[str, Any]]:
+    """The accuracy and Δ-vs-base cells of one task in a table row."""
+    cells: list[dict[str, Any]] = []
+    acc, se = value(r[f"acc:{task}"]), _se(r, task)
+    text = "–" if acc is None else (f"{100 * acc:.1f} ± {100 * se:.1f}" if se is not None else f"{100 * acc:.1f}")
+    # synthetic accuracies are shown but never ranked: they sort as empty; a cell that gives one answer on
+    # nearly every item is flagged, its accuracy being the share of that answer's keys
+    degenerate = bool(r.get(f"degenerate:{task}"))
+    title = " · ".join(
+        x
+        for x in (
+            f"n = {_int(r[f'n:{task}'])}" if value(r[f"n:{task}"]) else "",
+            r.get(f"degenerate_text:{task}") or "",
+            r.get(f"answers:{task}") or "",
+            f"{(r.get('contaminated') or {}).get(task)} items in the training data"
+            if (r.get("contaminated") or {}).get(task)
+            else "",
+        )
+        if x
+    )
+    cells.append(
+        {
+            "text": text + (" ⚑" if degenerate and acc is not None else ""),
+            "sort": "" if syn else _sortable(acc),
+            "cls": "muted" if syn else ("flag" if degenerate else ""),
+            "title": "synthetic model: accuracy is meaningless" if syn and acc is not None else title,
+        }
+    )
+    d = value(r.get(f"delta:{task}"))
+    lo, hi, p = value(r.get(f"ci_low:{task}")), value(r.get(f"ci_high:{task}")), value(r.get(f"p:{task}"))
+    sig = p is not None and p < ALPHA and lo is not None and hi is not None and (lo > 0 or hi < 0)
+    title = ""
+    if d is not None:
+        title = (
+            f"95 % CI [{fmt_pts(lo)}, {fmt_pts(hi)}] pts, {p_text(p)} (paired)"
+            if r.get(f"paired:{task}")
+            else "unpaired difference (no comparisons.json entry)"
+        )
+    cells.append(
+        {
+            "text": ("–" if d is None else fmt_pts(d) + ("*" if sig else "")),
+            "sort": "" if syn else _sortable(d),
+            "cls": ("muted" if syn else ("pos" if sig and d > 0 else "neg" if sig else "")),
+            "title": title,
+        }
+    )
+    return cells
 
 
 def _shown_folder(folder: Path) -> str:
@@ -397,7 +441,7 @@ def _measured_cell(row: dict[str, Any], column: Any) -> dict[str, str]:
     if column.key == "mem_headline" and v is not None:
         title = f"{row.get('mem_headline_name') or ''} on {row.get('mem_device') or '?'}"
     elif column.key == "trainable_params" and value(row.get("trainable_share")) is not None:
-        title = f"{100 * value(row['trainable_share']):.2g} % of all parameters"
+        title = f"{100 * value(row['trainable_share']):.3g} % of all parameters"
     elif column.key in ("tokens_per_s", "mfu"):
         title = steady_title(row)
     return {"text": FORMATS.get(column.fmt, fmt_num)(v), "sort": _sortable(v), "title": title}
@@ -642,6 +686,7 @@ def build_context(
                     "cell": _cell_summary({**r, "_multi_seed": False}),
                     "model": r["model"],
                     "acc": fmt_pct(r["acc"]),
+                    "trivial": _below_trivial(data, r, fig["task"]),
                     "x": fmt_bytes(r["mem_headline"])
                     if axis == "memory"
                     else fmt_signed(r.get("forgetting"))
@@ -666,6 +711,7 @@ def build_context(
         "corrupt": [str(p) for p in data.corrupt],
         "synthetic_models": synthetic_models,
         "gate": build_gate(gate),
+        "decision": build_decision(data),
         "headline": build_headline(data),
         "pareto": pareto,
         "table": group_by_device(build_table(data, methods), data),
@@ -680,6 +726,14 @@ def build_context(
         "has_comparisons": bool(data.comparisons),
         "export": _export_section(data),
     }
+
+
+def _below_trivial(data: ReportData, row: dict[str, Any], task: str) -> str:
+    """ "below always "yes" (55.2 %)" when a Pareto point does not beat the best constant answer on its items."""
+    maj = (data.baselines.get((row["model"], task)) or {}).get("majority") or {}
+    if maj.get("acc") is not None and row["acc"] <= maj["acc"]:
+        return f'not above always "{maj["answer"]}" ({fmt_pct(maj["acc"])})'
+    return ""
 
 
 def _export_section(data: ReportData) -> dict[str, Any]:
