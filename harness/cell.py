@@ -103,7 +103,11 @@ def import_first(cfg: CellConfig) -> dict[str, Any] | None:
 
 
 def run_cell(
-    cfg: CellConfig, cell_id: str, config_hash: str, early_imports: dict[str, Any] | None = None
+    cfg: CellConfig,
+    cell_id: str,
+    config_hash: str,
+    early_imports: dict[str, Any] | None = None,
+    tracking: Any = None,
 ) -> CellResult:
     from harness import environment
     from harness.meters import PhaseTimer
@@ -134,6 +138,8 @@ def run_cell(
         from harness.precision import pick_device, resolve_precision
 
         env["device"] = environment.device_info()
+        if tracking is not None:  # one run per cell in each tracker (harness/trackers/)
+            tracking.start(_run_info(cfg, cell_id, env))
         device = pick_device()
         timer.device = device
         precision = resolve_precision(cfg.train.precision, device)
@@ -168,27 +174,19 @@ def run_cell(
             with timer.phase("forgetting"):
                 probe = ForgettingProbe.before_training(cfg, prepared, method.trains)
         if method.trains:
-            _train_and_save(method, prepared, data, cfg, device, precision, timer, metrics, artifacts, workdir)
+            on_values = tracking.log if tracking is not None else None
+            _train_and_save(
+                method, options, prepared, data, cfg, device, precision, timer, metrics, artifacts, workdir, on_values
+            )
         model = prepared.for_eval() if prepared.for_eval else prepared.model
         _evaluate_with_sdpa(model, prepared, metrics)
         if probe is not None:
             with timer.phase("forgetting"):
                 metrics["forgetting"] = probe.after_training(model)
-        if cfg.eval.tasks:
-            from harness.evaluation import evaluate_model
-            from harness.meters import measuring, readings
-
-            with timer.phase("eval"), measuring("eval", device) as eval_meters:  # meters of the "eval" region
-                metrics["eval"] = evaluate_model(model, prepared.tokenizer, cfg, workdir, exclude)
-            metrics.update(readings(eval_meters))
-            artifacts.update(_item_files(metrics["eval"], results_dir))
-            data_files.update(_eval_data_files(cfg))
-        if cfg.eval.generation.n and data is not None and data.heldout:
-            from harness.evaluation import generation_metrics
-
+        if cfg.eval.tasks or cfg.eval.generation.n:
             with timer.phase("eval"):
-                metrics["generation"] = generation_metrics(
-                    model, prepared.tokenizer, data.heldout[: cfg.eval.generation.n], cfg.eval.generation.max_new_tokens
+                _evaluate(
+                    model, prepared.tokenizer, cfg, device, data, exclude, workdir, metrics, artifacts, data_files
                 )
     except SkipCell as exc:
         status, reason = "skipped", str(exc)
@@ -196,6 +194,10 @@ def run_cell(
         if isinstance(exc, KeyboardInterrupt):
             raise
         status, reason, tb = _failure(exc)
+    if metrics.get("meters"):
+        from harness.meters import derived_figures
+
+        metrics["derived"] = derived_figures(metrics)
     return CellResult(
         cell_id=cell_id,
         config_hash=config_hash,
@@ -213,8 +215,39 @@ def run_cell(
     )
 
 
+def _evaluate(
+    model: Any,
+    tokenizer: Any,
+    cfg: CellConfig,
+    device: str,
+    data: Any,
+    exclude: Any,
+    workdir: Path,
+    metrics: dict[str, Any],
+    artifacts: dict[str, str],
+    data_files: dict[str, str],
+) -> None:
+    """The evaluation phase: the tasks through lm-eval (the meters of the "eval" region around them), then the
+    generation metrics on held-out training examples."""
+    if cfg.eval.tasks:
+        from harness.evaluation import evaluate_model
+        from harness.meters import measuring, readings
+
+        with measuring("eval", device) as eval_meters:
+            metrics["eval"] = evaluate_model(model, tokenizer, cfg, workdir, exclude)
+        metrics.setdefault("meters", {})["eval"] = readings(eval_meters)
+        artifacts.update(_item_files(metrics["eval"], Path(cfg.runtime.results_dir)))
+        data_files.update(_eval_data_files(cfg))
+    if cfg.eval.generation.n and data is not None and data.heldout:
+        from harness.evaluation import generation_metrics
+
+        gen = cfg.eval.generation
+        metrics["generation"] = generation_metrics(model, tokenizer, data.heldout[: gen.n], gen.max_new_tokens)
+
+
 def _train_and_save(
     method: Any,
+    options: Any,
     prepared: Any,
     data: Any,
     cfg: CellConfig,
@@ -224,6 +257,7 @@ def _train_and_save(
     metrics: dict[str, Any],
     artifacts: dict[str, str],
     workdir: Path,
+    on_values: Any = None,
 ) -> None:
     """The training phase, then what the method ships saved (measured, or kept for `medbench export`)."""
     from harness.training import ProgressFile, train_model
@@ -236,9 +270,10 @@ def _train_and_save(
                 cfg,
                 device=device,
                 precision=precision,
-                optimizer_name=cfg.train.optimizer or method.default_optimizer,
-                eval_between_epochs=method.eval_between_epochs,
+                method=method,
+                options=options,
                 progress=ProgressFile(workdir / "progress.json"),
+                on_values=on_values,
             )
         )
     if cfg.train.save != "none" and prepared.save is not None:
@@ -292,6 +327,24 @@ def _timings(started: str, t0: float, timer: Any) -> dict[str, Any]:
     }
     timings["overhead_share"] = timings["overhead_s"] / wall if wall else None
     return timings
+
+
+def _run_info(cfg: CellConfig, cell_id: str, env: dict[str, Any]) -> Any:
+    """What each tracker's run is opened with: the resolved config as parameters, the cell id, the commit and the
+    device as tags."""
+    from harness.trackers import RunInfo, flat_params
+
+    device = env.get("device") or {}
+    git = env.get("git") or {}
+    tags = {
+        "medbench.cell_id": cell_id,
+        "medbench.matrix": cfg.matrix,
+        "medbench.method": cfg.method.name,
+        "medbench.model": cfg.model.id,
+        "medbench.commit": str(git.get("commit") or "unknown") + ("-dirty" if git.get("dirty") else ""),
+        "medbench.device": str(device.get("name") or device.get("type") or "unknown"),
+    }
+    return RunInfo(cfg.matrix, cell_id, flat_params(cfg.model_dump(mode="json", exclude={"runtime"})), tags)
 
 
 def _apply_liger(cfg: CellConfig, device: str) -> None:
@@ -350,10 +403,27 @@ def main(argv: list[str] | None = None) -> int:
     apply_cell_env(cfg)  # before transformers / datasets load: no telemetry; offline when every file is local
     early = import_first(cfg)  # before anything imports transformers / peft (Unsloth patches them)
     Path(cfg.runtime.cache_dir).mkdir(parents=True, exist_ok=True)
-    result = run_cell(cfg, spec["cell_id"], spec["config_hash"], early)
+    results_dir = Path(cfg.runtime.results_dir)
+    tracking = None
+    if cfg.runtime.tracking:
+        from harness.trackers import Tracking
+
+        workdir = cell_dir(results_dir, spec["cell_id"])
+        workdir.mkdir(parents=True, exist_ok=True)
+        tracking = Tracking(cfg.runtime.tracking, Path(cfg.runtime.tracking_dir or results_dir / "tracking"), workdir)
+    result = run_cell(cfg, spec["cell_id"], spec["config_hash"], early, tracking)
     if spec.get("execution"):  # where it ran (executor, node, GPUs), as the executor tells it
         result.environment["execution"] = spec["execution"]
-    write_result(Path(cfg.runtime.results_dir), result)
+    path = write_result(results_dir, result)
+    if tracking is not None:
+        from harness.evaluation.stats import base_record_for
+        from harness.trackers import summary_of
+
+        if not tracking.started:  # stopped before its runs started (skipped, failed early): open them to end them
+            tracking.start(_run_info(cfg, spec["cell_id"], result.environment))
+
+        summary = summary_of(result, base_record_for(results_dir, result), results_dir)
+        tracking.finish(summary, result.status, result.reason, path)
     print(f"[cell] {spec['cell_id']}: {result.status}" + (f" ({result.reason})" if result.reason else ""), flush=True)
     return 0
 

@@ -1,4 +1,5 @@
-"""Command line: `python run_matrix.py MATRIX [options]`.
+"""Command line: `medbench run MATRIX` (also `python run_matrix.py MATRIX`), `medbench data ...`,
+`medbench export ...`: argparse sub-commands, each handled by one function.
 
 Exit codes: 0 every cell succeeded or was skipped with a reason; 1 some cell failed, ran out of memory or timed out
 (the others still ran); 2 invalid input (matrix file, flags, busy results folder); 3 the regression gate
@@ -8,30 +9,86 @@ Exit codes: 0 every cell succeeded or was skipped with a reason; 1 some cell fai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from harness.faults import EXIT_INTERRUPTED, finished_cells, guarded, interrupted_message, positive_minutes
 from harness.formatting import fmt_bytes, fmt_seconds
 
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.cells import PlannedCell
+    from harness.executors.base import Executor
+    from harness.matrix import LoadedMatrix
+    from harness.planning import Planner
+    from harness.preflight import PreflightResult
+
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_REGRESSION = 0, 1, 2, 3
 CACHE_DIR_ENV = "MEDBENCH_CACHE_DIR"
+COMMANDS = ("run", "data", "export")
+RUNS_DIR = "runs"  # where a run's results and report go unless --results / --report say otherwise
+
+
+class BadInput(Exception):
+    """Invalid input found after the flags were parsed: printed as `error: ...`, exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="run_matrix.py",
+        prog="medbench",
+        description="Benchmark fine-tuning strategies: train and score every cell of a matrix, prepare the data "
+        "it needs, export the cells worth shipping.",
+        epilog="`python run_matrix.py MATRIX [options]` is `medbench run MATRIX [options]`.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="train and score every cell of a matrix, render its report",
         description="Train and score every cell of a fine-tuning matrix (model x method x variant x epochs x lr x "
         "seed), one child process per cell, one result JSON per cell, one HTML report.",
         epilog="Exit codes: 0 ok, 1 some cells failed/oom/timeout, 2 invalid input, 3 regression gate crossed.",
     )
+    add_run_arguments(run)
+    run.set_defaults(handler=run_command)
+
+    from harness.data_catalog import add_data_arguments, data_command
+
+    data = sub.add_parser(
+        "data",
+        help="the data sets the matrices need: list, verify (sha256), fetch (online)",
+        description="The data sets the matrices need: list, verify (sha256), fetch (online).",
+    )
+    add_data_arguments(data)
+    data.set_defaults(handler=data_command)
+
+    from harness.export.cli import build_parser as export_parser
+    from harness.export.cli import run_export
+
+    export = sub.add_parser(
+        "export",
+        parents=[export_parser()],
+        conflict_handler="resolve",
+        help="merge, quantize and score the chosen cells (Hugging Face folder, GGUF files)",
+        description=export_parser().description,
+    )
+    export.set_defaults(handler=run_export)
+    return p
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("matrix", help="the matrix YAML file (see README: matrix schema)")
     p.add_argument("--data-dir", help="where relative data paths resolve (default: $MEDBENCH_DATA_DIR or ./data)")
-    p.add_argument("--results", metavar="DIR", help="results folder (default: results/<matrix name>)")
-    p.add_argument("--report", metavar="PATH", help="report file (default: reports/<matrix name>.html)")
+    p.add_argument(
+        "--results",
+        metavar="DIR",
+        help=f"results folder (default: {RUNS_DIR}/<matrix name>/results, your own: results/ holds the committed "
+        "examples)",
+    )
+    p.add_argument("--report", metavar="PATH", help=f"report file (default: {RUNS_DIR}/<matrix name>/report.html)")
     p.add_argument(
         "--cache-dir", help=f"converted models and tokenized data (default: ${CACHE_DIR_ENV} or ~/.cache/medbench)"
     )
@@ -56,33 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-baseline", metavar="FILE", help="write a baseline JSON from the results folder")
     p.add_argument("--timeout-minutes", type=positive_minutes, help="per-cell timeout (overrides the matrix)")
     p.add_argument(
-        "--executor",
-        help="how cells run: local (one after the other, the default) or ray (over every "
-        "GPU of this machine or of a Ray cluster); overrides the matrix's execution",
-    )
-    ray = p.add_argument_group("Ray executor (--executor ray; pip install -e '.[ray]')")
-    ray.add_argument(
-        "--ray-address",
-        metavar="ADDR",
-        help="an existing Ray cluster (e.g. 10.0.0.1:6379 or auto); default: start Ray on this machine",
-    )
-    ray.add_argument(
-        "--gpus-per-cell", type=float, metavar="N", help="GPUs per cell (default 1 where the cluster has GPUs, else 0)"
-    )
-    ray.add_argument("--cpus-per-cell", type=float, metavar="N", help="CPU cores per cell (default 1)")
-    ray.add_argument("--max-concurrent", type=int, metavar="N", help="cells running at once at most")
-    ray.add_argument(
-        "--max-retries",
-        type=int,
-        metavar="N",
-        help="runs again a cell whose worker or node was lost up to N times (default 2)",
-    )
-    ray.add_argument(
-        "--share-gpu",
-        action="store_true",
-        default=None,
-        help="let cells share a GPU (fractional --gpus-per-cell): accuracy-only, the report marks their "
-        "speed and memory as not comparable",
+        "--track",
+        metavar="NAMES",
+        help="experiment trackers, comma-separated (mlflow, tensorboard, wandb, or a plug-in); replaces the "
+        "matrix's tracking:; 'none' turns it off",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -90,10 +124,39 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop (exit 2) when a hub model cannot be reached, instead of recording its cells as skipped",
     )
-    return p
+    add_executor_flags(p)
 
 
-def print_plan(planned: list, loaded: object, results_dir: Path, planner: object, out=None) -> None:
+def add_executor_flags(p: argparse.ArgumentParser) -> None:
+    """`--executor`, and each registered executor's own flags (its `cli_flags`), one group per executor."""
+    from harness.executors import executors
+
+    found = executors()
+    p.add_argument(
+        "--executor",
+        choices=sorted(found),
+        help="how cells run (default: the matrix's execution.executor, else local); overrides the matrix",
+    )
+    for name, cls in found.items():
+        if not cls.cli_flags:
+            continue
+        group = p.add_argument_group(f"{name} executor (--executor {name})")
+        for f in cls.cli_flags:
+            dest = f"executor_{name}_{f.option}"
+            if f.type is None:
+                group.add_argument(f"--{f.flag}", dest=dest, action="store_true", default=None, help=f.help)
+            else:
+                metavar = f.metavar or ("N" if f.type in (int, float) else "VALUE")
+                group.add_argument(f"--{f.flag}", dest=dest, type=f.type, metavar=metavar, help=f.help)
+
+
+def print_plan(
+    planned: list[PlannedCell],
+    loaded: LoadedMatrix,
+    results_dir: Path,
+    planner: Planner,
+    out: TextIO | None = None,
+) -> None:
     """The plan: every cell, done / run / skip and why, its predicted memory, time on this machine and limit."""
     from collections import Counter
 
@@ -131,20 +194,19 @@ def print_plan(planned: list, loaded: object, results_dir: Path, planner: object
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "export":  # `medbench export RESULTS_DIR ...` (harness/export/cli.py)
-        from harness.export.cli import main as export_main
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]  # `python run_matrix.py MATRIX ...`
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    return guarded(args.handler, args)  # Ctrl-C and a full / read-only disk: one line, exit 130 / 2
 
-        return guarded(export_main, argv[1:])
-    if argv[:1] == ["data"]:  # `medbench data list|fetch|verify`
-        from harness.data_catalog import main as data_main
 
-        return guarded(data_main, argv[1:])
-    return guarded(_main, argv)  # Ctrl-C and a full / read-only disk: one line, exit 130 / 2
-
-
-def _main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    """`medbench run`: plan, preflight, run the cells, statistics, gate, export, report."""
     from harness.config import CellRuntime
     from harness.matrix import MatrixError, expand, load_matrix
 
@@ -153,29 +215,42 @@ def _main(argv: list[str] | None = None) -> int:
     except MatrixError as exc:
         print(f"error: invalid matrix\n{exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    for warning in loaded.warnings:
+        print(f"warning: {loaded.path}: {warning}", file=sys.stderr)
     name = loaded.matrix.name
-    results_dir = Path(args.results or Path("results") / name)
-    report_path = Path(args.report or Path("reports") / f"{name}.html")
+    # a run's own home (untracked): the committed example results / reports are never reused or rewritten by default
+    results_dir = Path(args.results or Path(RUNS_DIR) / name / "results")
+    report_path = Path(args.report or Path(RUNS_DIR) / name / "report.html")
     cache_dir = Path(args.cache_dir or os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "medbench")
     timeout_s = args.timeout_minutes * 60 if args.timeout_minutes else None
+    try:
+        tracking = _tracking(args, loaded)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     runtime = CellRuntime(
         data_dir=str(loaded.data_dir.resolve()),
         results_dir=str(results_dir.resolve()),
         cache_dir=str(cache_dir.resolve()),
         timeout_s=timeout_s,
+        tracking=tracking,
+        tracking_dir=str((results_dir / "tracking").resolve()),
     )
     cells = expand(loaded, runtime)
 
-    from harness.runner import plan
+    from harness.planning import plan
 
     planned = plan(cells, results_dir, rerun_failed=args.rerun_failed, only=args.only)
+    _warn_foreign(results_dir, name)
     if args.only and not planned:
         print(f"error: --only {' '.join(args.only)} matches none of the {len(cells)} cells", file=sys.stderr)
         return EXIT_BAD_INPUT
     planned, planner = _with_limits(planned, loaded, timeout_s)
-    executor = None if args.report_only else _executor(args, loaded)
-    if isinstance(executor, int):
-        return executor
+    try:
+        executor = None if args.report_only else _executor(args, loaded)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         return _plan_and_run(args, loaded, planned, planner, executor, results_dir, report_path, cache_dir)
     finally:
@@ -183,7 +258,18 @@ def _main(argv: list[str] | None = None) -> int:
             executor.close()
 
 
-def _with_limits(planned: list, loaded: object, timeout_s: float | None) -> tuple[list, object]:
+def _warn_foreign(results_dir: Path, matrix: str) -> None:
+    """Result files of another matrix in the results folder: named, and left out of statistics and report."""
+    from harness.results import foreign_note, load_results, split_foreign
+
+    _, foreign = split_foreign(load_results(results_dir)[0], matrix)
+    if foreign:
+        print(f"warning: {results_dir}: {foreign_note(foreign)} (of the statistics and the report)", file=sys.stderr)
+
+
+def _with_limits(
+    planned: list[PlannedCell], loaded: LoadedMatrix, timeout_s: float | None
+) -> tuple[list[PlannedCell], Planner]:
     """The plan's predictor for this machine, and each cell to run with its time limit: --timeout-minutes or a
     number in the matrix for every cell; `auto` (the default) from the cell's prediction (harness/planning.py)."""
     import dataclasses
@@ -208,49 +294,61 @@ def _with_limits(planned: list, loaded: object, timeout_s: float | None) -> tupl
     return out, planner
 
 
-def _executor(args: argparse.Namespace, loaded: object) -> object:
-    """The executor the flags and the matrix's `execution:` choose (flags win), or an exit code."""
+def _tracking(args: argparse.Namespace, loaded: LoadedMatrix) -> list[dict]:
+    """The trackers of this run: --track (names) replaces the matrix's `tracking:`; each validated by its own
+    `Options` (harness/trackers/)."""
+    if args.track is None:
+        return list(loaded.matrix.tracking)
+    names = [n.strip() for n in args.track.split(",") if n.strip()]
+    if names == ["none"]:
+        return []
+    from harness.plugins import UnknownPlugin
+    from harness.trackers import resolve_tracking
+
+    try:
+        return resolve_tracking(names)
+    except (UnknownPlugin, ValueError) as exc:
+        raise BadInput(f"--track: {exc}") from None
+
+
+def _executor(args: argparse.Namespace, loaded: LoadedMatrix) -> Executor:
+    """The executor the flags and the matrix's `execution:` choose, with its options (flags win); BadInput when an
+    option is invalid or a flag belongs to another executor."""
     from pydantic import ValidationError
 
-    from harness.executors import executor_class
+    from harness.config import _options_problem
+    from harness.executors import executor_class, executors
 
-    flags = {
-        "executor": args.executor,
-        "ray_address": args.ray_address,
-        "gpus_per_cell": args.gpus_per_cell,
-        "cpus_per_cell": args.cpus_per_cell,
-        "max_concurrent": args.max_concurrent,
-        "max_retries": args.max_retries,
-        "share_gpu": args.share_gpu,
-    }
+    execution = loaded.matrix.execution
+    name = args.executor or execution.executor
+    cls = executor_class(name)
+    given = dict(execution.options) if name == execution.executor else {}
+    for other, other_cls in executors().items():
+        for f in other_cls.cli_flags:
+            value = getattr(args, f"executor_{other}_{f.option}", None)
+            if value is None:
+                continue
+            if other != name:
+                raise BadInput(f"--{f.flag} is an option of the {other} executor, and cells run with {name}")
+            given[f.option] = value
     try:
-        options = loaded.matrix.execution.model_validate(
-            {**loaded.matrix.execution.model_dump(), **{k: v for k, v in flags.items() if v is not None}}
-        )
-        return executor_class(options.executor)(options)
+        return cls(cls.Options.model_validate(given))
     except ValidationError as exc:
-        for e in exc.errors():
-            where = ".".join(map(str, e["loc"]))
-            print(f"error: execution{'.' + where if where else ''}: {e['msg']}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyError as exc:
-        print(f"error: execution: {exc.args[0]}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise BadInput(f"execution: {_options_problem(f'executor {name!r}', cls.Options, exc)}") from None
 
 
 def _plan_and_run(
     args: argparse.Namespace,
-    loaded: object,
-    planned: list,
-    planner: object,
-    executor: object,
+    loaded: LoadedMatrix,
+    planned: list[PlannedCell],
+    planner: Planner,
+    executor: Executor | None,
     results_dir: Path,
     report_path: Path,
     cache_dir: Path,
 ) -> int:
-    from harness.runner import ResultsBusy, execute
+    from harness.runner import ResultsBusy
 
-    name = loaded.matrix.name
     pre = None
     if not args.report_only:  # everything checkable, before any cell runs (harness/preflight.py)
         from harness.preflight import run_preflight
@@ -268,9 +366,39 @@ def _plan_and_run(
                 file=sys.stderr,
             )
             planned = skip_unreachable(planned, pre)
+        for warning in pre.warnings:
+            print(f"warning: {loaded.path}: {warning}", file=sys.stderr)
         if not pre.ok:
             print(pre.message(str(loaded.path)), file=sys.stderr)
             return EXIT_BAD_INPUT
+    with contextlib.ExitStack() as held:
+        if not args.dry_run and not args.report_only:
+            from harness.runner import ResultsLock
+
+            try:  # before an executor starts anything (Ray): a second runner on this folder is refused at once
+                held.enter_context(ResultsLock(results_dir))
+            except ResultsBusy as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+        exit_code = _place_and_execute(args, loaded, planned, planner, executor, results_dir, pre)
+    if exit_code in (EXIT_BAD_INPUT, EXIT_INTERRUPTED) or args.dry_run:
+        return exit_code
+    return _finish(args, loaded, results_dir, report_path, exit_code)
+
+
+def _place_and_execute(
+    args: argparse.Namespace,
+    loaded: LoadedMatrix,
+    planned: list[PlannedCell],
+    planner: Planner,
+    executor: Executor | None,
+    results_dir: Path,
+    pre: PreflightResult | None,
+) -> int:
+    """Place the plan on the executor's devices, then print it (--dry-run) or run it; the exit code so far."""
+    from harness.runner import execute
+
+    name = loaded.matrix.name
     if executor is not None:
         try:
             planned = executor.place(planned)  # cells that fit no device of the cluster become `skip`
@@ -290,10 +418,7 @@ def _plan_and_run(
     if not args.report_only:
         t0 = time.monotonic()
         try:
-            summary = execute(planned, results_dir, executor=executor, progress=not args.no_progress)
-        except ResultsBusy as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            summary = execute(planned, results_dir, executor=executor, progress=not args.no_progress, lock=False)
         except KeyboardInterrupt:
             print(f"\n{interrupted_message(finished_cells(planned, results_dir))}", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -306,15 +431,19 @@ def _plan_and_run(
             print(f"  {status:8} {cell_id}: {reason}")
         if not summary.all_ok:
             exit_code = EXIT_CELLS_FAILED
-    return _finish(args, loaded, results_dir, report_path, exit_code)
+    return exit_code
 
 
-def _finish(args: argparse.Namespace, loaded: object, results_dir: Path, report_path: Path, exit_code: int) -> int:
+def _finish(
+    args: argparse.Namespace, loaded: LoadedMatrix, results_dir: Path, report_path: Path, exit_code: int
+) -> int:
     """Statistics, baseline gate and report: all from the results folder alone."""
     from harness.evaluation.stats import compute_comparisons
+    from harness.results import write_run_file
 
     if results_dir.is_dir():
-        compute_comparisons(results_dir)
+        compute_comparisons(results_dir, loaded.matrix.name)
+        write_run_file(results_dir, loaded.path, loaded.data_dir)
     gate = None
     if args.write_baseline:
         from harness.report import write_baseline
@@ -351,6 +480,7 @@ def _finish(args: argparse.Namespace, loaded: object, results_dir: Path, report_
             command=command,
             gate=gate,
             title=loaded.matrix.report.title,
+            matrix=loaded.matrix.name,
         )
         print(f"report: {out}")
     return exit_code

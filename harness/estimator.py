@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness import flops
-from harness.models.architectures import count_parameters
+from harness.models.architectures import Architecture
 
 GiB = 1024**3
 MiB = 1024**2
@@ -104,7 +104,7 @@ class DeviceProfile:
     memory_bytes: int | None = None
     peak_flops: float | None = None  # dense peak at the compute dtype; for a CPU, a measured FLOP/s
     achievable_fraction: float = DEFAULT_GPU_FRACTION  # of peak_flops that training reaches (median MFU)
-    fraction_by_method: dict[str, float] = field(default_factory=dict)  # per method kind, when calibrated
+    fraction_by_method: dict[str, float] = field(default_factory=dict)  # per method cost key, when calibrated
     memory_scale: float = 1.0  # measured / predicted peak memory, when calibrated
     startup_s: float = DEFAULT_STARTUP_S  # per-cell time outside the training loop
     source: str = "defaults"  # "defaults" or what it was calibrated from
@@ -130,14 +130,18 @@ class DeviceProfile:
         kwargs.setdefault("startup_s", 10.0)
         return cls(name="cpu", memory_bytes=memory_bytes, peak_flops=flops_per_s, **kwargs)
 
-    def fraction(self, method_kind: str | None = None) -> float:
-        return self.fraction_by_method.get(method_kind or "", self.achievable_fraction)
+    def fraction(self, cost_key: str | None = None) -> float:
+        """The calibrated fraction of a method's cost key (`peft:VERA`), else of its kind (`peft`), else overall."""
+        key = cost_key or ""
+        return self.fraction_by_method.get(
+            key, self.fraction_by_method.get(key.split(":")[0], self.achievable_fraction)
+        )
 
-    def throughput(self, method_kind: str | None = None) -> float | None:
-        """FLOP/s that training of this method kind is expected to reach."""
+    def throughput(self, cost_key: str | None = None) -> float | None:
+        """FLOP/s that training of this method (its `Method.cost_key`) is expected to reach."""
         if not self.peak_flops:
             return None
-        return self.peak_flops * self.fraction(method_kind)
+        return self.peak_flops * self.fraction(cost_key)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,25 +190,23 @@ class Estimate:
         return asdict(self)
 
 
-def _empty(reason: str, device: DeviceProfile | None) -> Estimate:
+def _partial(device: DeviceProfile | None, notes: list[str], **known: Any) -> Estimate:
+    """An estimate of what can be predicted (`known`), every other field None."""
+    fields = {f: None for f in Estimate.__dataclass_fields__ if f not in ("breakdown", "params", "assumptions")}
     return Estimate(
-        None,
-        None,
-        None,
-        {},
-        {},
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        device.name if device else None,
-        [reason],
+        **{
+            **fields,
+            "breakdown": {},
+            "params": {},
+            **known,
+            "device": device.name if device else None,
+            "assumptions": notes,
+        }
     )
+
+
+def _empty(reason: str, device: DeviceProfile | None) -> Estimate:
+    return _partial(device, [reason])
 
 
 def estimate_cell(
@@ -231,39 +233,30 @@ def estimate_cell(
         precision = "fp32" if on_cpu else "bf16"
         notes.append(f"precision auto -> {precision} ({'CPU' if on_cpu else 'assuming a bf16-capable GPU'})")
     a = 4 if precision == "fp32" else 2  # bytes per activation element
-    total = count_parameters(arch)["total"]
+    total = arch.params.total
     cls = method_class(cell.method.kind)
     if cls is None:
         return _empty(f"method kind {cell.method.kind!r} is not registered", device)
     method = cls()
-    params = {"total": total, "linear": flops.linear_params(arch), "trainable": 0, "quantized": 0}
+    params = {"total": total, "linear": arch.linear, "trainable": 0, "quantized": 0}
     if not method.trains:
         w = a * total
         notes.append("untrained row: weights only (evaluation, no training); activations of evaluation not modelled")
-        return Estimate(
-            int(w),
-            int(w),
-            int(w + CUDA_CONTEXT_BYTES),
-            {"weights": int(w)},
-            params,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            _fits(w, device),
-            device.name if device else None,
+        return _partial(
+            device,
             notes,
+            peak_memory_bytes=int(w),
+            peak_allocated_bytes=int(w),
+            peak_process_bytes=int(w + CUDA_CONTEXT_BYTES),
+            breakdown={"weights": int(w)},
+            params=params,
+            fits=_fits(w, device),
         )
+    options = method.Options.model_construct(**cell.method.options)  # validated when the matrix was loaded
     try:
-        cost = method.training_cost(arch, method.Options.model_validate(cell.method.options), precision=precision)
-    except ValueError as exc:
+        cost = method.training_cost(arch, options, precision=precision)
+    except (ValueError, ImportError) as exc:
         return _empty(f"method {cell.method.kind!r}: {exc}", device)
-    if cost is None:
-        return _empty(f"method kind {cell.method.kind!r} declares no cost model (Method.training_cost)", device)
     notes += cost.notes
     params.update(trainable=cost.trainable_params, quantized=cost.quantized_params)
     gc, keep_block_inputs = _checkpointing(cost, t.gradient_checkpointing)
@@ -280,8 +273,8 @@ def estimate_cell(
     )
     flops_per_token = flops.training_flops_per_token(
         arch,
-        trainable_params=cost.trainable_params if cost.adapter else 0,
-        frozen_base=cost.adapter is not None,
+        trainable_params=cost.trainable_params if cost.frozen_base else 0,
+        frozen_base=cost.frozen_base,
         gradient_checkpointing=gc,
         seq_len=t.max_seq_length,
     )
@@ -289,6 +282,7 @@ def estimate_cell(
         arch,
         cost,
         cell,
+        method.cost_key(options),
         device,
         gc=gc,
         mean_tokens_per_example=mean_tokens_per_example,
@@ -331,25 +325,24 @@ def _checkpointing(cost: Any, train_flag: bool) -> tuple[bool, bool]:
     return mode != "none", mode != "offloaded"
 
 
-def _optimizer_bytes(optimizer: str, trainable: int, state_bytes: int, notes: list[str]) -> tuple[float, float]:
-    """(optimizer state bytes, the step's temporary bytes) for `trainable` parameters."""
-    if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
-        if optimizer == "paged_adamw_8bit":
-            notes.append(
-                "paged 8-bit AdamW: large state tensors live in CUDA managed memory, which torch's "
-                "max_allocated does not see (NVML does)"
-            )
-        return (2 + 2 * 4 / 256) * trainable, 0.0  # two 8-bit states + blockwise absmax
-    if optimizer == "sgd":
-        return state_bytes * trainable, 0.0  # momentum
-    if optimizer != "adamw":
-        notes.append(f"optimizer {optimizer!r} costed as AdamW")
-        return 2 * state_bytes * trainable, 0.0
-    return 2 * state_bytes * trainable, 4.0 * trainable  # foreach AdamW: one fp32 temporary per parameter
+def _optimizer_bytes(optimizer: Any, trainable: int, state_bytes: int, notes: list[str]) -> tuple[float, float]:
+    """(optimizer state bytes, the step's temporary bytes) for `trainable` parameters, as the optimizer component
+    (harness/optimizers/) costs itself."""
+    from harness.optimizers import REGISTRY
+    from harness.plugins import ref_parts
+
+    name, given = ref_parts(optimizer)
+    cls = REGISTRY.find(name)
+    if cls is None:
+        notes.append(f"optimizer {name!r} is not registered here: costed as AdamW")
+        return 2 * state_bytes * trainable, 4.0 * trainable
+    states, temporary, note = cls().memory(trainable, state_bytes, cls.Options.model_construct(**given))
+    notes.append(note)
+    return states, temporary
 
 
 def _memory(
-    arch: dict[str, Any],
+    arch: Architecture,
     cost: Any,
     t: Any,
     *,
@@ -357,11 +350,10 @@ def _memory(
     gc: bool,
     keep_block_inputs: bool,
     device: DeviceProfile | None,
-    optimizer: str,
+    optimizer: Any,
     notes: list[str],
 ) -> dict[str, Any]:
     """Peak memory of training (see the module doc): headline, torch-allocated, process, and the breakdown."""
-    dims = flops.arch_dims(arch)
     on_cpu = device is not None and device.is_cpu
     trainable = cost.trainable_params
     grads = cost.state_bytes_per_param * trainable
@@ -373,11 +365,11 @@ def _memory(
 
     attention = planned_attention(t.attn_implementation, packing=t.packing, gpu=not on_cpu)
     per_layer = _layer_activation_bytes(
-        dims,
+        arch,
         a=a,
         residual=cost.residual_bytes,
         norms_train=cost.norms_train,
-        full=adapter is None,
+        full=not cost.frozen_base,
         targets=list(adapter.targets) if adapter else [],
         rank=adapter.rank if adapter else 0,
         dropout=adapter.dropout if adapter else 0.0,
@@ -386,7 +378,7 @@ def _memory(
         mask_bytes=4 if on_cpu else 1,
     )
     if gc:
-        kept = dims["layers"] * positions * cost.residual_bytes * dims["h"] if keep_block_inputs else 0
+        kept = arch.layers * positions * cost.residual_bytes * arch.hidden if keep_block_inputs else 0
         activations = kept + per_layer * positions
         notes.append(
             "gradient checkpointing: block inputs kept"
@@ -394,21 +386,21 @@ def _memory(
             + " + one block recomputed"
         )
     else:
-        activations = dims["layers"] * per_layer * positions
+        activations = arch.layers * per_layer * positions
     if cost.packed_layout == "flattened" and t.packing:  # the method's own block-diagonal mask over B·T positions
         activations += positions * positions
         notes.append("packed rows flattened into one row (the method's own attention): a (B·T)² bool mask")
     elif attention.dense_mask:  # the bool 4-D mask (packing: block-diagonal; padding: causal & padding)
         activations += b * T * T
     notes.append(f"attention: {attention.implementation} ({attention.reason})")
-    activations += positions * dims["h"] * cost.residual_bytes * 2  # embedding output and final norm input
+    activations += positions * arch.hidden * cost.residual_bytes * 2  # embedding output and final norm input
     if t.attn_implementation == "eager":
         notes.append("eager attention: fp32 softmax probabilities kept for every layer")
     if t.liger_kernel:
-        logits = 2 * 4 * positions * dims["h"]
+        logits = 2 * 4 * positions * arch.hidden
         notes.append("Liger fused linear cross-entropy: logits never materialised")
     else:
-        logits = (cost.logits_bytes_per_element or LOGITS_BYTES) * positions * dims["vocab"]
+        logits = (cost.logits_bytes_per_element or LOGITS_BYTES) * positions * arch.vocab
     accumulating = t.gradient_accumulation_steps > 1
     backward_peak = activations + logits + cost.autocast_copy_bytes + (grads if accumulating else 0)
     step_peak = grads + step_temp
@@ -440,9 +432,10 @@ def _memory(
 
 
 def _timing(
-    arch: dict[str, Any],
+    arch: Architecture,
     cost: Any,
     cell: Any,
+    cost_key: str,
     device: DeviceProfile | None,
     *,
     gc: bool,
@@ -468,7 +461,7 @@ def _timing(
     else:
         real_per_micro = None
         notes.append("padding without a known mean example length: real tokens per step unknown")
-    frozen = cost.adapter is not None
+    frozen = cost.frozen_base
     hw_flops = flops.training_flops_per_token(
         arch,
         trainable_params=cost.trainable_params if frozen else 0,
@@ -494,7 +487,7 @@ def _timing(
             steps = min(steps, t.max_steps)
     elif t.max_steps and real_per_step is None and epoch_tokens is None:
         steps = t.max_steps
-    throughput = device.throughput(cell.method.kind) if device else None
+    throughput = device.throughput(cost_key) if device else None
     time_step = time_epoch = wall = None
     if throughput:
         time_step = tokens_per_step * hw_flops / throughput
@@ -505,7 +498,7 @@ def _timing(
             if first_build_s:
                 notes.append(f"first build of the model into the cache: ≈ {first_build_s:.0f} s (once per machine)")
         notes.append(
-            f"throughput {throughput / 1e12:.3g} TFLOP/s = {device.fraction(cell.method.kind):.2f} of "
+            f"throughput {throughput / 1e12:.3g} TFLOP/s = {device.fraction(cost_key):.2f} of "
             f"{device.peak_flops / 1e12:.4g} ({device.source})"
         )
     elif device is None:
@@ -530,7 +523,7 @@ def _fits(process_bytes: float, device: DeviceProfile | None) -> bool | None:
 
 
 def _layer_activation_bytes(
-    d: dict[str, int],
+    arch: Architecture,
     *,
     a: int,
     residual: int,
@@ -544,20 +537,12 @@ def _layer_activation_bytes(
     mask_bytes: int = 1,
 ) -> float:
     """Bytes saved for the backward per token by one decoder block (see the module doc)."""
-    h, i, q, heads = d["h"], d["i"], d["q_dim"], d["heads"]
+    h, i, q, heads = arch.hidden, arch.intermediate, arch.q_dim, arch.heads
     copies = residual > a  # under autocast an fp32 input is cast separately by every consumer
     norm = 2 * (4 * h + (residual * h if norms_train else 0))
     # inputs of the projections, saved for weight (or adapter) gradients; a frozen base layer (plain or 4-bit)
     # saves none, its adapter's lora_A does
-    shapes = {
-        "q_proj": (h, q),
-        "k_proj": (h, d["kv_dim"]),
-        "v_proj": (h, d["kv_dim"]),
-        "o_proj": (q, h),
-        "gate_proj": (h, i),
-        "up_proj": (h, i),
-        "down_proj": (i, h),
-    }
+    shapes = arch.linear_shapes()
     consumers = {
         "attn_in": (["q_proj", "k_proj", "v_proj"], h),
         "o_in": (["o_proj"], q),
@@ -594,7 +579,7 @@ def _get(d: Any, *path: str) -> Any:
 
 
 def achieved_flops(result: Any) -> tuple[str, float, float | None] | None:
-    """(method kind, achieved FLOP/s, device peak or None) of one successful packed cell, or None.
+    """(cost key, achieved FLOP/s, device peak or None) of one successful packed cell, or None.
 
     Achieved FLOP/s = computed positions per second (real tokens/s ÷ (1 − padding share)) × hardware FLOPs per
     position, the same count the time prediction divides by, so a fitted fraction predicts times consistently."""
@@ -618,7 +603,15 @@ def achieved_flops(result: Any) -> tuple[str, float, float | None] | None:
         return None
     padding = train.get("padding_fraction") or 0.0
     positions_per_s = tps / max(1e-9, 1 - padding)
-    return cfg.method.kind, positions_per_s * est.hardware_flops_per_position, train.get("peak_flops")
+    return cost_key(cfg), positions_per_s * est.hardware_flops_per_position, train.get("peak_flops")
+
+
+def cost_key(cfg: Any) -> str:
+    """The key a cell's throughput is calibrated under (`Method.cost_key`: the kind, or finer)."""
+    from harness.methods.base import method_class
+
+    cls = method_class(cfg.method.kind)
+    return cls().cost_key(cls.Options.model_construct(**cfg.method.options)) if cls else cfg.method.kind
 
 
 def _device_name(result: Any) -> str | None:
@@ -659,7 +652,7 @@ def calibrate(results: Iterable[Any], device: DeviceProfile | None = None) -> De
                 peaks.append(got[2])
         if getattr(r, "status", None) != "success":
             continue
-        measured = _get(r.metrics, "memory", "headline_bytes")
+        measured = _get(r.metrics, "meters", "train", "memory", "headline_bytes")
         try:
             predicted = estimate_cell(CellConfig.model_validate(r.config), unscaled).peak_memory_bytes
         except Exception:

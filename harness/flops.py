@@ -39,80 +39,20 @@ torch.utils.flop_counter agrees exactly for full fine-tuning of a small Llama wi
 
 from __future__ import annotations
 
-from typing import Any
-
-from harness.models.architectures import count_parameters
+from harness.models.architectures import Architecture
 
 # ---------------------------------------------------------------------------------------------------- counting
 
 
-def arch_dims(arch: dict[str, Any]) -> dict[str, int]:
-    """The shapes the counts need, from an HF-style config dict (head_dim and num_key_value_heads optional)."""
-    h = int(arch["hidden_size"])
-    heads = int(arch["num_attention_heads"])
-    kv = int(arch.get("num_key_value_heads") or heads)
-    head_dim = int(arch.get("head_dim") or h // heads)
-    return {
-        "h": h,
-        "i": int(arch["intermediate_size"]),
-        "layers": int(arch["num_hidden_layers"]),
-        "heads": heads,
-        "kv": kv,
-        "head_dim": head_dim,
-        "q_dim": heads * head_dim,
-        "kv_dim": kv * head_dim,
-        "vocab": int(arch["vocab_size"]),
-    }
-
-
-def linear_shapes(arch: dict[str, Any]) -> dict[str, tuple[int, int]]:
-    """(in_features, out_features) of the seven projections of one Llama-style block, by module name."""
-    d = arch_dims(arch)
-    h, i, q, kv = d["h"], d["i"], d["q_dim"], d["kv_dim"]
-    return {
-        "q_proj": (h, q),
-        "k_proj": (h, kv),
-        "v_proj": (h, kv),
-        "o_proj": (q, h),
-        "gate_proj": (h, i),
-        "up_proj": (h, i),
-        "down_proj": (i, h),
-    }
-
-
-def block_linear_params(arch: dict[str, Any]) -> int:
-    """Matmul weights of all decoder blocks (biases included when the config has them)."""
-    c = count_parameters(arch)
-    return c["layers"] * c["linear_per_layer"]
-
-
-def lm_head_params(arch: dict[str, Any]) -> int:
-    """The LM head is a vocab × hidden matmul for every token, tied to the embedding or not."""
-    d = arch_dims(arch)
-    return d["vocab"] * d["h"]
-
-
-def first_block_input_params(arch: dict[str, Any]) -> int:
-    """Weights of the first block's q, k and v projections (their inputs come straight from the embedding)."""
-    shapes = linear_shapes(arch)
-    return sum(shapes[m][0] * shapes[m][1] for m in ("q_proj", "k_proj", "v_proj"))
-
-
-def linear_params(arch: dict[str, Any]) -> int:
-    """N: parameters that take part in matmuls per token (block projections + LM head); no embedding lookup."""
-    return block_linear_params(arch) + lm_head_params(arch)
-
-
-def attention_flops_per_token(arch: dict[str, Any], seq_len: int, *, causal: bool = True) -> float:
+def attention_flops_per_token(arch: Architecture, seq_len: int, *, causal: bool = True) -> float:
     """Forward + backward FLOPs of the score (QKᵀ) and value (P·V) matmuls per token: 12·L·T·d_attn, halved when
     `causal` (only the lower triangle is computed)."""
-    d = arch_dims(arch)
-    full = 12.0 * d["layers"] * seq_len * d["q_dim"]
+    full = 12.0 * arch.layers * seq_len * arch.q_dim
     return full / 2 if causal else full
 
 
 def training_flops_per_token(
-    arch: dict[str, Any],
+    arch: Architecture,
     *,
     trainable_params: int,
     frozen_base: bool,
@@ -132,7 +72,7 @@ def training_flops_per_token(
         raise ValueError(f"seq_len must be >= 1 (got {seq_len})")
     if trainable_params < 0:
         raise ValueError(f"trainable_params must be >= 0 (got {trainable_params})")
-    n = linear_params(arch)
+    n = arch.linear
     attn = attention_flops_per_token(arch, seq_len, causal=causal)
     if frozen_base:
         total = 4.0 * n + 6.0 * trainable_params + attn
@@ -140,25 +80,15 @@ def training_flops_per_token(
             # The first block's q/k/v read the (frozen) embedding output, which needs no gradient: autograd skips
             # their input gradients. With checkpointing the harness (like peft) calls enable_input_require_grads,
             # so they are computed.
-            total -= 2.0 * first_block_input_params(arch)
+            total -= 2.0 * arch.first_block_qkv
     else:
         total = 6.0 * n + attn
     if gradient_checkpointing:
-        recompute = 2.0 * block_linear_params(arch) + attn / 3.0
+        recompute = 2.0 * arch.params.block_linear + attn / 3.0
         if frozen_base:
             recompute += 2.0 * trainable_params  # adapters inside the blocks are recomputed too
         total += recompute
     return total
-
-
-def lora_trainable_params(arch: dict[str, Any], r: int, target_modules: list[str], *, dora: bool = False) -> int:
-    """Adapter parameters: each adapted Linear(in, out) gains A (r×in) and B (out×r) per layer (+ out for DoRA)."""
-    shapes = linear_shapes(arch)
-    unknown = [m for m in target_modules if m not in shapes]
-    if unknown:
-        raise ValueError(f"unknown target module(s) {unknown}; known: {', '.join(shapes)}")
-    per_layer = sum(r * (shapes[m][0] + shapes[m][1]) + (shapes[m][1] if dora else 0) for m in target_modules)
-    return arch_dims(arch)["layers"] * per_layer
 
 
 # ---------------------------------------------------------------------------------------------------- peaks

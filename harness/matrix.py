@@ -6,19 +6,22 @@ e.g. `matrices/x.yaml: methods[1].train.batch_size: must be >= 1 (got 0)`. Nothi
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import hashlib
 import itertools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from harness.cells import Cell
 from harness.config import (
+    LEGACY_MODEL_KEYS,
     CellConfig,
     CellRuntime,
     EvalConfig,
@@ -28,7 +31,7 @@ from harness.config import (
     TrainConfig,
 )
 from harness.formatting import lr_text
-from harness.methods.base import methods, presets, trains, untrained_kind
+from harness.methods.base import UNTRAINED, entry_keys, methods, presets, trains
 from harness.methods.base import trains as _trains  # `trains` is also a local list in load_matrix
 from harness.paths import DATA_DIR_ENV, resolve_data_dir, resolve_data_path
 from harness.yaml_strict import DuplicateKeyError, safe_load_strict
@@ -116,6 +119,7 @@ class LoadedMatrix:
     methods: list[ResolvedMethod]
     data_dir: Path
     raw_text: str  # the file as written, for provenance
+    warnings: list[str] = field(default_factory=list)  # what is merged or repeated without an error (printed)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -142,24 +146,101 @@ def _validate_train(
 
 
 def _resolve_method(entry: MethodEntry, index: int, problems: list[str]) -> MethodConfig | None:
-    known = presets()
-    preset_name = entry.preset or entry.name
-    if preset_name not in known:
-        key = "preset" if entry.preset else "name"
-        problems.append(
-            f"methods[{index}].{key}: unknown method '{preset_name}'; allowed: "
-            f"{', '.join(sorted(known))} (or set 'preset' to one of them and give your own 'name')"
-        )
+    """A method entry as (kind, validated options): a preset (its name, or `preset`) with overrides, or an entry
+    whose key selects a kind (`peft: {...}` selects the generic PEFT method). Keys of the entry other than its own
+    (name, preset, options, learning_rates, epochs, train) are options of the kind, written flat."""
+    flat = dict(entry.model_extra or {})
+    selected = [(key, kind) for key, kind in entry_keys().items() if key in flat]
+    if len(selected) > 1:
+        problems.append(f"methods[{index}]: {', '.join(k for k, _ in selected)} each select a method; give one")
         return None
-    kind, preset_options = known[preset_name]
+    if selected:
+        kind, preset_options = selected[0][1], {}
+        if entry.preset:
+            problems.append(f"methods[{index}]: '{selected[0][0]}' and 'preset' both select a method; give one")
+            return None
+    else:
+        known = presets()
+        preset_name = entry.preset or entry.name
+        if preset_name not in known:
+            key = "preset" if entry.preset else "name"
+            keys = ", ".join(f"'{k}:'" for k in entry_keys())
+            close = difflib.get_close_matches(preset_name, list(known), n=1)
+            problems.append(
+                f"methods[{index}].{key}: unknown method '{preset_name}'; allowed: "
+                f"{', '.join(sorted(known))} (or set 'preset' to one of them and give your own 'name'"
+                + (f", or describe it with {keys}" if keys else "")
+                + ")"
+                + (f"; did you mean '{close[0]}'?" if close else "")
+            )
+            return None
+        kind, preset_options = known[preset_name]
     options_model = methods()[kind].Options
     try:
-        options = options_model.model_validate({**preset_options, **entry.options})
+        options = options_model.model_validate({**preset_options, **flat, **entry.options})
     except ValidationError as exc:
         for err in exc.errors():
-            problems.append(_describe(err, options_model, ("methods", index, "options")))
+            top = err["loc"][0] if err["loc"] else None
+            prefix = ("methods", index, "options") if top in entry.options else ("methods", index)
+            problems.append(_describe(err, options_model, prefix))
         return None
     return MethodConfig(name=entry.name, kind=kind, options=options.model_dump(mode="json"))
+
+
+def _repeated(values: list[Any]) -> list[Any]:
+    return [v for i, v in enumerate(values) if v in values[:i] and v not in values[i + 1 :]]
+
+
+def matrix_warnings(matrix: Matrix) -> list[str]:
+    """What the matrix repeats (and so merges quietly) or nearly repeats: a learning rate, epoch count or seed listed
+    twice, a task named twice, model ids that differ only by case (two rows, twice the compute if they are one
+    model)."""
+    out = []
+    axes = [("", "learning_rates", matrix.learning_rates), ("", "epochs", matrix.epochs), ("", "seeds", matrix.seeds)]
+    for i, m in enumerate(matrix.methods):
+        axes += [
+            (f"methods[{i}].", "learning_rates", m.learning_rates or []),
+            (f"methods[{i}].", "epochs", m.epochs or []),
+        ]
+    for where, key, values in axes:
+        for v in _repeated(list(values)):
+            out.append(f"{where}{key}: {v:g} is listed more than once; its cells are the same cells and run once")
+    names = [t.name for t in matrix.eval.tasks]
+    for name in _repeated(names):
+        out.append(f"eval.tasks: '{name}' is named more than once; each cell scores it once")
+    ids = [m.id for m in matrix.models]
+    for a in ids:
+        twins = [b for b in ids if b != a and b.lower() == a.lower()]
+        if twins and a < twins[0]:
+            out.append(
+                f"models: ids '{a}' and '{twins[0]}' differ only by case: two rows of the report (and the same "
+                "compute twice if they name one model); give one id"
+            )
+    return out
+
+
+def _resolve_execution(matrix: Matrix, problems: list[str]) -> None:
+    """`execution:`'s options, validated by the executor's own `Options` (complete afterwards)."""
+    from harness.config import _plugin_options
+    from harness.executors import executor_class
+
+    execution = matrix.execution
+    try:
+        cls = executor_class(execution.executor)
+        execution.options = _plugin_options(f"executor '{execution.executor}'", cls.Options, execution.options)
+    except (KeyError, ValueError) as exc:
+        problems.append(f"execution: {exc.args[0]}")
+
+
+def _resolve_tracking(matrix: Matrix, problems: list[str]) -> None:
+    """`tracking:`: each tracker named, with its options validated by the tracker's own `Options`."""
+    from harness.plugins import UnknownPlugin
+    from harness.trackers import resolve_tracking
+
+    try:
+        matrix.tracking = resolve_tracking(matrix.tracking)
+    except (UnknownPlugin, ValueError) as exc:
+        problems.append(f"tracking: {exc}")
 
 
 def _check_data_files(
@@ -233,6 +314,8 @@ def load_matrix(
                 vt = _validate_train(_merge(base_train, entry.train), variant.train, ("variants", j, "train"), problems)
                 if vt and "datasets" in variant.train:
                     trains.append((("variants", j, "train"), vt))
+    _resolve_execution(matrix, problems)
+    _resolve_tracking(matrix, problems)
     if not matrix.train.datasets and any(_trains(r.config.kind) for r in resolved):
         if not any(r.train.datasets for r in resolved):
             problems.append("train.datasets: missing; a matrix that trains needs at least one dataset")
@@ -243,7 +326,9 @@ def load_matrix(
         _check_data_files(matrix, trains, ddir, problems)
     if problems:
         raise MatrixError(source, list(dict.fromkeys(problems)))
-    loaded = LoadedMatrix(path=path, matrix=matrix, methods=resolved, data_dir=ddir, raw_text=text)
+    loaded = LoadedMatrix(
+        path=path, matrix=matrix, methods=resolved, data_dir=ddir, raw_text=text, warnings=matrix_warnings(matrix)
+    )
     cells = expand(loaded, CellRuntime(data_dir=str(ddir), results_dir="", cache_dir=""))
     if not cells:
         raise MatrixError(source, ["include/exclude: the rules leave no cell to run (empty product)"])
@@ -325,24 +410,10 @@ def _check_rules(matrix: Matrix, resolved: list[ResolvedMethod], problems: list[
 # ---------------------------------------------------------------------------------------------------- cells
 
 
-@dataclass(frozen=True)
-class Cell:
-    id: str
-    config_hash: str
-    config: CellConfig
-
-    @property
-    def model(self) -> str:
-        return self.config.model.id
-
-    @property
-    def method(self) -> str:
-        return self.config.method.name
-
-
 def config_hash(config: CellConfig) -> str:
     """sha256 of the resolved config without machine-specific paths: the same cell has the same hash anywhere."""
     payload = config.model_dump(mode="json", exclude={"runtime"})
+    payload["model"] = {**LEGACY_MODEL_KEYS, **payload["model"]}  # ids from before sources owned their options
     if config.eval.include_path and config.eval.tasks:  # a custom task's YAML and data are part of the cell
         from harness.evaluation.custom import folder_digest, include_folder
 
@@ -395,7 +466,7 @@ def expand(loaded: LoadedMatrix, runtime: CellRuntime) -> list[Cell]:
     trained = [r for r in loaded.methods if trains(r.config.kind)]
     explicit_base = [r for r in loaded.methods if not trains(r.config.kind)]
     # every model gets an untrained reference row, named as its kind (ids stay the same as before)
-    base = untrained_kind()
+    base = UNTRAINED
     base_methods = explicit_base or (
         [ResolvedMethod(MethodEntry(name=base), MethodConfig(name=base, kind=base, options={}), m.train)]
         if m.eval.base_rows and m.eval.tasks

@@ -20,6 +20,7 @@ from typing import Any
 
 from harness import flops
 from harness.meters.timing import StepTiming
+from harness.models.architectures import Architecture
 
 WARMUP_STEPS = 2
 WARMUP_RULE = (
@@ -74,7 +75,7 @@ def steady_state(steps: list[StepTiming], warmup: int = WARMUP_STEPS) -> tuple[d
 def throughput(
     counters: TrainCounters,
     *,
-    arch: dict[str, Any],
+    arch: Architecture | None,
     trainable_params: int,
     total_params: int,
     gradient_checkpointing: bool,
@@ -85,12 +86,16 @@ def throughput(
     """Steady-state tokens/s (real, non-padding tokens) and MFU, the whole-run figures, FLOPs per token and the
     device's peak FLOP/s."""
     train_time = sum(counters.epoch_times_s)
-    fpt = flops.training_flops_per_token(
-        arch,
-        trainable_params=trainable_params,
-        frozen_base=trainable_params < total_params,
-        gradient_checkpointing=gradient_checkpointing,
-        seq_len=seq_len,
+    fpt = (
+        flops.training_flops_per_token(
+            arch,
+            trainable_params=trainable_params,
+            frozen_base=trainable_params < total_params,
+            gradient_checkpointing=gradient_checkpointing,
+            seq_len=seq_len,
+        )
+        if arch is not None
+        else None
     )
     peak = flops.peak_flops(device_name, dtype)
     steady, warmup = steady_state(counters.steps)

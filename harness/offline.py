@@ -21,15 +21,9 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
 def network_needs(cfg: Any) -> list[str]:
     """What in a cell config may need the network (empty: everything is local)."""
     from harness.evaluation.registry import builtin_task, task_data_path
+    from harness.models.sources import source_for
 
-    needs: list[str] = []
-    model = cfg.model
-    if model.source == "hub":
-        needs.append(f"model {model.id} from the hub ({model.hub_id})")
-    elif model.source not in ("local", "gguf", "synthetic"):
-        needs.append(f"model {model.id}: source {model.source!r} (a plug-in: may download)")
-    if model.source == "synthetic" and model.tokenizer and not Path(os.path.expanduser(model.tokenizer)).is_dir():
-        needs.append(f"tokenizer {model.tokenizer} (not a local folder)")
+    needs: list[str] = list(source_for(cfg.model.source).network_needs(cfg.model))  # the model source says
     for ds in cfg.train.datasets:
         if not ds.path:
             needs.append(f"hub dataset {ds.hub_id}")

@@ -1,4 +1,5 @@
-"""What the plan predicts for each cell on this machine, and the time limit that follows from it.
+"""The plan: which cells are done, which run and which are skipped (and why), decided from the results folder
+alone; and what the plan predicts for each cell on this machine, and the time limit that follows from it.
 
 Training time comes from the estimator (harness/estimator.py) calibrated on measured cells: this matrix's finished
 cells and the results folders its `report.calibrate_from` names (e.g. an earlier matrix on the same machine), keeping
@@ -13,10 +14,74 @@ fixed limit for every cell. The plan prints each cell's prediction and limit. Pu
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness.cells import Cell, PlannedCell
+from harness.results import read_result, result_path
+
+# ---------------------------------------------------------------------------------------------------- plan
+
+
+def matches_only(cell_id: str, patterns: list[str]) -> bool:
+    """`--only`: glob patterns on cell ids; a pattern without wildcards matches as a substring."""
+    if not patterns:
+        return True
+    for p in patterns:
+        if any(ch in p for ch in "*?["):
+            if fnmatch.fnmatchcase(cell_id, p):
+                return True
+        elif p in cell_id:
+            return True
+    return False
+
+
+def preflight_reason(cell: Cell) -> str | None:
+    """Why the cell's method cannot run on this machine (decided without torch), or None."""
+    from harness.methods.base import get_method
+
+    method = get_method(cell.config.method.kind)
+    return method.preflight(method.Options.model_validate(cell.config.method.options))
+
+
+def plan(
+    cells: list[Cell], results_dir: Path, *, rerun_failed: bool = False, only: list[str] | None = None
+) -> list[PlannedCell]:
+    out: list[PlannedCell] = []
+    preflight_cache: dict[str, str | None] = {}
+    for cell in cells:
+        if not matches_only(cell.id, only or []):
+            continue
+        key = json.dumps([cell.config.method.kind, cell.config.method.options], sort_keys=True)
+        if key not in preflight_cache:
+            preflight_cache[key] = preflight_reason(cell)
+        skip = preflight_cache[key]
+        existing = read_result(result_path(results_dir, cell.id))
+        if existing is not None and existing.config_hash != cell.config_hash:
+            existing = None  # an id collision with another config: never trust it
+        if existing is None:
+            out.append(PlannedCell(cell, "skip", skip) if skip else PlannedCell(cell, "run", "no result yet"))
+        elif existing.status == "success":
+            out.append(PlannedCell(cell, "done", "complete result with the same config hash", existing))
+        elif existing.status == "skipped":
+            if skip:
+                out.append(PlannedCell(cell, "done", f"skipped: {existing.reason}", existing))
+            else:
+                out.append(PlannedCell(cell, "run", "was skipped, can run on this machine now", existing))
+        elif rerun_failed:
+            out.append(PlannedCell(cell, "run", f"--rerun-failed: was {existing.status}", existing))
+        else:
+            out.append(
+                PlannedCell(cell, "done", f"{existing.status} before (use --rerun-failed): {existing.reason}", existing)
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- predictions
 
 LIMIT_FACTOR = 4.0  # a loaded machine can be several times slower than the one the prediction was fitted on
 LIMIT_FLOOR_S = 20 * 60.0
@@ -45,12 +110,26 @@ class Planner:
     mean_tokens: float | None = None
     sources: list[str] = field(default_factory=list)  # what calibrated it, for the plan's header
     fixed_limit_s: float | None = None  # a fixed per-cell limit (matrix or --timeout-minutes); None: auto
+    measured_s: dict[str, float] = field(default_factory=dict)  # cell id -> its wall time measured on this kind
+    _predicted: dict[str, CellPrediction] = field(default_factory=dict, repr=False)
 
     def predict(self, cell: Any) -> CellPrediction:
+        """The cell's predicted time and limit (computed once per cell: the plan asks more than once)."""
+        if cell.id not in self._predicted:
+            self._predicted[cell.id] = self._predict(cell)
+        return self._predicted[cell.id]
+
+    def _predict(self, cell: Any) -> CellPrediction:
         from harness.estimator import estimate_cell
         from harness.methods.base import trains
 
         cfg = cell.config
+        if cell.id in self.measured_s and self.fixed_limit_s is None:  # this very cell, measured on this kind
+            wall = self.measured_s[cell.id]
+            limit = max(LIMIT_FLOOR_S, LIMIT_FACTOR * wall)
+            return CellPrediction(
+                wall, None, limit, f"{LIMIT_FACTOR:g} × its measured time, at least {LIMIT_FLOOR_S:.0f} s"
+            )
         train_s = None
         if trains(cfg.method.kind):
             try:
@@ -154,4 +233,15 @@ def make_planner(done: list[Any], report: Any, matrix_path: Path | None, fixed_l
         mean_tokens=statistics.median(lengths) if lengths else None,
         sources=sources if same else [],
         fixed_limit_s=fixed_limit_s,
+        measured_s=_measured_walls(same),
     )
+
+
+def _measured_walls(records: list[Any]) -> dict[str, float]:
+    """Cell id -> median wall time of the cell's measurements (e.g. committed results of the same matrix)."""
+    walls: dict[str, list[float]] = {}
+    for r in records:
+        wall = (r.timings or {}).get("wall_s")
+        if isinstance(wall, (int, float)) and wall > 0:
+            walls.setdefault(r.cell_id, []).append(float(wall))
+    return {cid: statistics.median(v) for cid, v in walls.items()}

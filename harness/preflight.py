@@ -2,9 +2,10 @@
 
 `run_preflight(loaded, cells, ...)` looks at the cells that are about to run and returns every problem at once:
 
-- models: a local folder has a config.json, a GGUF file starts with the GGUF magic bytes, a package that ships a
-  model is installed; a hub id is in the local hub cache, or the hub answers one short request (at most one
-  timeout per hub host, never one per cell; with `HF_HUB_OFFLINE` set no request is made at all);
+- models: each model source checks its own (`ModelSource.check_many`): a local folder has a config.json, a GGUF
+  file starts with the GGUF magic bytes, a package that ships a model is installed; a hub id is in the local hub
+  cache, or the hub answers one short request (at most one timeout per hub host, never one per cell; with
+  `HF_HUB_OFFLINE` set no request is made at all);
 - evaluation tasks: a built-in task's data file loads (its own validating loader), an lm-eval task name exists
   (lm-eval's task folders or `eval.include_path`), a custom task's local data files exist;
 - training data: every file parses (JSON / JSONL line, UTF-8, CSV, Parquet) and the records the cell would use
@@ -24,10 +25,7 @@ import json
 import os
 import re
 import shutil
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 HUB_TIMEOUT_S = 5.0  # one short request per hub host (and one per model once the host answered)
-DEFAULT_ENDPOINT = "https://huggingface.co"
 MIN_FREE_BYTES = 200 * 1024**2  # a results / cache folder with less free space than this is an error
 MAX_RECORDS_CHECKED = 200_000  # records per training file whose fields are checked (the file is always parsed)
 
@@ -43,6 +40,7 @@ MAX_RECORDS_CHECKED = 200_000  # records per training file whose fields are chec
 @dataclass
 class PreflightResult:
     errors: list[str] = field(default_factory=list)  # each one line (or a few): where, what, what to do
+    warnings: list[str] = field(default_factory=list)  # what would otherwise happen quietly; nothing stops
     unreachable: dict[str, str] = field(default_factory=dict)  # model id -> why (hub models)
     checked: dict[str, int] = field(default_factory=dict)  # what was checked, for the summary line
     seconds: float = 0.0
@@ -65,121 +63,29 @@ class PreflightResult:
         return "\n".join(lines)
 
 
-def is_offline() -> bool:
-    return any(
-        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
 # ---------------------------------------------------------------------------------------------------- models
 
 
-def hub_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+def check_models(models: list[Any], timeout: float = HUB_TIMEOUT_S, check_network: bool = True) -> PreflightResult:
+    """Every model source checks its own models (`ModelSource.check_many`: a hub source makes at most one request
+    per host, none offline); a source's failure is reported, never a crash."""
+    from harness.models.sources import source_for
 
-
-def _request(url: str, timeout: float, method: str = "HEAD") -> int:
-    """The HTTP status of one request (redirects not followed); raises OSError when the host cannot be reached."""
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *a: Any, **k: Any) -> None:
-            return None
-
-    headers = {"User-Agent": "medbench-preflight"}
-    token = os.environ.get("HF_TOKEN")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, method=method, headers=headers)
-    opener = urllib.request.build_opener(_NoRedirect)
-    try:
-        with opener.open(req, timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except urllib.error.URLError as exc:
-        raise OSError(str(exc.reason)) from None
-
-
-def _bounded(fn: Any, timeout: float) -> Any:
-    """fn() with a wall-clock bound (name resolution ignores socket timeouts); raises TimeoutError. The call runs
-    in a daemon thread, so a hung lookup never delays the exit either."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
+    res = PreflightResult()
+    by_source: dict[str, list[Any]] = {}
+    for m in models:
+        by_source.setdefault(m.source, []).append(m)
+    for name, specs in by_source.items():
         try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        raise TimeoutError(f"no answer within {timeout:.0f} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def check_hub_models(specs: list[Any], timeout: float = HUB_TIMEOUT_S) -> tuple[dict[str, str], list[str]]:
-    """({model id: why unreachable}, [other errors]) for `source: hub` models. A model in the local hub cache
-    needs no request; offline, none is made; else one request to the host, then one per model, in parallel."""
-    from harness.models.sources.hub import cached_config
-
-    unreachable: dict[str, str] = {}
-    errors: list[str] = []
-    todo = [s for s in specs if not cached_config(s)]
-    if not todo:
-        return unreachable, errors
-    endpoint = hub_endpoint()
-    if is_offline():
-        for s in todo:
-            unreachable[s.id] = f"{s.hub_id}: not in the local hub cache, and HF_HUB_OFFLINE is set"
-        return unreachable, errors
-    try:
-        _bounded(lambda: _request(endpoint + "/api/whoami-v2", timeout), timeout + 1)
-    except (OSError, TimeoutError) as exc:
-        for s in todo:
-            unreachable[s.id] = f"{s.hub_id}: not in the local hub cache, and {endpoint} cannot be reached ({exc})"
-        return unreachable, errors
-
-    def one(s: Any) -> tuple[Any, int | str]:
-        url = f"{endpoint}/{s.hub_id}/resolve/{s.revision or 'main'}/config.json"
-        try:
-            return s, _request(url, timeout)
-        except OSError as exc:
-            return s, str(exc)
-
-    answers: dict[int, int | str] = {}
-
-    def ask(i: int, s: Any) -> None:
-        answers[i] = one(s)[1]
-
-    threads = [threading.Thread(target=ask, args=(i, s), daemon=True) for i, s in enumerate(todo)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout + 1
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    for i, s in enumerate(todo):
-        status = answers.get(i, f"no answer within {timeout:.0f} s")
-        if isinstance(status, str):
-            unreachable[s.id] = f"{s.hub_id}: {endpoint} did not answer ({status})"
-        elif status in (401, 403):
-            errors.append(
-                f"models ({s.id}): hub model {s.hub_id} is gated or private (HTTP {status}): accept "
-                f"its license on {endpoint}/{s.hub_id} and set HF_TOKEN, or use a local copy"
-            )
-        elif status == 404:
-            errors.append(
-                f"models ({s.id}): hub model {s.hub_id}"
-                + (f" at revision {s.revision}" if s.revision else "")
-                + f" not found on {endpoint} (HTTP 404): check hub_id / revision"
-            )
-        elif status >= 500:
-            unreachable[s.id] = f"{s.hub_id}: {endpoint} answered HTTP {status}"
-    return unreachable, errors
+            source = source_for(name)
+            if not check_network and source.network_needs(specs[0]):
+                continue
+            unreachable, errors = source.check_many(specs, timeout)
+        except Exception as exc:  # a source's check must report, never crash the preflight
+            unreachable, errors = {}, [f"models ({', '.join(s.id for s in specs)}): source {name!r}: {exc}"]
+        res.unreachable.update(unreachable)
+        res.errors.extend(errors)
+    return res
 
 
 UNREACHABLE_FIX = (
@@ -195,26 +101,6 @@ def unreachable_message(unreachable: dict[str, str]) -> str:
     lines += [f"  {mid}: {why}" for mid, why in unreachable.items()]
     lines.append(UNREACHABLE_FIX)
     return "\n".join(lines)
-
-
-def check_model(spec: Any) -> str | None:
-    """Why a non-hub model cannot be loaded, or None (the model source's own check, plus a few more)."""
-    from harness.models.sources import source_for
-
-    try:
-        reason = source_for(spec.source).check(spec)
-        if reason is None and spec.source == "synthetic" and not spec.tokenizer:
-            from harness.models.sources.gguf import package_dir
-            from harness.models.sources.synthetic import SMOLLM2_PACKAGE
-
-            package_dir(SMOLLM2_PACKAGE)
-        elif reason is None and spec.source == "synthetic" and spec.tokenizer:
-            tok = Path(os.path.expanduser(spec.tokenizer))
-            if (tok.is_absolute() or spec.tokenizer.startswith(".")) and not tok.is_dir():
-                reason = f"model {spec.id!r}: tokenizer folder not found: {tok}"
-        return reason
-    except Exception as exc:  # a source's check must report, never crash the preflight
-        return f"model {spec.id!r}: {exc}"
 
 
 # ---------------------------------------------------------------------------------------------------- tasks
@@ -267,11 +153,14 @@ def _confirm_unknown(names: list[str], include: Path | None) -> set[str]:
         return set(names)
 
 
-def check_tasks(eval_cfg: Any, data_dir: Path) -> list[str]:
+def check_tasks(eval_cfg: Any, data_dir: Path) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of the evaluation tasks; warnings name what would otherwise happen quietly (a limit larger
+    than the task, few-shot examples drawn from the evaluated split)."""
     from harness.evaluation.registry import builtin_task, builtin_tasks, task_data_path
-    from harness.paths import resolve_data_path
+    from harness.paths import display_data_path, resolve_data_path
 
     errors: list[str] = []
+    warnings: list[str] = []
     include: Path | None = None
     custom: dict[str, Path] = {}
     if eval_cfg.include_path:
@@ -301,17 +190,31 @@ def check_tasks(eval_cfg: Any, data_dir: Path) -> list[str]:
             continue
         path = task_data_path(task, data_dir)
         shots = task.num_fewshot if task.num_fewshot is not None else eval_cfg.num_fewshot
+        limit = task.limit or eval_cfg.limit
         files = [path] if path is not None and path.is_file() else []
-        if shots and builtin.fewshot_data:
-            fs = resolve_data_path(builtin.fewshot_data, data_dir)
-            files += [fs] if fs.is_file() else []
+        fewshot = resolve_data_path(builtin.fewshot_data, data_dir) if builtin.fewshot_data else None
+        if shots and fewshot is not None and fewshot.is_file():
+            files.append(fewshot)
+        elif shots:
+            where_from = f"{builtin.fewshot_data} not found" if fewshot else "the task has no few-shot split"
+            warnings.append(
+                f"{where}: num_fewshot {shots}, but {where_from}: the examples come from the evaluated split itself "
+                "(never the item under evaluation, as lm-eval does), which the record and the report say"
+            )
         for f in files:
             try:
-                builtin.load(f)
+                items = builtin.load(f)
             except UnicodeDecodeError as exc:
                 errors.append(f"{where}: {f}: not UTF-8 text (byte {exc.start}: {exc.reason})")
+                continue
             except (ValueError, OSError) as exc:  # EvalDataError is a ValueError naming file and line
                 errors.append(f"{where}: {exc}")
+                continue
+            if f == path and limit and limit > len(items):
+                warnings.append(
+                    f"{where}: limit {limit} is more than the {len(items)} items of "
+                    f"{display_data_path(f, data_dir)}: all {len(items)} are scored (n = {len(items)} in the record)"
+                )
     if unknown:
         really = _confirm_unknown([n for _, n in unknown], include)
         choices = sorted(set(builtin_tasks()) | set(custom) | lm_eval_task_names())
@@ -325,7 +228,7 @@ def check_tasks(eval_cfg: Any, data_dir: Path) -> list[str]:
                 + (f", not in {include}" if include else " (no eval.include_path)")
                 + (f"; did you mean {', '.join(close)}?" if close else "")
             )
-    return errors
+    return errors, warnings
 
 
 def custom_task_problems(yaml_path: Path) -> list[str]:
@@ -345,8 +248,22 @@ def custom_task_problems(yaml_path: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- training data
 
 
-def check_dataset(ds: Any, data_dir: Path, max_records: int = MAX_RECORDS_CHECKED) -> str | None:
-    """Why the records a cell would read from one training dataset are unusable, or None."""
+def _passed_marker(cache_dir: Path | None, path: Path, ds: Any) -> Path | None:
+    """Where a passed check of this file (its size and time) with this dataset spec is remembered."""
+    if cache_dir is None:
+        return None
+    import hashlib
+
+    stat = path.stat()
+    key = json.dumps([str(path), stat.st_size, stat.st_mtime_ns, ds.model_dump(mode="json")], sort_keys=True)
+    return Path(cache_dir) / "checked" / hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def check_dataset(
+    ds: Any, data_dir: Path, max_records: int = MAX_RECORDS_CHECKED, cache_dir: Path | None = None
+) -> str | None:
+    """Why the records a cell would read from one training dataset are unusable, or None. With `cache_dir`, a file
+    that passed before, unchanged, is not parsed again (a second --dry-run stays fast)."""
     from harness.data.examples import DataError
     from harness.data.loaders import field_names, read_records, records_to_examples, task_examples
     from harness.paths import resolve_data_path
@@ -365,6 +282,8 @@ def check_dataset(ds: Any, data_dir: Path, max_records: int = MAX_RECORDS_CHECKE
     except DataError as exc:
         return f"train.datasets ({ds.path or ds.hub_id}): {exc}"
     if not ds.path:
+        from harness.net import is_offline
+
         if is_offline() or os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
             return (
                 f"train.datasets ({ds.hub_id}): a hub dataset, but HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set; "
@@ -374,6 +293,9 @@ def check_dataset(ds: Any, data_dir: Path, max_records: int = MAX_RECORDS_CHECKE
     path = resolve_data_path(ds.path, data_dir)
     if not path.is_file():
         return f"train.datasets ({ds.path}): data file not found: {path}"
+    passed = _passed_marker(cache_dir, path, ds)
+    if passed is not None and passed.is_file():  # this file, unchanged, passed this check before
+        return None
     try:
         records = read_records(path)
         if ds.limit is not None:
@@ -387,6 +309,12 @@ def check_dataset(ds: Any, data_dir: Path, max_records: int = MAX_RECORDS_CHECKE
         return f"train.datasets ({ds.path}): {path}: not UTF-8 text (byte {exc.start}: {exc.reason})"
     except OSError as exc:
         return f"train.datasets ({ds.path}): {path}: cannot be read: {exc.strerror or exc}"
+    if passed is not None:
+        try:
+            passed.parent.mkdir(parents=True, exist_ok=True)
+            passed.touch()
+        except OSError:  # the check is only not remembered
+            pass
     return None
 
 
@@ -456,16 +384,9 @@ def run_preflight(
     data_dir = Path(loaded.data_dir)
     dump = lambda m: json.dumps(m.model_dump(mode="json"), sort_keys=True)
     models = _unique((c.config.model for c in cells), dump)
-    hub = [m for m in models if m.source == "hub"]
-    for m in models:
-        if m.source != "hub":
-            reason = check_model(m)
-            if reason:
-                res.errors.append(f"models ({m.id}): {reason}")
-    if hub and check_hub:
-        unreachable, errs = check_hub_models(hub, hub_timeout)
-        res.unreachable.update(unreachable)
-        res.errors.extend(errs)
+    checked = check_models(models, hub_timeout, check_network=check_hub)
+    res.unreachable.update(checked.unreachable)
+    res.errors.extend(checked.errors)
     res.checked["models"] = len(models)
 
     # numbers the schema cannot check alone: the sequence length against the model's positions
@@ -474,7 +395,7 @@ def run_preflight(
             arch, _ = architecture_of(m)
         except Exception:  # unknown architecture: nothing to compare against
             arch = None
-        limit = (arch or {}).get("max_position_embeddings")
+        limit = arch.max_positions if arch is not None else None
         lengths = {
             c.config.train.max_seq_length for c in cells if c.config.model.id == m.id and trains(c.config.method.kind)
         }
@@ -487,7 +408,9 @@ def run_preflight(
 
     evals = _unique((c.config.eval for c in cells if c.config.eval.tasks), dump)
     for ev in evals:
-        res.errors.extend(check_tasks(ev, data_dir))
+        task_errors, task_warnings = check_tasks(ev, data_dir)
+        res.errors.extend(task_errors)
+        res.warnings.extend(task_warnings)
     res.checked["eval tasks"] = len({t.name for ev in evals for t in ev.tasks})
 
     datasets = _unique(
@@ -500,10 +423,18 @@ def run_preflight(
         dump,
     )
     for ds in datasets:
-        problem = check_dataset(ds, data_dir)
+        problem = check_dataset(ds, data_dir, cache_dir=Path(cells[0].config.runtime.cache_dir) if cells else None)
         if problem:
             res.errors.append(problem)
     res.checked["data files"] = len(datasets)
+
+    tracking = cells[0].config.runtime.tracking if cells else []
+    if tracking:
+        from harness.trackers import preflight_problems
+
+        runtime = cells[0].config.runtime
+        res.errors.extend(preflight_problems(tracking, Path(runtime.tracking_dir or runtime.results_dir)))
+        res.checked["trackers"] = len(tracking)
 
     for what, folder in (places or {}).items():
         problem = writable_problem(folder, what)
@@ -512,5 +443,6 @@ def run_preflight(
     if res.unreachable:
         res.errors.insert(0, unreachable_message(res.unreachable))
     res.errors = list(dict.fromkeys(res.errors))
+    res.warnings = list(dict.fromkeys(res.warnings))
     res.seconds = time.monotonic() - t0
     return res

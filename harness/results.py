@@ -25,7 +25,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = 2  # 2: train.tokens_per_s / mfu are steady-state figures (harness/measures.py)
+# 2: train.tokens_per_s / mfu are steady-state figures (harness/measures.py)
+# 3: meter readings keyed by region (metrics.meters.<region>.<meter>), derived figures in metrics.derived
+SCHEMA_VERSION = 3
 STATUSES = ("success", "failed", "oom", "timeout", "skipped")
 Status = Literal["success", "failed", "oom", "timeout", "skipped"]
 
@@ -88,7 +90,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 # Where a cell ran from is this machine's business: records travel (committed, shared, gathered by Ray), so the
 # runtime folders are written as these placeholders. Data files are recorded relative to the data dir, with sha256.
-PORTABLE_RUNTIME = {"data_dir": "<data dir>", "results_dir": "<results dir>", "cache_dir": "<cache dir>"}
+PORTABLE_RUNTIME = {
+    "data_dir": "<data dir>",
+    "results_dir": "<results dir>",
+    "cache_dir": "<cache dir>",
+    "tracking_dir": "<tracking dir>",
+}
 
 
 def portable_record(record: dict) -> dict:
@@ -113,14 +120,19 @@ def write_result(results_dir: Path, result: CellResult) -> Path:
 
 
 def upgrade_record(raw: Any) -> Any:
-    """A record of an older schema in today's terms. Schema 1 (before steady-state timing) measured `tokens_per_s`
-    and `mfu` over whole epochs, warm-up included: they are read as the whole-run figures, and no steady-state figure
-    is claimed for them."""
-    if not isinstance(raw, dict) or raw.get("schema_version", SCHEMA_VERSION) >= 2:
+    """A record of an older schema in today's terms.
+
+    Schema 1 (before steady-state timing) measured `tokens_per_s` and `mfu` over whole epochs, warm-up included:
+    they are read as the whole-run figures, and no steady-state figure is claimed for them.
+    Schema 2 kept meter readings at the top of `metrics` (`memory`, `energy` of training, `energy_eval`): they move
+    under `metrics.meters.<region>.<meter>`, and tokens per joule to `metrics.derived.train`."""
+    if not isinstance(raw, dict) or raw.get("schema_version", SCHEMA_VERSION) >= SCHEMA_VERSION:
         return raw
-    train = (raw.get("metrics") or {}).get("train")
-    if isinstance(train, dict) and "steady" not in train:
-        train = {
+    version = raw.get("schema_version", SCHEMA_VERSION)
+    metrics = dict(raw.get("metrics") or {})
+    train = metrics.get("train")
+    if version < 2 and isinstance(train, dict) and "steady" not in train:
+        metrics["train"] = {
             **train,
             "wall_tokens_per_s": train.get("tokens_per_s"),
             "wall_mfu": train.get("mfu"),
@@ -128,8 +140,30 @@ def upgrade_record(raw: Any) -> Any:
             "mfu": None,
             "steady": {"steps": 0, "reason": "recorded before steady-state timing (schema 1): whole-run figures only"},
         }
-        raw = {**raw, "metrics": {**raw["metrics"], "train": train}}
-    return {**raw, "schema_version": 2}
+    moved = {"memory": ("train", "memory"), "energy": ("train", "energy"), "energy_eval": ("eval", "energy")}
+    for old, (region, name) in moved.items():
+        if isinstance(metrics.get(old), dict):
+            reading = dict(metrics.pop(old))
+            per_joule = reading.pop("tokens_per_joule", None)
+            metrics.setdefault("meters", {}).setdefault(region, {})[name] = reading
+            if old == "energy":
+                metrics.setdefault("derived", {}).setdefault("train", {})["tokens_per_joule"] = per_joule
+    return {**raw, "metrics": metrics, "schema_version": SCHEMA_VERSION}
+
+
+def split_foreign(records: list[CellResult], matrix: str | None = None) -> tuple[list[CellResult], list[CellResult]]:
+    """(the records of `matrix`, the records of other matrices): a result file copied in from another matrix is never
+    mixed into this one's statistics or report. Without `matrix`, the matrix most of the records belong to."""
+    if matrix is None:
+        names = [r.matrix for r in records]
+        matrix = max(sorted(set(names)), key=names.count) if names else None
+    return [r for r in records if r.matrix == matrix], [r for r in records if r.matrix != matrix]
+
+
+def foreign_note(foreign: list[CellResult]) -> str:
+    shown = ", ".join(f"{r.cell_id} (matrix {r.matrix})" for r in foreign[:5])
+    more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+    return f"{len(foreign)} result file(s) of another matrix in this folder, left out: {shown}{more}"
 
 
 def read_result(path: Path) -> CellResult | None:
@@ -155,7 +189,31 @@ def load_results(results_dir: Path) -> tuple[list[CellResult], list[Path]]:
     return good, bad
 
 
-NON_RESULT_FILES = {"comparisons.json", "baseline.json", "plan.json"}
+RUN_FILE = "run.json"  # where the folder's matrix file and data dir are, relative to the folder (for export)
+NON_RESULT_FILES = {"comparisons.json", "baseline.json", "plan.json", RUN_FILE}
+
+
+def write_run_file(results_dir: Path, matrix_path: Path, data_dir: Path) -> None:
+    """The matrix file and data dir of the run that fills this folder, relative to the folder (no machine path):
+    what `medbench export` needs to find the tasks' data without being told again."""
+    import os
+
+    folder = Path(results_dir)
+    info = {
+        "matrix_file": os.path.relpath(Path(matrix_path).resolve(), folder.resolve()),
+        "data_dir": os.path.relpath(Path(data_dir).resolve(), folder.resolve()),
+    }
+    atomic_write_text(folder / RUN_FILE, json.dumps(info, indent=1) + "\n")
+
+
+def run_data_dir(results_dir: Path) -> Path | None:
+    """The data dir the run that filled this folder used (from its run file), if the folder says and it exists."""
+    try:
+        info = json.loads((Path(results_dir) / RUN_FILE).read_text())
+        found = (Path(results_dir) / info["data_dir"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return found if found.is_dir() else None
 
 
 def remove_stale_temp_files(results_dir: Path) -> int:

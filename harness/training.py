@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +29,57 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def build_optimizer(name: str, model: Any, lr: float, weight_decay: float) -> Any:
-    import torch
+def build_optimizer(method: Any, options: Any, model: Any, cell: CellConfig) -> tuple[Any, Any]:
+    """(torch optimizer, the matrix's reference to it): the optimizer component the cell names (or the method's
+    default), over the parameter groups the method declares (`Method.param_groups`)."""
+    from harness.optimizers import REGISTRY
+    from harness.plugins import ref_parts
 
-    decay, no_decay = [], []
-    for pname, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        # Biases, norms and LoRA magnitude vectors are not decayed (standard practice).
-        (no_decay if p.ndim < 2 or "norm" in pname.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
-    import bitsandbytes as bnb
+    ref = cell.train.optimizer or method.default_optimizer
+    name, given = ref_parts(ref)
+    optimizer = REGISTRY.get(name)
+    groups = method.param_groups(model, options, cell.train.weight_decay)
+    return optimizer().build(groups, cell.learning_rate, optimizer.Options.model_validate(given)), ref
 
-    if name == "adamw_8bit":
-        return bnb.optim.AdamW8bit(groups, lr=lr)
-    if name == "paged_adamw_8bit":
-        return bnb.optim.PagedAdamW8bit(groups, lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}")
+
+def build_scheduler(optimizer: Any, cell: CellConfig, total_steps: int) -> Any:
+    from harness.plugins import ref_parts
+    from harness.schedulers import REGISTRY
+
+    name, given = ref_parts(cell.train.scheduler)
+    scheduler = REGISTRY.get(name)
+    warmup = math.ceil(cell.train.warmup_ratio * total_steps)
+    return scheduler().build(optimizer, warmup, total_steps, scheduler.Options.model_validate(given))
+
+
+def param_group_summary(optimizer: Any) -> list[dict[str, Any]]:
+    """The optimizer's own groups: parameters, peak learning rate (torch's schedulers keep it as `initial_lr`) and
+    weight decay of each (LoRA+: A and B at their two rates)."""
+    return [
+        {
+            "params": sum(p.numel() for p in g["params"]),
+            "lr": g.get("initial_lr", g["lr"]),
+            "weight_decay": g.get("weight_decay", 0.0),
+        }
+        for g in optimizer.param_groups
+    ]
+
+
+def step_values(clock: StepClock, loss: float, lr: float, grad_norm: float | None, device: str) -> dict[str, Any]:
+    """What a tracker gets after each optimizer step: loss, learning rate, gradient norm, the step's tokens/s (once
+    past the warm-up, as the steady-state figure counts it) and the memory in use."""
+    from harness.measures import WARMUP_STEPS
+    from harness.meters.memory import current_bytes
+
+    last = clock.steps[-1]
+    steady = len(clock.steps) > WARMUP_STEPS and not last.compile_s and last.seconds > 0
+    return {
+        "train/loss": loss,
+        "train/lr": lr,
+        "train/grad_norm": grad_norm,
+        "train/tokens_per_s": last.real_tokens / last.seconds if steady else None,
+        "memory/bytes": current_bytes(device),
+    }
 
 
 class ProgressFile:
@@ -157,14 +187,18 @@ def validation_loss(
     return total / max(count, 1)
 
 
-def _optimizer_step(optimizer: Any, scheduler: Any, scaler: Any, params: list[Any], max_grad_norm: float) -> None:
-    """One optimizer step: unscale (fp16), clip, step, advance the schedule, zero the gradients."""
+def _optimizer_step(
+    optimizer: Any, scheduler: Any, scaler: Any, params: list[Any], max_grad_norm: float | None
+) -> float | None:
+    """One optimizer step: unscale (fp16), clip, step, advance the schedule, zero the gradients. Returns the
+    gradient norm before clipping (None without clipping: computing it would cost a pass for nothing)."""
     import torch
 
+    norm = None
     if scaler:
         scaler.unscale_(optimizer)
     if max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
     if scaler:
         scaler.step(optimizer)
         scaler.update()
@@ -172,6 +206,7 @@ def _optimizer_step(optimizer: Any, scheduler: Any, scaler: Any, params: list[An
         optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    return norm
 
 
 def _forward_backward(
@@ -196,11 +231,14 @@ def _derived_metrics(
     """Token counts, parameters and the figures derived from them (tokens/s, FLOPs per token, checked MFU)."""
     import torch
 
+    from harness.models.architectures import Architecture
+
     t = cell.train
     base = prepared.model.get_base_model() if hasattr(prepared.model, "get_base_model") else prepared.model
+    arch, _ = Architecture.from_config(base.config.to_dict(), "the trained model's config")
     derived = throughput(
         counters,
-        arch=base.config.to_dict(),
+        arch=arch,
         trainable_params=prepared.trainable_params,
         total_params=prepared.total_params,
         seq_len=t.max_seq_length,
@@ -233,13 +271,14 @@ def train_model(
     *,
     device: str,
     precision: Precision,
-    optimizer_name: str,
-    eval_between_epochs: bool = True,
+    method: Any,
+    options: Any,
     progress: ProgressFile | None = None,
+    on_values: Callable[[dict[str, Any], int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train `prepared.model` on `data.train`; return the `train` metric group and one group per meter."""
+    """Train `prepared.model` on `data.train` with `method`'s parameter groups; return the `train` metric group and
+    the meters' readings of the region."""
     import torch
-    from transformers import get_scheduler
 
     model, t = prepared.model, cell.train
     pad_id = prepared.tokenizer.pad_token_id
@@ -250,13 +289,9 @@ def train_model(
     total_steps = sum(steps_per_epoch)
     if total_steps == 0:
         raise ValueError("no training batches: the training data is empty after cleaning")
-    optimizer = build_optimizer(optimizer_name, model, cell.learning_rate, t.weight_decay)
-    scheduler = get_scheduler(
-        t.scheduler if t.scheduler != "constant" else "constant_with_warmup",
-        optimizer,
-        num_warmup_steps=math.ceil(t.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
+    optimizer, optimizer_ref = build_optimizer(method, options, model, cell)
+    scheduler = build_scheduler(optimizer, cell, total_steps)
+    eval_between_epochs = method.eval_between_epochs(options)
     scaler = torch.amp.GradScaler("cuda") if precision.name == "fp16" else None
     params = [p for p in model.parameters() if p.requires_grad]
     # torch.compile wraps the forward only; validation and evaluation use the plain module.
@@ -273,6 +308,7 @@ def train_model(
     epoch_times: list[float] = []
     real_tokens = padded_tokens = label_tokens_seen = 0
     step = 0
+    where = {"phase": "train", "epochs": cell.epochs, "total_steps": total_steps}  # for the progress file
     model.train()
     with measuring("train", device) as meters:
         for epoch, plan in enumerate(plans):
@@ -290,33 +326,22 @@ def train_model(
                             f"non-finite training loss ({step_loss}) at step {step + 1} of "
                             f"{total_steps} (epoch {epoch + 1}); lr={cell.learning_rate:g}"
                         )
-                    _optimizer_step(optimizer, scheduler, scaler, params, t.max_grad_norm)
+                    lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the schedule moves after it)
+                    grad_norm = _optimizer_step(optimizer, scheduler, scaler, params, t.max_grad_norm)
                     clock.step(sum(b.real_tokens for b in group))
                     step += 1
                     loss_curve.append([step, step_loss])
-                    progress.update(
-                        phase="train",
-                        epoch=epoch + 1,
-                        epochs=cell.epochs,
-                        step=step,
-                        total_steps=total_steps,
-                        loss=step_loss,
-                    )
+                    if on_values is not None:
+                        on_values(step_values(clock, step_loss, lr, grad_norm, device), step)
+                    progress.update(**where, epoch=epoch + 1, step=step, loss=step_loss)
             epoch_times.append(watch.elapsed)
             if eval_between_epochs or epoch == cell.epochs - 1:
                 val_losses.append(validation_loss(model, data.validation, cell, device, precision, pad_id, flatten))
             else:
                 val_losses.append(None)
-            progress.update(
-                force=True,
-                phase="train",
-                epoch=epoch + 1,
-                epochs=cell.epochs,
-                step=step,
-                total_steps=total_steps,
-                loss=loss_curve[-1][1],
-                val_loss=val_losses[-1],
-            )
+            if on_values is not None:
+                on_values({"val/loss": val_losses[-1], "time/epoch_s": watch.elapsed, "epoch": epoch + 1}, step)
+            progress.update(force=True, **where, epoch=epoch + 1, step=step, loss=step_loss, val_loss=val_losses[-1])
 
     if observer is not None:
         observer.remove()
@@ -331,7 +356,8 @@ def train_model(
         "epochs": cell.epochs,
         "steps": step,
         "steps_per_epoch": steps_per_epoch,
-        "optimizer": optimizer_name,
+        "optimizer": optimizer_ref,
+        "param_groups": param_group_summary(optimizer),
         "loss_curve": loss_curve,
         "initial_loss": loss_curve[0][1],
         "final_train_loss": loss_curve[-1][1],
@@ -340,6 +366,4 @@ def train_model(
     }
     if attention is not None:
         train_metrics["attention"] = attention_record(attention, observer.seen if observer else None)
-    from harness.meters.energy import add_tokens_per_joule
-
-    return add_tokens_per_joule({"train": train_metrics, **readings(meters)})
+    return {"train": train_metrics, "meters": {"train": readings(meters)}}

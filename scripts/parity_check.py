@@ -130,7 +130,7 @@ def run_harness(args: argparse.Namespace, tasks: list[str], work: Path) -> tuple
 
     from harness.config import CellConfig, CellRuntime, EvalConfig, MethodConfig, ModelSpec, TrainConfig
     from harness.evaluation import evaluate_model, read_items
-    from harness.methods.base import untrained_kind
+    from harness.methods.base import UNTRAINED
     from harness.models import package_dir
 
     t0 = time.perf_counter()
@@ -147,7 +147,7 @@ def run_harness(args: argparse.Namespace, tasks: list[str], work: Path) -> tuple
             gguf_file=GGUF_FILE,
             eval_batch_size=args.batch_size,
         ),
-        method=MethodConfig(name=untrained_kind(), kind=untrained_kind(), options={}),
+        method=MethodConfig(name=UNTRAINED, kind=UNTRAINED, options={}),
         variant="default",
         epochs=0,
         learning_rate=0.0,

@@ -21,9 +21,10 @@ def _rec(
     gpus: int = 0,
     status: str = "success",
 ) -> CellResult:
-    metrics = {}
-    for group, j in zip(("energy", "energy_eval"), joules):
-        metrics[group] = {"joules": j, "reason": None if j is not None else "no RAPL counters: test"}
+    metrics: dict = {"meters": {}}
+    for region, j in zip(("train", "eval"), joules):
+        reading = {"joules": j, "reason": None if j is not None else "no RAPL counters: test"}
+        metrics["meters"][region] = {"energy": reading}
     device = {"type": "cuda", "count": gpus} if gpus else {"type": "cpu", "count": 0}
     return CellResult(
         cell_id=cell_id,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.meters import energy
-from harness.meters.energy import EnergyMeter, RaplCounter, add_tokens_per_joule, rapl_domains
+from harness.meters import derived_figures, energy
+from harness.meters.energy import EnergyMeter, RaplCounter, rapl_domains
 
 
 def _domain(root: Path, name: str, label: str, uj: int, max_uj: int = 1_000_000) -> Path:
@@ -86,11 +86,44 @@ def test_this_machine_gives_a_value_or_a_reason() -> None:
     assert (r["available"] and r["joules"] is not None and r["joules"] >= 0) or (not r["available"] and r["reason"])
 
 
-def test_tokens_per_joule() -> None:
-    m = add_tokens_per_joule({"train": {"tokens": 5000}, "energy": {"joules": 250.0}})
-    assert m["energy"]["tokens_per_joule"] == 20.0
-    m = add_tokens_per_joule({"train": {"tokens": 5000}, "energy": {"joules": None, "reason": "x"}})
-    assert m["energy"]["tokens_per_joule"] is None
+def test_tokens_and_items_per_joule_are_derived_per_region() -> None:
+    metrics = {
+        "train": {"tokens": 5000},
+        "eval": {"medqa": {"n": 30}, "pubmedqa": {"n": 10}},
+        "meters": {"train": {"energy": {"joules": 250.0}}, "eval": {"energy": {"joules": 8.0}}},
+    }
+    assert derived_figures(metrics) == {"train": {"tokens_per_joule": 20.0}, "eval": {"items_per_joule": 5.0}}
+    metrics["meters"]["train"]["energy"] = {"joules": None, "reason": "x"}
+    assert derived_figures(metrics)["train"] == {"tokens_per_joule": None}
+
+
+def test_one_meter_reads_both_regions() -> None:
+    from harness.meters import measuring, readings
+
+    for region in ("train", "eval"):
+        with measuring(region, "cpu") as meters:
+            sum(range(1000))
+        assert "energy" in readings(meters), region
+
+
+def test_schema_2_records_are_read_with_readings_by_region() -> None:
+    from harness.results import upgrade_record
+
+    old = {
+        "schema_version": 2,
+        "metrics": {
+            "train": {"tokens": 10},
+            "memory": {"headline_bytes": 5},
+            "energy": {"joules": 2.0, "tokens_per_joule": 5.0},
+            "energy_eval": {"joules": 1.0},
+        },
+    }
+    new = upgrade_record(old)["metrics"]
+    assert new["meters"] == {
+        "train": {"memory": {"headline_bytes": 5}, "energy": {"joules": 2.0}},
+        "eval": {"energy": {"joules": 1.0}},
+    }
+    assert new["derived"] == {"train": {"tokens_per_joule": 5.0}} and "memory" not in new
 
 
 def test_energy_columns_are_report_columns() -> None:

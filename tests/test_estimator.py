@@ -22,8 +22,8 @@ from harness.estimator import (
     estimate_cell,
     profile_from_environment,
 )
-from harness.methods.qlora import ABSMAX_DOUBLE_QUANT_BYTES, NF4_BYTES
-from harness.models.architectures import ARCHITECTURES, count_parameters
+from harness.methods.adapter import ABSMAX_DOUBLE_QUANT_BYTES, NF4_BYTES
+from harness.models.architectures import ARCHITECTURES, Architecture
 from harness.models.sources.gguf import gguf_architecture
 from harness.results import CellResult
 
@@ -76,7 +76,7 @@ def test_full_finetuning_fp32_exact_small_case():
         device=None,
         attn_implementation="sdpa",
     )
-    total = count_parameters(ARCHITECTURES["tiny-llama"])["total"]
+    total = Architecture.named("tiny-llama").params.total
     h, i, q, layers, vocab, pos = 64, 128, 64, 2, 49152, 64
     assert e.breakdown["weights"] == 4 * total
     assert e.breakdown["gradients"] == 4 * total
@@ -96,24 +96,22 @@ def test_full_finetuning_fp32_exact_small_case():
     assert e.peak_allocated_bytes == peak + WORKSPACE_BYTES
     assert e.params == {
         "total": total,
-        "linear": flops.linear_params(ARCHITECTURES["tiny-llama"]),
+        "linear": Architecture.named("tiny-llama").linear,
         "trainable": total,
         "quantized": 0,
     }
 
 
 def test_qlora_weights_exact():
-    arch = ARCHITECTURES["llama-3.2-1b"]
-    c = count_parameters(arch)
-    nt = flops.lora_trainable_params(
-        arch, 16, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-    blocks = flops.block_linear_params(arch)
-    norms = c["total"] - blocks - c["embedding"] - c["lm_head"]
+    arch = Architecture.named("llama-3.2-1b")
+    c = arch.params
+    nt = arch.lora_params(16, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    blocks = c.block_linear
+    norms = c.total - blocks - c.embedding - c.lm_head
     e = est("qlora", {**LORA16, "double_quant": True})
     # NF4 0.5 B + 0.127 bit of double-quantised absmax; embedding (tied head) and norms upcast to fp32 by peft;
     # fp32 adapters
-    expected = blocks * (NF4_BYTES + ABSMAX_DOUBLE_QUANT_BYTES) + (c["embedding"] + norms) * 4 + 4 * nt
+    expected = blocks * (NF4_BYTES + ABSMAX_DOUBLE_QUANT_BYTES) + (c.embedding + norms) * 4 + 4 * nt
     assert e.breakdown["weights"] == round(expected)
     assert ABSMAX_DOUBLE_QUANT_BYTES * 8 == pytest.approx(0.127, abs=5e-4)
     single = est("qlora", {**LORA16, "double_quant": False}).breakdown["weights"]
@@ -137,7 +135,7 @@ def test_time_exact_with_a_given_throughput():
 
 def test_flops_per_token_agree_with_the_training_loop():
     """The estimate's flops_per_token is what harness.training puts in the MFU for the same cell."""
-    arch = ARCHITECTURES["llama-3.2-1b"]
+    arch = Architecture.named("llama-3.2-1b")
     e = est("lora", max_seq_length=1024)
     assert e.flops_per_token == flops.training_flops_per_token(
         arch, trainable_params=e.params["trainable"], frozen_base=True, gradient_checkpointing=False, seq_len=1024
@@ -343,7 +341,7 @@ def test_local_config_json_is_read(tmp_path):
     cfg = {**ARCHITECTURES["smollm2-135m"], "architectures": ["LlamaForCausalLM"]}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     e = est("lora", model=ModelSpec(id="x", source="local", path=str(tmp_path)))
-    assert e.params["total"] == count_parameters(ARCHITECTURES["smollm2-135m"])["total"]
+    assert e.params["total"] == Architecture.named("smollm2-135m").params.total
     assert "config.json" in e.assumptions[0]
 
 
@@ -361,7 +359,7 @@ def test_unknown_architecture_gives_none_with_a_reason(tmp_path):
 def test_known_hub_ids_use_the_named_architecture(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     e = est("lora", model=ModelSpec(id="x", source="hub", hub_id="meta-llama/Llama-3.2-1B-Instruct"))
-    assert e.params["total"] == count_parameters(ARCHITECTURES["llama-3.2-1b"])["total"]
+    assert e.params["total"] == Architecture.named("llama-3.2-1b").params.total
 
 
 def test_gguf_header_is_parsed(tmp_path):
@@ -380,7 +378,8 @@ def test_gguf_header_is_parsed(tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    cfg = gguf_architecture(str(path))
+    arch = gguf_architecture(str(path))
+    cfg = arch.config
     assert cfg == {
         "model_type": "llama",
         "hidden_size": 96,
@@ -393,7 +392,9 @@ def test_gguf_header_is_parsed(tmp_path):
         "tie_word_embeddings": True,
     }
     e = est("lora", model=ModelSpec(id="g", source="gguf", path=str(path)))
-    assert e.params["total"] == count_parameters(cfg)["total"] and "GGUF header" in e.assumptions[0]
+    assert (
+        e.params["total"] == Architecture.from_config(cfg, "cfg")[0].params.total and "GGUF header" in e.assumptions[0]
+    )
 
 
 def test_no_torch_import():
@@ -423,7 +424,7 @@ def _result(
         config=cell.model_dump(mode="json"),
         metrics={
             "train": {"tokens_per_s": tokens_per_s, "peak_flops": peak, "padding_fraction": 0.0},
-            "memory": {"headline": "max_reserved_bytes", "headline_bytes": headline},
+            "meters": {"train": {"memory": {"headline": "max_reserved_bytes", "headline_bytes": headline}}},
         },
         timings={"wall_s": wall, "train_s": train_s},
         environment={"device": {"type": "cuda", "name": device, "memory_bytes": 85_520_809_984}},

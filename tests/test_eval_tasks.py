@@ -15,13 +15,6 @@ from harness.evaluation.registry import BUILTIN_TASKS, builtin_task
 from harness.evaluation.tasks.medqa import utils as medqa_utils
 from harness.evaluation.tasks.pubmedqa import utils as pubmedqa_utils
 
-
-def _module_of(fn):
-    import sys
-
-    return sys.modules[fn.__module__]
-
-
 load_medqa_jsonl = builtin_task("medqa").load
 load_pubmedqa_json = builtin_task("pubmedqa").load
 
@@ -221,7 +214,7 @@ def test_no_file_and_online_uses_the_hub_copy(tmp_path, monkeypatch):
         EvalConfig(tasks=["medqa", "pubmedqa"]), data_dir=tmp_path, cache_dir=tmp_path / "cache"
     )
     assert medqa.data["kind"] == "hub" and medqa.spec["dataset_path"] == "GBaker/MedQA-USMLE-4-options-hf"
-    assert "dataset_kwargs" not in medqa.spec and medqa.spec["process_docs"] is builtin_task("medqa").from_hub
+    assert "dataset_kwargs" not in medqa.spec and medqa.spec["process_docs"] == builtin_task("medqa").from_hub
     assert pubmedqa.spec["dataset_path"] == "bigbio/pubmed_qa"
     assert pubmedqa.spec["dataset_name"] == "pubmed_qa_labeled_fold0_source"
     # an explicitly given file that is missing is an error even online
@@ -233,12 +226,11 @@ def test_no_file_and_online_uses_the_hub_copy(tmp_path, monkeypatch):
 
 def test_hub_records_map_onto_the_local_schema():
     for i, (raw, rec) in enumerate(zip(raw_medqa(), load_medqa_jsonl(MEDQA))):
-        mapped = _module_of(builtin_task("medqa").from_hub).record_from_hub(medqa_hub_schema(raw), i)
+        mapped = builtin_task("medqa").record_from_hub(medqa_hub_schema(raw), i)
         assert mapped == rec
     raw = json.loads(PUBMEDQA.read_text())
     for i, rec in enumerate(load_pubmedqa_json(PUBMEDQA)):
-        from_hub = _module_of(builtin_task("pubmedqa").from_hub)
-        assert from_hub.record_from_hub({"pubid": rec["id"], **raw[rec["id"]]}, i) == rec
+        assert builtin_task("pubmedqa").record_from_hub({"pubid": rec["id"], **raw[rec["id"]]}, i) == rec
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

@@ -20,12 +20,14 @@ pytest.importorskip("ray")
 
 from conftest import CI_DATA, matrix_yaml
 
-from harness.config import ExecutionConfig, ModelSpec
+from harness.cells import Cell
+from harness.config import ModelSpec
 from harness.evaluation.stats import read_items
-from harness.executors.ray import RayExecutor
-from harness.matrix import Cell, config_hash
+from harness.executors.ray import RayExecutor, RayOptions
+from harness.matrix import config_hash
+from harness.planning import plan
 from harness.results import load_results, read_result, result_path
-from harness.runner import execute, plan
+from harness.runner import execute
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = "max_steps: 2\nvalidation_fraction: 0.0\n"
@@ -46,7 +48,7 @@ def ray_session():
 
 
 def ray_executor(**kw) -> RayExecutor:
-    return RayExecutor(ExecutionConfig(executor="ray", **{"cpus_per_cell": 1, "gpus_per_cell": 0, **kw}))
+    return RayExecutor(RayOptions(**{"cpus_per_cell": 1, "gpus_per_cell": 0, **kw}))
 
 
 def broken(cell: Cell, name: str = "broken") -> Cell:
@@ -60,27 +62,68 @@ def with_timeout(cell: Cell, seconds: float) -> Cell:
     return Cell(id=cell.id, config_hash=cell.config_hash, config=cfg)
 
 
-def kill_workers_of(cell_id: str, times: int, after_s: float = 1.0) -> threading.Thread:
-    """Kill (SIGKILL) the Ray worker running `cell_id`'s child, `times` times: a worker or node lost mid-cell."""
-    import psutil
+# A method plug-in whose cells wait at the start of `prepare` until the test lets them go: each attempt writes
+# `<name>.started-<n>` (with its worker's pid) into $MEDBENCH_TEST_HOLD and waits for `<name>.go-<n>`. The test kills
+# the worker of the attempts it wants lost and lets the others go: no race with the cell, however loaded the machine.
+HELD_METHODS = """
+import os, time
+from pathlib import Path
 
-    def watch() -> None:
-        killed: set[int] = set()
-        deadline = time.monotonic() + 300
-        while len(killed) < times and time.monotonic() < deadline:
-            for proc in psutil.process_iter(["cmdline", "ppid"]):
-                cmd = " ".join(proc.info["cmdline"] or [])
-                if "harness.cell" in cmd and cell_id in cmd and proc.info["ppid"] not in killed:
-                    time.sleep(after_s)
-                    try:
-                        os.kill(proc.info["ppid"], signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    killed.add(proc.info["ppid"])
-                    break
-            time.sleep(0.1)
+from harness.methods.base import register
+from harness.methods.full import Full
+from harness.methods.lora import Lora
 
-    t = threading.Thread(target=watch, daemon=True)
+
+def hold(cell):
+    folder = Path(os.environ["MEDBENCH_TEST_HOLD"])
+    attempt = len(list(folder.glob(f"{cell.method.name}.started-*"))) + 1
+    (folder / f"{cell.method.name}.started-{attempt}").write_text(str(os.getppid()))  # the Ray worker's pid
+    while not (folder / f"{cell.method.name}.go-{attempt}").exists():
+        time.sleep(0.05)
+
+
+@register
+class HeldFull(Full):
+    kind = "held-full"
+    presets = {}
+
+    def prepare(self, cell, options, device, dtype):
+        hold(cell)
+        return super().prepare(cell, options, device, dtype)
+
+
+@register
+class HeldLora(Lora):
+    kind = "held-lora"
+    presets = {"held-lora-r16": {"r": 16, "alpha": 32}}
+
+    def prepare(self, cell, options, device, dtype):
+        hold(cell)
+        return super().prepare(cell, options, device, dtype)
+"""
+
+
+def steer_attempts(folder: Path, name: str, lost: int, then_go: bool) -> threading.Thread:
+    """Kill the worker of the first `lost` attempts of method `name` once each has started, then (`then_go`) let
+    the next attempt run; waits on the cells' own marker files, never on timing."""
+
+    def steer() -> None:
+        deadline = time.monotonic() + 600
+        for attempt in range(1, lost + (2 if then_go else 1)):
+            started = folder / f"{name}.started-{attempt}"
+            while not started.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not started.exists():
+                return
+            if attempt <= lost:
+                try:
+                    os.kill(int(started.read_text()), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            elif then_go:
+                (folder / f"{name}.go-{attempt}").touch()
+
+    t = threading.Thread(target=steer, daemon=True)
     t.start()
     return t
 
@@ -104,7 +147,7 @@ def test_placement_uses_the_cluster_devices(ray_session, make_cells, tmp_path):
     assert placed[small.id].action == "run"
     assert placed[huge.id].action == "skip" and "fits no device of the cluster (largest: cpu" in placed[huge.id].why
     assert on_cpus.capacity() == {"cpu": 2}
-    on_gpus = RayExecutor(ExecutionConfig(executor="ray", cpus_per_cell=1))  # default: one GPU per cell
+    on_gpus = RayExecutor(RayOptions(cpus_per_cell=1))  # default: one GPU per cell
     assert on_gpus.gpus_per_cell() == 1 and on_gpus.capacity() == {"GPU": 2}
     # logical GPUs of unknown memory never rule a cell out
     assert all(p.action == "run" for p in on_gpus.place(plan([small, huge], tmp_path / "res")))
@@ -171,15 +214,24 @@ def test_same_results_as_the_local_executor(ray_session, make_cells, tmp_path):
 
 
 @pytest.mark.slow
-def test_timeouts_and_lost_workers(ray_session, make_cells, tmp_path):
-    full, r8, r16 = make_cells("[full, lora-r8, lora-r16]", train=QUICK, results=tmp_path / "res")
-    r8 = with_timeout(r8, 1.0)
-    watchers = [kill_workers_of(r16.id, times=1), kill_workers_of(full.id, times=2)]
+def test_timeouts_and_lost_workers(ray_session, make_cells, tmp_path, monkeypatch):
+    plugins, hold = tmp_path / "plugins", tmp_path / "hold"
+    plugins.mkdir()
+    hold.mkdir()
+    (plugins / "held.py").write_text(HELD_METHODS)
+    monkeypatch.setenv("MEDBENCH_PLUGINS", str(plugins))  # the Ray tasks inherit MEDBENCH_* variables
+    monkeypatch.setenv("MEDBENCH_TEST_HOLD", str(hold))
+    full, r8, r16 = make_cells("[held-full, lora-r8, held-lora-r16]", train=QUICK, results=tmp_path / "res")
+    r8 = with_timeout(r8, 1.0)  # a child that imports torch never finishes in a second
+    steering = [
+        steer_attempts(hold, "held-lora-r16", lost=1, then_go=True),  # lost once, then completes
+        steer_attempts(hold, "held-full", lost=2, then_go=False),  # lost on both attempts (max_retries 1)
+    ]
     summary = execute(
         plan([full, r8, r16], tmp_path / "res"), tmp_path / "res", executor=ray_executor(max_retries=1), progress=False
     )
-    for w in watchers:
-        w.join(timeout=10)
+    for t in steering:
+        t.join(timeout=10)
     got = {c.id: read_result(result_path(tmp_path / "res", c.id)) for c in (full, r8, r16)}
     assert got[r8.id].status == "timeout" and "timeout of 1 s" in got[r8.id].reason
     assert got[r16.id].status == "success"  # its worker was lost once: the cell ran again and completed
@@ -188,6 +240,12 @@ def test_timeouts_and_lost_workers(ray_session, make_cells, tmp_path):
     assert got[full.id].status == "failed"  # lost on both attempts
     assert got[full.id].reason.startswith("Ray worker or node lost on each of 2 attempt(s) (max_retries 1)")
     assert summary.counts == {"success": 1, "timeout": 1, "failed": 1}
+    assert sorted(p.name for p in hold.glob("*.started-*")) == [
+        "held-full.started-1",
+        "held-full.started-2",
+        "held-lora-r16.started-1",
+        "held-lora-r16.started-2",
+    ]
 
 
 @pytest.mark.slow
@@ -223,7 +281,6 @@ def test_driver_killed_and_restarted(tmp_path):
     assert list(results.glob("*.json")), "no cell finished in time"
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    time.sleep(5)
 
     def ours() -> list[psutil.Process]:
         found = []
@@ -235,8 +292,13 @@ def test_driver_killed_and_restarted(tmp_path):
                 pass
         return found
 
-    cells = [p for p in ours() if "harness.cell" in " ".join(p.cmdline())]
-    assert cells == []  # the running cells died with the driver's Ray session
+    def cells_alive() -> list[psutil.Process]:
+        return [p for p in ours() if "harness.cell" in " ".join(p.cmdline())]
+
+    deadline = time.monotonic() + 120  # the kernel and Ray tear them down: wait for that, not for a fixed time
+    while cells_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cells_alive() == []  # the running cells died with the driver's Ray session
     for p in ours():  # Ray's own agents may outlive a SIGKILLed driver: not ours to keep
         p.kill()
     done_before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
@@ -249,5 +311,45 @@ def test_driver_killed_and_restarted(tmp_path):
     for name, mtime in done_before.items():  # finished cells were not redone
         assert (results / name).stat().st_mtime_ns == mtime
     assert not list(results.glob(".*.tmp"))
+    cache = Path(cmd[cmd.index("--cache-dir") + 1])
+    assert not list(cache.glob("medbench-ray-*"))  # the killed run's task folders were removed by the next run
     for p in ours():
         p.kill()
+
+
+def test_dead_task_folders_are_removed_and_live_ones_kept(tmp_path):
+    from harness.executors.ray import TASK_FOLDER_PREFIX, claimed, remove_dead_task_folders
+
+    dead = tmp_path / f"{TASK_FOLDER_PREFIX}dead"
+    live = tmp_path / f"{TASK_FOLDER_PREFIX}live"
+    fresh = tmp_path / f"{TASK_FOLDER_PREFIX}fresh"  # made a moment ago, not claimed yet
+    for folder in (dead, live, fresh):
+        folder.mkdir()
+    (dead / ".claim").write_text("")  # its task's process is gone: nobody holds the claim
+    with claimed(live):
+        assert remove_dead_task_folders(tmp_path) == [dead]
+    assert live.is_dir() and fresh.is_dir() and not dead.exists()
+
+
+def test_a_second_driver_is_refused_before_ray_is_imported(tmp_path):
+    """The results lock is taken before the executor starts anything: a second runner on a locked folder stops at
+    once, with Ray made unimportable to prove it never got that far."""
+    from harness.runner import ResultsLock
+
+    (tmp_path / "m.yaml").write_text(matrix_yaml("[lora-r8]", train=QUICK))
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "ray.py").write_text("raise ImportError('ray was imported before the results lock was checked')\n")
+    results = tmp_path / "results"
+    with ResultsLock(results):
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "run_matrix.py"), "m.yaml", "--data-dir", str(CI_DATA), "--results", "results"]
+            + ["--executor", "ray", "--no-progress"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(shim)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert out.returncode == 2, out.stderr
+    assert "another run_matrix (pid" in out.stderr and "ray was imported" not in out.stderr

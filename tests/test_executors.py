@@ -11,7 +11,7 @@ import pytest
 
 from harness.executors import executor_class, executors
 from harness.executors.base import Executor
-from harness.runner import plan
+from harness.planning import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,9 +72,9 @@ def test_fractional_gpus_need_share_gpu(tmp_path):
     with pytest.raises(MatrixError, match="share_gpu"):
         load_matrix(path, data_dir=CI_DATA)
     path.write_text(matrix_yaml(extra="execution: {executor: ray, gpus_per_cell: 0.5, share_gpu: true}\n"))
-    assert load_matrix(path, data_dir=CI_DATA).matrix.execution.gpus_per_cell == 0.5
+    assert load_matrix(path, data_dir=CI_DATA).matrix.execution.options["gpus_per_cell"] == 0.5
     path.write_text(matrix_yaml(extra="execution: {executor: ray, gpu_per_cell: 1}\n"))
-    with pytest.raises(MatrixError, match="execution.gpu_per_cell"):
+    with pytest.raises(MatrixError, match="unknown key 'gpu_per_cell' for executor 'ray'"):
         load_matrix(path, data_dir=CI_DATA)
 
 

@@ -8,10 +8,10 @@ import math
 import pytest
 
 from harness import flops
-from harness.models.architectures import ARCHITECTURES, count_parameters
+from harness.models.architectures import ARCHITECTURES, Architecture
 
-TINY = ARCHITECTURES["tiny-llama"]  # h 64, i 128, 2 layers, 4 heads (hd 16), 2 kv heads, vocab 49152, tied
-LLAMA = ARCHITECTURES["llama-3.2-1b"]
+TINY = Architecture.named("tiny-llama")  # h 64, i 128, 2 layers, 4 heads (hd 16), 2 kv heads, vocab 49152, tied
+LLAMA = Architecture.named("llama-3.2-1b")
 ALL_LORA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -34,24 +34,24 @@ def test_linear_params_by_hand():
     # per block: q 64x64, k 64x32, v 64x32, o 64x64, gate/up/down 3x64x128; head: tied 49152x64
     per_block = 64 * 64 + 64 * 32 + 64 * 32 + 64 * 64 + 3 * 64 * 128
     assert per_block == 36864
-    assert flops.block_linear_params(TINY) == 2 * per_block
-    assert flops.lm_head_params(TINY) == 49152 * 64
-    assert flops.linear_params(TINY) == 2 * per_block + 49152 * 64 == 3_219_456
+    assert TINY.params.block_linear == 2 * per_block
+    assert TINY.lm_head_matmul == 49152 * 64
+    assert TINY.linear == 2 * per_block + 49152 * 64 == 3_219_456
 
 
 def test_linear_params_llama_and_tinyllama():
     # Llama-3.2-1B: 16 x (2*2048*2048 + 2*2048*512 + 3*2048*8192) + 128256*2048 (tied head still multiplies)
-    assert flops.linear_params(LLAMA) == 16 * (2 * 2048 * 2048 + 2 * 2048 * 512 + 3 * 2048 * 8192) + 128256 * 2048
+    assert LLAMA.linear == 16 * (2 * 2048 * 2048 + 2 * 2048 * 512 + 3 * 2048 * 8192) + 128256 * 2048
     # TinyLlama: untied head, counted once like the tied one; the input embedding (a gather) is not counted
-    tl = ARCHITECTURES["tinyllama-1.1b"]
-    c = count_parameters(tl)
-    assert flops.linear_params(tl) == c["total"] - c["embedding"] - 22 * 2 * 2048 - 2048
+    tl = Architecture.named("tinyllama-1.1b")
+    c = tl.params
+    assert tl.linear == c.total - c.embedding - 22 * 2 * 2048 - 2048
 
 
 def test_embedding_lookup_is_not_a_matmul():
-    untied = {**TINY, "tie_word_embeddings": False}
-    assert flops.linear_params(untied) == flops.linear_params(TINY)  # same matmuls, one more stored matrix
-    assert count_parameters(untied)["total"] == count_parameters(TINY)["total"] + 49152 * 64
+    untied = Architecture.named("tiny-llama", {"tie_word_embeddings": False})
+    assert untied.linear == TINY.linear  # same matmuls, one more stored matrix
+    assert untied.params.total == TINY.params.total + 49152 * 64
 
 
 # ---------------------------------------------------------------------------------------------------- per token
@@ -80,26 +80,26 @@ def test_checkpointing_adds_one_forward_of_the_blocks():
     for seq in (512, 2048):
         extra = full(LLAMA, seq, gc=True) - full(LLAMA, seq)
         attn_forward = flops.attention_flops_per_token(LLAMA, seq) / 3
-        assert extra == pytest.approx(2 * flops.block_linear_params(LLAMA) + attn_forward)
+        assert extra == pytest.approx(2 * LLAMA.params.block_linear + attn_forward)
         # the guide's "+ 2N", less the LM head that runs outside the checkpointed blocks
-        assert extra < 2 * flops.linear_params(LLAMA) + attn_forward
+        assert extra < 2 * LLAMA.linear + attn_forward
 
 
 def test_lora_costs_less_than_full():
     for name in ("llama-3.2-1b", "tinyllama-1.1b", "smollm2-135m"):
-        arch = ARCHITECTURES[name]
+        arch = Architecture.named(name)
         for r in (8, 16, 64):
-            nt = flops.lora_trainable_params(arch, r, ALL_LORA)
-            assert nt < flops.linear_params(arch) / 3  # the condition for 4N + 6Nt < 6N
+            nt = arch.lora_params(r, ALL_LORA)
+            assert nt < arch.linear / 3  # the condition for 4N + 6Nt < 6N
             for gc in (False, True):
                 assert lora(arch, nt, gc=gc) < full(arch, gc=gc)
 
 
 def test_lora_trainable_params_of_llama_3_2_1b():
     # Llama-3.2-1B, r=16, all linear layers: 11,272,192 (what peft reports)
-    assert flops.lora_trainable_params(LLAMA, 16, ALL_LORA) == 11_272_192
+    assert LLAMA.lora_params(16, ALL_LORA) == 11_272_192
     with pytest.raises(ValueError, match="unknown target"):
-        flops.lora_trainable_params(LLAMA, 8, ["qkv_proj"])
+        LLAMA.lora_params(8, ["qkv_proj"])
 
 
 def test_rejects_impossible_inputs():
@@ -112,11 +112,11 @@ def test_rejects_impossible_inputs():
 def test_every_count_is_at_least_the_matmul_floor():
     """Full fine-tuning counts >= 6N and a frozen base >= 4N (minus block 0's q/k/v): the floor that stops a
     claimed tokens/s above peak / 6N from passing as an MFU below 100 %."""
-    for arch in ARCHITECTURES.values():
-        n = flops.linear_params(arch)
+    for arch in map(Architecture.named, ARCHITECTURES):
+        n = arch.linear
         for seq in (128, 2048):
             assert full(arch, seq) >= 6 * n
-            assert lora(arch, 0, seq) >= 4 * n - 2 * flops.first_block_input_params(arch)
+            assert lora(arch, 0, seq) >= 4 * n - 2 * arch.first_block_qkv
 
 
 def test_formula_matches_pytorchs_flop_counter():
@@ -127,8 +127,9 @@ def test_formula_matches_pytorchs_flop_counter():
     peft = pytest.importorskip("peft")
     from torch.utils.flop_counter import FlopCounterMode
 
-    arch = {**TINY, "vocab_size": 1000}
-    cfg = transformers.LlamaConfig(**{k: v for k, v in arch.items() if k != "model_type"})
+    raw = {**ARCHITECTURES["tiny-llama"], "vocab_size": 1000}
+    arch, _ = Architecture.from_config(raw, "tiny-llama, vocab 1000")
+    cfg = transformers.LlamaConfig(**{k: v for k, v in raw.items() if k != "model_type"})
     cfg._attn_implementation = "eager"
     b, seq = 2, 32
 
@@ -147,7 +148,7 @@ def test_formula_matches_pytorchs_flop_counter():
         peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=ALL_LORA),
     ).train()
     nt = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert nt == flops.lora_trainable_params(arch, 8, ALL_LORA)
+    assert nt == arch.lora_params(8, ALL_LORA)
     got, formula = measured(model), lora(arch, nt, seq, causal=False)
     lora_a_block0 = 2 * 8 * (3 * 64)  # lora_A of q, k, v in block 0: input gradient skipped, not subtracted
     assert got == formula - lora_a_block0
@@ -227,16 +228,16 @@ def test_tokens_per_s_above_the_ceiling_are_flagged():
     peak = flops.peak_flops("NVIDIA H100 80GB HBM3")
     fpt = full(LLAMA, 2048)
     ceiling = flops.max_tokens_per_s(fpt, peak)
-    assert ceiling < peak / (6 * flops.linear_params(LLAMA))  # never looser than the 6N floor
+    assert ceiling < peak / (6 * LLAMA.linear)  # never looser than the 6N floor
     flops.check_mfu(flops.mfu(0.45 * ceiling, fpt, peak))
     with pytest.raises(flops.ImpossibleMFU):
         flops.check_mfu(flops.mfu(1.05 * ceiling, fpt, peak))
     # the same holds for every method and sequence length: MFU is linear in tokens/s with slope fpt / peak
-    for arch in (LLAMA, ARCHITECTURES["tinyllama-1.1b"]):
+    for arch in (LLAMA, Architecture.named("tinyllama-1.1b")):
         for seq in (1024, 2048):
             for fpt in (
                 full(arch, seq),
-                lora(arch, flops.lora_trainable_params(arch, 16, ALL_LORA), seq),
+                lora(arch, arch.lora_params(16, ALL_LORA), seq),
                 full(arch, seq, gc=True),
             ):
                 assert flops.mfu(flops.max_tokens_per_s(fpt, peak), fpt, peak) == pytest.approx(1.0)

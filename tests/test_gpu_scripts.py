@@ -406,7 +406,9 @@ def test_summary_reads_results(tmp_path, cells, capsys):
                         "steps_per_epoch": [37],
                         "tokens": 290000,
                     },
-                    "memory": {"headline": "max_reserved_bytes", "headline_bytes": e.peak_memory_bytes},
+                    "meters": {
+                        "train": {"memory": {"headline": "max_reserved_bytes", "headline_bytes": e.peak_memory_bytes}}
+                    },
                 },
                 timings={"wall_s": 30.0, "train_s": 7.0},
                 environment={"device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"}},

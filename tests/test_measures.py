@@ -9,9 +9,9 @@ import pytest
 from harness import flops
 from harness.measures import WARMUP_STEPS, TrainCounters, steady_state, throughput
 from harness.meters.timing import StepClock, StepTiming
-from harness.models.architectures import ARCHITECTURES
+from harness.models.architectures import Architecture
 
-ARCH = dict(ARCHITECTURES["llama-3.2-1b"])
+ARCH = Architecture.named("llama-3.2-1b")
 
 
 def figures(steps: list[StepTiming], device: str = "NVIDIA H200") -> dict:

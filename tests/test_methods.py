@@ -9,9 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness import flops  # noqa: E402
 from harness.methods.base import get_method  # noqa: E402
 from harness.methods.lora import TARGET_SETS  # noqa: E402
+from harness.models.architectures import Architecture  # noqa: E402
 from harness.precision import resolve_precision  # noqa: E402
 
 
@@ -41,8 +41,8 @@ def train(cell, method, prepared, precision, data):
         cell.config,
         device="cpu",
         precision=precision,
-        optimizer_name=cell.config.train.optimizer or method.default_optimizer,
-        eval_between_epochs=method.eval_between_epochs,
+        method=method,
+        options=method.Options.model_validate(cell.config.method.options),
     )
 
 
@@ -58,7 +58,7 @@ def test_method_lowers_loss(make_cells, methods, lr):
     (cell,) = make_cells(methods, extra=f"learning_rates: [{lr}]\nepochs: [2]\n")
     method, prepared, precision = prepare(cell)
     data = data_for(cell, prepared)
-    if method.eval_between_epochs:
+    if method.eval_between_epochs(method.Options.model_validate(cell.config.method.options)):
         before = val_loss(cell, prepared, precision, data)
     else:  # QLoRA: an eval-mode forward before training would repack the 4-bit weights (guide); use step-1 loss
         before = None
@@ -71,8 +71,9 @@ def test_method_lowers_loss(make_cells, methods, lr):
     assert all(v is not None for v in t["val_loss"][-1:])
     assert t["tokens"] > 0 and t["tokens_per_s"] > 0 and t["time_per_epoch_s"] > 0
     assert 0 < t["trainable_params"] <= t["total_params"]
-    assert metrics["memory"]["peak_rss_bytes"] > 100 * 2**20  # torch alone is more than 100 MiB
-    assert metrics["memory"]["headline"] == "peak_rss_bytes"
+    memory = metrics["meters"]["train"]["memory"]
+    assert memory["peak_rss_bytes"] > 100 * 2**20  # torch alone is more than 100 MiB
+    assert memory["headline"] == "peak_rss_bytes"
 
 
 @pytest.mark.parametrize("r,targets", [(8, "all-linear"), (16, "attention"), (64, "all-linear")])
@@ -81,17 +82,17 @@ def test_lora_trainable_params_closed_form(make_cells, r, targets):
     (cell,) = make_cells(methods)
     _, prepared, _ = prepare(cell)
     # the live peft model has exactly as many trainable parameters as the estimator's closed form counts
-    arch = prepared.model.get_base_model().config.to_dict()
-    assert prepared.trainable_params == flops.lora_trainable_params(arch, r, TARGET_SETS[targets])
+    arch, _ = Architecture.from_config(prepared.model.get_base_model().config.to_dict(), "model")
+    assert prepared.trainable_params == arch.lora_params(r, TARGET_SETS[targets])
 
 
 def test_dora_adds_one_magnitude_per_output(make_cells):
     (cell,) = make_cells("[{name: x, preset: lora-r8, options: {use_dora: true, target_modules: [q_proj]}}]")
     _, prepared, _ = prepare(cell)
-    arch = prepared.model.get_base_model().config.to_dict()
-    h, layers = arch["hidden_size"], arch["num_hidden_layers"]
+    arch, _ = Architecture.from_config(prepared.model.get_base_model().config.to_dict(), "model")
+    h, layers = arch.hidden, arch.layers
     assert prepared.trainable_params == layers * (8 * (h + h) + h)  # A, B and one magnitude per output
-    assert prepared.trainable_params == flops.lora_trainable_params(arch, 8, ["q_proj"], dora=True)
+    assert prepared.trainable_params == arch.lora_params(8, ["q_proj"], dora=True)
 
 
 @pytest.mark.slow
@@ -126,7 +127,7 @@ def test_qlora_gradients_match_dequantized_reference(make_cells):
     from peft import get_peft_model
 
     from harness.data import iter_batches
-    from harness.methods.lora import peft_config
+    from harness.methods.adapter import build_peft_config
     from harness.models import load_model
 
     (cell,) = make_cells("[{name: q, preset: qlora, options: {dropout: 0.0, compute_dtype: fp32}}]")
@@ -164,7 +165,9 @@ def test_qlora_gradients_match_dequantized_reference(make_cells):
                 ref_modules[name.removesuffix(".base_layer")].weight.copy_(
                     bnbf.dequantize_4bit(weight.data, weight.quant_state).float()
                 )
-    ref = get_peft_model(ref, peft_config(method.Options.model_validate(cell.config.method.options)))
+    ref = get_peft_model(
+        ref, build_peft_config(method.peft_config(method.Options.model_validate(cell.config.method.options)))
+    )
     ref.load_state_dict({k: v for k, v in model.state_dict().items() if "lora_" in k}, strict=False)
     ref.train()
     ref(**batch.model_kwargs()).loss.backward()

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from harness.config import ModelSpec  # noqa: E402
 from harness.models import SMOLLM2_GGUF, SMOLLM2_PACKAGE, ModelSourceError, load_model, resolve_model_path  # noqa: E402
-from harness.models.architectures import ARCHITECTURES, architecture_config, count_parameters  # noqa: E402
+from harness.models.architectures import ARCHITECTURES, Architecture, architecture_config  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -19,7 +19,7 @@ def test_closed_form_parameter_count_matches_transformers(name):
     config = AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    assert model.num_parameters() == count_parameters(cfg)["total"]
+    assert model.num_parameters() == Architecture.named(name).params.total
 
 
 def test_published_sizes_of_named_architectures():
@@ -32,7 +32,7 @@ def test_published_sizes_of_named_architectures():
         "smollm2-1.7b": 1.711e9,
     }
     for name, size in published.items():
-        assert abs(count_parameters(ARCHITECTURES[name])["total"] / size - 1) < 0.01, name
+        assert abs(Architecture.named(name).params.total / size - 1) < 0.01, name
 
 
 def test_synthetic_model_is_deterministic(cache_dir):

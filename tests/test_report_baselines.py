@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.evaluation.baselines import answer_distribution, trivial_baselines, versus_constant
+from harness.evaluation.baselines import answer_distribution, trivial_baselines
+from harness.evaluation.stats import versus_constant
 
 ROOT = Path(__file__).resolve().parent.parent
 

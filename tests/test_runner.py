@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.planning import matches_only, plan
 from harness.results import CellResult, atomic_write_text, load_results, read_result, result_path, write_result
-from harness.runner import execute, matches_only, plan
+from harness.runner import execute
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,8 +116,9 @@ def test_failures_are_recorded_and_the_matrix_goes_on(tmp_path, make_cells):
         "[full, lora-r8, lora-r16]", train="max_steps: 2\nvalidation_fraction: 0.0\n", results=tmp_path / "res"
     )
     # A cell whose model folder does not exist raises inside its child; one with a 1 s timeout is killed.
+    from harness.cells import Cell
     from harness.config import ModelSpec
-    from harness.matrix import Cell, config_hash
+    from harness.matrix import config_hash
 
     bad_cfg = cells[0].config.model_copy(
         update={"model": ModelSpec(id="broken", source="local", path="/nonexistent/model-folder")}
@@ -200,6 +202,7 @@ def test_records_never_carry_this_machines_folders(tmp_path):
         "results_dir": str(tmp_path / "r"),
         "cache_dir": "/home/x/.cache",
         "timeout_s": 60.0,
+        "tracking_dir": str(tmp_path / "r" / "tracking"),
     }
     path = write_result(
         tmp_path / "r",

@@ -223,10 +223,22 @@ def scrub_pii(text: str) -> tuple[str, dict[str, int]]:
 _PUNCT_OR_SPACE = re.compile(r"\s+")
 
 
+class _PunctuationToSpace(dict):
+    """A `str.translate` table that maps every Unicode punctuation character (category P*) to a space, filled in
+    as characters are met (one category lookup per distinct character, not per character of the text)."""
+
+    def __missing__(self, code: int) -> int:
+        value = 32 if unicodedata.category(chr(code)).startswith("P") else code
+        self[code] = value
+        return value
+
+
+_PUNCTUATION_TO_SPACE = _PunctuationToSpace()
+
+
 def normalize_text(text: str) -> str:
     """Lower case, punctuation removed, whitespace collapsed: the key of normalised de-dup."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text)
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_PUNCTUATION_TO_SPACE)
     return _PUNCT_OR_SPACE.sub(" ", text).strip()
 
 

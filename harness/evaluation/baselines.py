@@ -71,20 +71,3 @@ def answer_distribution(task: str, items: Sequence[dict[str, Any]]) -> dict[str,
             f"({100 * keys:.1f} %), not skill"
         )
     return out
-
-
-def versus_constant(items: Sequence[dict[str, Any]], answer: str, task: str = "") -> dict[str, Any]:
-    """The cell against "always `answer`" on its own items: the paired difference, its exact interval and p."""
-    from harness.evaluation.stats import compare_items
-
-    constant = [{**i, "chosen": answer, "correct": str(i.get("target")) == answer} for i in items]
-    c = compare_items(constant, items, task=task, cell_a=f"always {answer}", cell_b="cell")
-    return {
-        "answer": answer,
-        "acc": c.acc_a,
-        "diff": c.diff,
-        "ci_low": c.ci_low,
-        "ci_high": c.ci_high,
-        "p_value": c.mcnemar_p,
-        "beats": c.diff > 0 and c.significant,
-    }

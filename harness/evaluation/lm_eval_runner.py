@@ -90,7 +90,7 @@ def _resolve_builtin(
     cfg = _builtin_config(task)
     path = task_data_path(spec, data_dir)
     if not path.is_file():
-        if spec.data is None and task.hub_dataset and task.from_hub and not is_offline():
+        if spec.data is None and task.hub_dataset and task.record_from_hub and not is_offline():
             return _resolve_hub(task, cfg, num_fewshot, limit, key)
         raise missing_file_error(task, path, data_dir, spec.data)
 
@@ -127,17 +127,14 @@ def _resolve_builtin(
                 f" ({shots} not found)" if shots is not None else " (no train split for this task)"
             )
     cfg["dataset_kwargs"] = {"data_files": data_files}
-    return ResolvedTask(
-        key=key,
-        lm_eval_name=cfg["task"],
-        spec=cfg,
-        num_fewshot=num_fewshot,
-        limit=lm_eval_limit,
-        data=data,
-        id_field="id",
+    return _builtin_resolved(
+        key,
+        cfg,
+        num_fewshot,
+        lm_eval_limit,
+        data,
+        fewshot_source,
         expected_ids=expected_ids,
-        fewshot_source=fewshot_source,
-        builtin=True,
         samples=samples,
         extra={"limit": limit, "limit_strategy": limit_strategy, "dropped_ids": list(exclude or [])},
     )
@@ -156,6 +153,19 @@ def _resolve_hub(task: BuiltinTask, cfg: dict[str, Any], num_fewshot: int, limit
         cfg["training_split"] = "train"
         fewshot_source = f"train split of {task.hub_dataset}"
     data = {"kind": "hub", "dataset": task.hub_dataset, "name": task.hub_name, "split": task.hub_split}
+    return _builtin_resolved(key, cfg, num_fewshot, limit, data, fewshot_source)
+
+
+def _builtin_resolved(
+    key: str,
+    cfg: dict[str, Any],
+    num_fewshot: int,
+    limit: int | None,
+    data: dict[str, Any],
+    fewshot_source: str | None,
+    **more: Any,
+) -> ResolvedTask:
+    """A built-in task as lm-eval runs it, from its local file or its Hub copy."""
     return ResolvedTask(
         key=key,
         lm_eval_name=cfg["task"],
@@ -166,6 +176,7 @@ def _resolve_hub(task: BuiltinTask, cfg: dict[str, Any], num_fewshot: int, limit
         id_field="id",
         fewshot_source=fewshot_source,
         builtin=True,
+        **more,
     )
 
 

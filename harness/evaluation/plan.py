@@ -84,7 +84,7 @@ def print_contamination(planned: list, loaded: Any, results_dir: Path, out: Text
     """Evaluated items found in the training data, per training set of the planned cells (no model: cheap)."""
     import json
 
-    from harness.evaluation.contamination import check_examples, cleaned_examples, summary_line
+    from harness.evaluation.contamination import summary_line
     from harness.methods.base import trains
     from harness.report.loader import task_label
 
@@ -102,19 +102,52 @@ def print_contamination(planned: list, loaded: Any, results_dir: Path, out: Text
                 sort_keys=True,
             )
             groups.setdefault(key, []).append(cfg)
-    for configs in groups.values():
+    for key, configs in groups.items():
         cfg = configs[0]
-        examples = cleaned_examples(cfg.train, Path(loaded.data_dir))
-        found = check_examples(cfg.eval, Path(loaded.data_dir), examples)
+        n_examples, found = _contamination(cfg, Path(loaded.data_dir), key)
         files = ", ".join(d.path or d.hub_id or "?" for d in cfg.train.datasets)
         print(
-            f"\ncontamination check, before training: evaluated items in the {len(examples)} cleaned training "
+            f"\ncontamination check, before training: evaluated items in the {n_examples} cleaned training "
             f"examples of {files} ({len(configs)} cell{'s' if len(configs) != 1 else ''}; eval.decontaminate: "
             f"{cfg.eval.decontaminate}):",
             file=out,
         )
         for task, record in found.items():
             print(f"  {summary_line(task_label(task), record)}", file=out)
+
+
+def _contamination(cfg: Any, data_dir: Path, key: str) -> tuple[int, dict[str, Any]]:
+    """(cleaned training examples, {task: contamination record}) of one training set, kept in the cache folder
+    under a key of the configs and the files' sizes and times: loading and cleaning every example takes seconds,
+    so a plan printed again (a second --dry-run) reads it back."""
+    import hashlib
+    import json
+
+    from harness.evaluation.contamination import check_examples, cleaned_examples
+    from harness.evaluation.registry import task_data_path
+    from harness.paths import resolve_data_path
+
+    files = [resolve_data_path(d.path, data_dir) for d in cfg.train.datasets if d.path]
+    files += [p for t in cfg.eval.tasks if (p := task_data_path(t, data_dir)) is not None]
+    stamps = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] if p.is_file() else [str(p)] for p in files]
+    digest = hashlib.sha256(json.dumps([key, stamps], sort_keys=True).encode()).hexdigest()[:24]
+    cache = Path(cfg.runtime.cache_dir or ".") / "contamination" / f"{digest}.json"
+    try:
+        kept = json.loads(cache.read_text())
+        return int(kept["examples"]), dict(kept["found"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    examples = cleaned_examples(cfg.train, data_dir)
+    found = check_examples(cfg.eval, data_dir, examples)
+    if cfg.runtime.cache_dir:
+        from harness.results import atomic_write_text
+
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cache, json.dumps({"examples": len(examples), "found": found}))
+        except OSError:  # a plan is printed without its cache
+            pass
+    return len(examples), found
 
 
 def print_plan_extras(

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.plugins import Registry
+
 TASKS_DIR = Path(__file__).parent / "tasks"
 
 
@@ -35,7 +37,8 @@ class BuiltinTask:
     hub_dataset: str | None = None  # used only when online and no local file is given or found
     hub_name: str | None = None
     hub_split: str = "test"
-    from_hub: Callable[[Any], Any] | None = None  # lm-eval `process_docs` mapping the Hub copy onto the local schema
+    # one Hub record (and its index) in the local schema: the Hub copy's lm-eval `process_docs` maps it (`from_hub`)
+    record_from_hub: Callable[[dict[str, Any], int], dict[str, Any]] | None = None
     # Few-shot examples: a local file of the same format (relative to the data dir), the same split lm-eval's
     # built-in task draws its few-shot examples from. None: there is none; few-shot examples then come from the
     # evaluated split itself, never the item being evaluated (lm-eval's sampler excludes it).
@@ -54,6 +57,10 @@ class BuiltinTask:
     @property
     def yaml_path(self) -> Path:
         return self.folder / self.yaml_file
+
+    def from_hub(self, dataset: Any) -> Any:
+        """`process_docs` for the Hub copy (used only when online and no local file is given)."""
+        return dataset.map(self.record_from_hub, with_indices=True, remove_columns=dataset.column_names)
 
     @property
     def lm_eval_task(self) -> str:
@@ -82,45 +89,17 @@ def folder_module(task_py: str | Path, name: str) -> Any:
     return sys.modules[key]
 
 
-_cache: dict[tuple[Path, ...], dict[str, BuiltinTask]] = {}
-
-
-def _task_folders() -> list[Path]:
-    from harness.plugins import plugin_task_dirs
-
-    roots = [TASKS_DIR, *plugin_task_dirs()]
-    return [d for root in roots for d in sorted(root.iterdir()) if (d / "task.py").is_file()]
-
-
-def _load_task(folder: Path) -> BuiltinTask:
-    name = f"medbench_task_{folder.name}_{abs(hash(str(folder.resolve()))) % 10**8}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, folder / "task.py")
-        if spec is None or spec.loader is None:
-            raise ImportError(f"{folder / 'task.py'}: cannot be imported")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    task = getattr(sys.modules[name], "TASK", None)
-    if not isinstance(task, BuiltinTask):
-        raise TypeError(f"{folder / 'task.py'} must define TASK = BuiltinTask(...)")
-    if not task.yaml_path.name or not (folder / task.yaml_file).is_file():
-        raise FileNotFoundError(f"{folder}: the task YAML {task.yaml_file!r} named by task.py is not in the folder")
-    object.__setattr__(task, "folder", folder)
-    return task
+REGISTRY: Registry[BuiltinTask] = Registry("evaluation task", BuiltinTask, "harness.evaluation", folders="tasks")
 
 
 def builtin_tasks() -> dict[str, BuiltinTask]:
-    """Every built-in task by name, in display order (scanned once per set of plug-in folders)."""
-    folders = tuple(_task_folders())
-    if folders not in _cache:
-        tasks = [_load_task(f) for f in folders]
-        names = [t.name for t in tasks]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"built-in task name(s) {dup} defined by more than one task folder")
-        _cache[folders] = {t.name: t for t in sorted(tasks, key=lambda t: (t.display_order, t.name))}
-    return _cache[folders]
+    """Every built-in task by name (this package's task folders and the plug-in folders' `tasks/`), in display order."""
+    for task in REGISTRY.entries().values():
+        if not (task.folder / task.yaml_file).is_file():
+            raise FileNotFoundError(
+                f"{task.folder}: the task YAML {task.yaml_file!r} named by task.py is not in the folder"
+            )
+    return dict(sorted(REGISTRY.entries().items(), key=lambda kv: (kv[1].display_order, kv[0])))
 
 
 def builtin_task(name: str) -> BuiltinTask | None:

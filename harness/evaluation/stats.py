@@ -233,6 +233,21 @@ def compare_items(
 # ---------------------------------------------------------------------------------------------------- cells
 
 
+def versus_constant(items: Sequence[dict[str, Any]], answer: str, task: str = "") -> dict[str, Any]:
+    """The cell against "always `answer`" on its own items: the paired difference, its exact interval and p."""
+    constant = [{**i, "chosen": answer, "correct": str(i.get("target")) == answer} for i in items]
+    c = compare_items(constant, items, task=task, cell_a=f"always {answer}", cell_b="cell")
+    return {
+        "answer": answer,
+        "acc": c.acc_a,
+        "diff": c.diff,
+        "ci_low": c.ci_low,
+        "ci_high": c.ci_high,
+        "p_value": c.mcnemar_p,
+        "beats": c.diff > 0 and c.significant,
+    }
+
+
 def _items_path(results_dir: Path, record: Any, task: str) -> Path:
     entry = (record.metrics.get("eval") or {}).get(task) or {}
     rel = entry.get("items")
@@ -315,14 +330,27 @@ def _cell_items(results_dir: Path, record: Any) -> dict[str, list[dict[str, Any]
     return out
 
 
-def compute_comparisons(results_dir: Path) -> dict[str, Any]:
+def base_record_for(results_dir: Path, record: Any) -> Any | None:
+    """The successful base row a trained cell is compared with (same model, same seed first), if it is there."""
+    from harness.results import load_results
+
+    if _is_base(record):
+        return None
+    records, _bad = load_results(Path(results_dir))
+    candidates = [r for r in records if r.status == "success" and _is_base(r) and _model_id(r) == _model_id(record)]
+    return _pick_base(candidates, record)
+
+
+def compute_comparisons(results_dir: Path, matrix: str | None = None) -> dict[str, Any]:
     """Every successful trained cell against its model's base row, per task, with the trivial baselines of every
-    task on the base row's items and every cell's answer distribution; writes comparisons.json."""
-    from harness.evaluation.baselines import answer_distribution, trivial_baselines, versus_constant
-    from harness.results import atomic_write_text, load_results
+    task on the base row's items and every cell's answer distribution; writes comparisons.json. Records of another
+    matrix (`matrix`, or the one most records belong to) are left out."""
+    from harness.evaluation.baselines import answer_distribution, trivial_baselines
+    from harness.results import atomic_write_text, load_results, split_foreign
 
     results_dir = Path(results_dir)
     records, _bad = load_results(results_dir)
+    records, _foreign = split_foreign(records, matrix)
     ok = [r for r in records if r.status == "success"]
     items = {r.cell_id: _cell_items(results_dir, r) for r in ok}
     bases: dict[str | None, list[Any]] = {}

@@ -14,14 +14,10 @@ Nothing here imports ray or torch: an executor imports what it needs inside its 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from harness.executors.base import Executor
+from harness.plugins import Registry, UnknownPlugin
 
-from harness.plugins import Registry
-
-if TYPE_CHECKING:  # pragma: no cover
-    from harness.executors.base import Executor
-
-REGISTRY: Registry[Executor] = Registry("executor", "name", "harness.executors")
+REGISTRY: Registry[Executor] = Registry("executor", Executor, "harness.executors")
 register = REGISTRY.register
 _ALIASES = {"subprocess": "local"}  # the local executor's former name
 
@@ -33,8 +29,7 @@ def executors() -> dict[str, type[Executor]]:
 
 def executor_class(name: str) -> type[Executor]:
     """The executor registered as `name`; KeyError with the allowed names otherwise."""
-    found = executors()
-    name = _ALIASES.get(name, name)
-    if name not in found:
-        raise KeyError(f"unknown executor {name!r}; allowed: {', '.join(sorted(found))}")
-    return found[name]
+    try:
+        return REGISTRY.get(_ALIASES.get(name, name))
+    except UnknownPlugin as exc:
+        raise KeyError(str(exc)) from None

@@ -21,30 +21,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
+from harness.plugins import Component
 from harness.results import CellResult
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.config import ExecutionConfig
+    from harness.cells import Cell, PlannedCell
     from harness.executors.progress import MatrixProgress
-    from harness.matrix import Cell
-    from harness.runner import PlannedCell
 
 LOG_TAIL_LINES = 40
 POLL_INTERVAL_S = 0.5
 KILL_GRACE_S = 10.0  # SIGTERM, then SIGKILL after this long
 
 
-class Executor:
-    """Runs the cells of a plan. Subclass, set `name`, implement `run`, decorate with `@register`."""
+class Executor(Component):
+    """Runs the cells of a plan. Subclass, set `name`, implement `run`, decorate with `@register`; its `Options`
+    are the keys of the matrix's `execution:` besides `executor`, its `cli_flags` override them."""
 
-    name: ClassVar[str]
-
-    def __init__(self, options: ExecutionConfig | None = None):
-        from harness.config import ExecutionConfig
-
-        self.options = options or ExecutionConfig(executor=self.name)
+    def __init__(self, options: BaseModel | None = None):
+        self.options = options if options is not None else self.Options()
 
     def place(self, planned: list[PlannedCell]) -> list[PlannedCell]:
         """The plan as this executor can run it: cells that fit no device become `skip` with the reason."""
@@ -190,8 +188,10 @@ def parent_result(
     log_path: Path | None,
     wall_s: float | None,
     execution: dict[str, Any] | None = None,
+    progress: dict[str, Any] | None = None,
 ) -> CellResult:
-    """The record the parent writes for a cell whose child wrote none (or whose worker was lost)."""
+    """The record the parent writes for a cell whose child wrote none (or whose worker was lost), with the progress
+    the cell reached (its last progress file: phase, epoch, step, loss) in `metrics.progress` and in the reason."""
     from harness import environment
 
     env = environment.collect(with_device=False)
@@ -199,6 +199,10 @@ def parent_result(
         env["execution"] = execution
         env["hostname"] = execution.get("node") or env["hostname"]
     now = datetime.now(UTC).isoformat(timespec="seconds")
+    metrics: dict[str, Any] = {}
+    if progress:
+        metrics["progress"] = progress
+        reason += f" ({progress_summary(progress)})"
     return CellResult(
         cell_id=cell.id,
         config_hash=cell.config_hash,
@@ -207,10 +211,41 @@ def parent_result(
         reason=reason,
         traceback=(log_tail(log_path) if log_path else "") or None,
         config=cell.config.model_dump(mode="json"),
+        metrics=metrics,
         timings={"wall_s": wall_s, "finished_at": now},
         environment=env,
         artifacts={"log": f"{cell.id}/cell.log"},
     )
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A small JSON object written by a cell (its progress, its trackers' handles), or None."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def progress_summary(progress: dict[str, Any]) -> str:
+    """Where a cell was when it stopped, in words: "stopped at step 16 of 22 (epoch 1 of 1), loss 0.412"."""
+    if progress.get("phase") != "train" or not progress.get("step"):
+        return f"stopped during {progress.get('phase') or 'start-up'}"
+    text = f"stopped at step {progress['step']} of {progress.get('total_steps', '?')}"
+    text += f" (epoch {progress.get('epoch', '?')} of {progress.get('epochs', '?')})"
+    if isinstance(progress.get("loss"), (int, float)):
+        text += f", loss {progress['loss']:.4g}"
+    return text
+
+
+def end_tracking(config: Any, workdir: Path, status: str, reason: str) -> None:
+    """The cell's tracker runs, left open by a killed child, ended with its status (harness/trackers/)."""
+    runtime = config.runtime
+    if runtime.tracking:
+        from harness.trackers import end_from_parent
+
+        store = Path(runtime.tracking_dir or Path(runtime.results_dir) / "tracking")
+        end_from_parent(runtime.tracking, store, workdir, status, reason)
 
 
 def skipped_result(cell: Cell, reason: str) -> CellResult:

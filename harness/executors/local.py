@@ -8,24 +8,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.executors import register
 from harness.executors.base import (
     Executor,
     cell_spec,
+    end_tracking,
     local_execution,
     outcome_reason,
     parent_result,
     progress_text,
+    read_json,
     read_text,
     run_child,
 )
 from harness.results import atomic_write_text, cell_dir, read_result, result_path, write_result
 
 if TYPE_CHECKING:  # pragma: no cover
+    from harness.cells import Cell
     from harness.executors.progress import MatrixProgress
-    from harness.matrix import Cell
 
 
 @register
@@ -36,11 +38,15 @@ class LocalExecutor(Executor):
         for cell in cells:
             self.run_one(cell, Path(results_dir), progress)
 
+    def execution_record(self) -> dict[str, Any]:
+        """Where a cell runs, as its record's `environment.execution` says (a subclass may add to it)."""
+        return local_execution(self.name)
+
     def run_one(self, cell: Cell, results_dir: Path, progress: MatrixProgress) -> None:
         workdir = cell_dir(results_dir, cell.id)
         workdir.mkdir(parents=True, exist_ok=True)
         spec = workdir / "cell.json"
-        execution = local_execution(self.name)
+        execution = self.execution_record()
         atomic_write_text(spec, json.dumps(cell_spec(cell, execution=execution), indent=1))
         progress_file = workdir / "progress.json"
         progress_file.unlink(missing_ok=True)
@@ -60,9 +66,18 @@ class LocalExecutor(Executor):
         )
         if outcome.timed_out or not fresh:
             status, reason = outcome_reason(outcome, timeout_s)
+            end_tracking(cell.config, workdir, status, reason)
             write_result(
                 results_dir,
-                parent_result(cell, status, reason, log_path=log_path, wall_s=outcome.wall_s, execution=execution),
+                parent_result(
+                    cell,
+                    status,
+                    reason,
+                    log_path=log_path,
+                    wall_s=outcome.wall_s,
+                    execution=execution,
+                    progress=read_json(progress_file),
+                ),
             )
         spec.unlink(missing_ok=True)
         progress_file.unlink(missing_ok=True)

@@ -28,6 +28,8 @@ of the run.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -35,9 +37,12 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.executors import register
 from harness.executors.base import (
@@ -45,18 +50,20 @@ from harness.executors.base import (
     ChildOutcome,
     Executor,
     cell_spec,
+    end_tracking,
     outcome_reason,
     parent_result,
     progress_text,
+    read_json,
     read_text,
     run_child,
 )
+from harness.plugins import Flag
 from harness.results import CellResult, atomic_write_bytes, cell_dir, read_result, result_path, write_result
 
 if TYPE_CHECKING:  # pragma: no cover
+    from harness.cells import Cell, PlannedCell
     from harness.executors.progress import MatrixProgress
-    from harness.matrix import Cell
-    from harness.runner import PlannedCell
 
 INSTALL_HINT = "the Ray executor needs ray: pip install -e '.[ray]' (bash scripts/setup.sh installs it)"
 STREAM_INTERVAL_S = 2.0  # how often a running cell sends its new log lines and progress to the driver
@@ -155,9 +162,9 @@ def place_cells(
     """The plan with every `run` cell that the estimator predicts to fit none of `kinds` turned into `skip` (with
     the reason), and each cell's priority (predicted seconds, predicted peak bytes): the longest first, which keeps
     a long cell from running alone at the end (longest-processing-time-first list scheduling)."""
+    from harness.cells import PlannedCell
     from harness.estimator import DeviceProfile, estimate_cell
     from harness.formatting import fmt_bytes
-    from harness.runner import PlannedCell
 
     out: list[PlannedCell] = []
     priority: dict[str, tuple[float, float]] = {}
@@ -245,6 +252,46 @@ class _Streamer:
         )
 
 
+TASK_FOLDER_PREFIX = "medbench-ray-"
+CLAIM_FILE = ".claim"
+UNCLAIMED_GRACE_S = 600  # a folder not claimed yet is only just made (or from before claims): left this long
+
+
+@contextlib.contextmanager
+def claimed(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `<folder>/.claim` while the task runs: the kernel drops it when the task's process
+    dies however it dies, which is how the next task tells a dead task's folder from a live one."""
+    with open(folder / CLAIM_FILE, "w") as claim:
+        fcntl.flock(claim, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(claim, fcntl.LOCK_UN)
+
+
+def remove_dead_task_folders(cache_dir: Path) -> list[Path]:
+    """Remove the task folders of tasks that died without cleaning up (a SIGKILLed driver takes its tasks along);
+    the folders of running tasks (their claim held) are left alone."""
+    removed = []
+    for folder in sorted(Path(cache_dir).glob(TASK_FOLDER_PREFIX + "*")):
+        claim = folder / CLAIM_FILE
+        try:
+            if not claim.is_file():
+                if time.time() - folder.stat().st_mtime < UNCLAIMED_GRACE_S:
+                    continue
+            else:
+                with open(claim) as f:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # its task is alive
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except OSError:  # removed meanwhile by another task: fine
+            continue
+    return removed
+
+
 def run_cell_task(spec: dict[str, Any], env: dict[str, str], sink: Any, share_gpu: bool) -> dict[str, Any]:
     """One cell, as a Ray task on whatever node Ray chose: run it in a child process in a temporary folder, return
     the outcome, where it ran, its record (text or None) and its files (path relative to the results folder ->
@@ -269,7 +316,8 @@ def run_cell_task(spec: dict[str, Any], env: dict[str, str], sink: Any, share_gp
         sink.put.remote({"type": "started", "cell_id": cell_id, "token": token, "execution": execution})
     cache_dir = Path(spec["config"]["runtime"]["cache_dir"])
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="medbench-ray-", dir=cache_dir) as tmp:
+    remove_dead_task_folders(cache_dir)
+    with tempfile.TemporaryDirectory(prefix=TASK_FOLDER_PREFIX, dir=cache_dir) as tmp, claimed(Path(tmp)):
         spec = {
             **spec,
             "config": {**spec["config"], "runtime": {**spec["config"]["runtime"], "results_dir": tmp}},
@@ -294,7 +342,15 @@ def run_cell_task(spec: dict[str, Any], env: dict[str, str], sink: Any, share_gp
             if p.is_file() and p.name not in NOT_RETURNED
         }
         record = read_text(Path(tmp) / f"{cell_id}.json")
+        reached = None
+        if record is None:  # killed here: its progress goes back, its tracker runs end here (they were opened here)
+            from harness.config import CellConfig
+
+            reached = read_json(workdir / "progress.json")
+            status, reason = outcome_reason(outcome, spec["config"]["runtime"].get("timeout_s"))
+            end_tracking(CellConfig.model_validate(spec["config"]), workdir, status, reason)
     return {
+        "progress": reached,
         "outcome": [outcome.returncode, outcome.timed_out, outcome.wall_s],
         "execution": execution,
         "record": record,
@@ -317,9 +373,57 @@ class _InFlight:
     execution: dict[str, Any] = field(default_factory=dict)
 
 
+class RayOptions(BaseModel):
+    """`execution:` keys of the Ray executor (each also a command-line flag, which wins)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    address: str | None = None  # an existing cluster (`ray start --head`); None starts Ray on this machine
+    gpus_per_cell: float | None = Field(None, ge=0)  # None = 1 where the cluster has GPUs, else 0
+    cpus_per_cell: float = Field(1.0, gt=0)
+    max_concurrent: int | None = Field(None, ge=1)  # cells in flight at once (None: as many as fit)
+    share_gpu: bool = False  # allow a fraction of a GPU per cell (accuracy-only: speed and memory not comparable)
+    max_retries: int = Field(2, ge=0)  # a cell whose worker or node is lost runs again up to this many times
+
+    @model_validator(mode="after")
+    def _whole_gpus(self) -> RayOptions:
+        g = self.gpus_per_cell
+        if g is not None and g != int(g) and not self.share_gpu:
+            raise ValueError(
+                f"gpus_per_cell {g} is a fraction of a GPU: cells would share a device and their speed "
+                "and memory would mean nothing; set share_gpu: true (--share-gpu) for accuracy-only runs"
+            )
+        return self
+
+
 @register
 class RayExecutor(Executor):
     name = "ray"
+    Options = RayOptions
+    cli_flags = (
+        Flag(
+            "ray-address",
+            "address",
+            "an existing Ray cluster (e.g. 10.0.0.1:6379 or auto); default: start Ray on this machine",
+            metavar="ADDR",
+        ),
+        Flag("gpus-per-cell", "gpus_per_cell", "GPUs per cell (default 1 where the cluster has GPUs, else 0)", float),
+        Flag("cpus-per-cell", "cpus_per_cell", "CPU cores per cell (default 1)", float),
+        Flag("max-concurrent", "max_concurrent", "cells running at once at most", int),
+        Flag(
+            "max-retries",
+            "max_retries",
+            "runs again a cell whose worker or node was lost up to N times (default 2)",
+            int,
+        ),
+        Flag(
+            "share-gpu",
+            "share_gpu",
+            "let cells share a GPU (fractional --gpus-per-cell): accuracy-only, the report marks their speed and "
+            "memory as not comparable",
+            None,
+        ),
+    )
+    options: RayOptions
 
     def __init__(self, options: Any = None):
         super().__init__(options)
@@ -338,7 +442,7 @@ class RayExecutor(Executor):
             import logging
 
             ray.init(
-                address=self.options.ray_address,
+                address=self.options.address,
                 include_dashboard=False,
                 log_to_driver=False,
                 logging_level=logging.WARNING,
@@ -529,7 +633,9 @@ class RayExecutor(Executor):
         record = _record_from_text(out["record"], cell)
         if record is None or outcome.timed_out:
             status, reason = outcome_reason(outcome, timeout_s)
-            self._record(results_dir, cell, status, reason, log, f, progress, wall_s=outcome.wall_s)
+            self._record(
+                results_dir, cell, status, reason, log, f, progress, wall_s=outcome.wall_s, reached=out.get("progress")
+            )
             return
         execution = {**record.environment.get("execution", f.execution), "attempts": max(f.attempts, 1)}
         artifacts = dict(record.artifacts)
@@ -568,11 +674,12 @@ class RayExecutor(Executor):
         f: _InFlight,
         progress: MatrixProgress,
         wall_s: float | None = None,
+        reached: dict[str, Any] | None = None,
     ) -> None:
         execution = {**(f.execution or {"executor": "ray"}), "attempts": f.attempts}
         if wall_s is None and f.started is not None:
             wall_s = time.monotonic() - f.started
-        record = parent_result(cell, status, reason, log_path=log, wall_s=wall_s, execution=execution)
+        record = parent_result(cell, status, reason, log_path=log, wall_s=wall_s, execution=execution, progress=reached)
         write_result(results_dir, record)
         progress.finished(cell.id, read_result(result_path(results_dir, cell.id)), wall_s)
 

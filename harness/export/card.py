@@ -1,8 +1,10 @@
 """The model card (README.md of the exported folder), written from the cell's result record and the export scores.
 
 Everything in it comes from recorded facts: base model and its source, method and its options, training data with
-sha256, evaluation items and scores with standard errors, the report's caveats (noise level, winner's curse, chance
-levels, synthetic weights), intended use, and the medical-use disclaimer the medical write-ups carry.
+sha256 (the cell's `train.datasets` only; the evaluation files are listed apart, as what it was evaluated on), the
+dtype shipped and the check of the saved file against base + adapter, evaluation items and scores with standard
+errors, the report's caveats (noise level, winner's curse, chance levels, synthetic weights, a quantized base),
+intended use, and the medical-use disclaimer the medical write-ups carry.
 """
 
 from __future__ import annotations
@@ -42,10 +44,53 @@ def base_model_text(model: dict[str, Any]) -> str:
     return f"`{model.get('path') or model.get('id')}` ({src})"
 
 
+def _matches(key: str, path: str | None) -> bool:
+    if not path:
+        return False
+    key, path = key.replace("\\", "/"), str(path).replace("\\", "/")
+    return key == path or key.endswith("/" + path) or path.endswith("/" + key)
+
+
+def data_files_split(record: Any) -> dict[str, list[dict[str, Any]]]:
+    """The record's `data_files` ({path: sha256}, training and evaluation files mixed) split into the training
+    datasets (`config.train.datasets`), the evaluation files (`metrics.eval.<task>.data.path`) and any other."""
+    files = dict(record.data_files or {})
+    used: set[str] = set()
+    train_out, eval_out = [], []
+    for ds in (record.config.get("train") or {}).get("datasets") or []:
+        path = ds.get("path")
+        keys = [k for k in files if _matches(k, path)]
+        used.update(keys)
+        train_out.append({**ds, "name": path or ds.get("hub_id"), "sha256": files[keys[0]] if keys else None})
+    for task, m in (record.metrics.get("eval") or {}).items():
+        data = m.get("data") or {}
+        path = data.get("path")
+        keys = [k for k in files if _matches(k, path)]
+        used.update(keys)
+        eval_out.append(
+            {
+                "task": task,
+                "path": path,
+                "sha256": data.get("sha256") or (files[keys[0]] if keys else None),
+                "subset": data.get("subset"),
+            }
+        )
+    other = [{"path": k, "sha256": v} for k, v in sorted(files.items()) if k not in used]
+    return {"train": train_out, "eval": eval_out, "other": other}
+
+
 def model_card(
-    record: Any, *, artifact: str = "hf", scores: dict[str, Any] | None = None, synthetic: bool = False
+    record: Any,
+    *,
+    artifact: str = "hf",
+    scores: dict[str, Any] | None = None,
+    synthetic: bool = False,
+    integrity: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
 ) -> str:
-    """Markdown text of the card; `scores` is the export's {task: entry} of this artifact (optional)."""
+    """Markdown text of the card; `scores` is the export's {task: entry} of this artifact (optional), `integrity`
+    the HF folder's integrity record (dtype shipped, check of the saved folder), `base` the base's GGUF file
+    (source.base_weights_file) where it came from one."""
     cfg = record.config
     model, method, train = cfg.get("model") or {}, cfg.get("method") or {}, cfg.get("train") or {}
     ev = record.metrics.get("eval") or {}
@@ -84,37 +129,39 @@ def model_card(
         "## Training data",
         "",
     ]
-    for ds in train.get("datasets") or []:
+    split = data_files_split(record)
+    for ds in split["train"]:
         lines.append(
-            f"- `{ds.get('path') or ds.get('hub_id')}` ({ds.get('format')}"
+            f"- `{ds['name']}` ({ds.get('format')}"
             + (f", first {ds['limit']} records" if ds.get("limit") else "")
             + ")"
+            + (f", sha256 `{ds['sha256']}`" if ds.get("sha256") else "")
         )
-    for path, sha in sorted((record.data_files or {}).items()):
-        lines.append(f"  - sha256 `{path}`: `{sha}`")
     if data.get("n_train") is not None or data.get("train_examples") is not None:
         lines.append(f"- Examples used: {data.get('n_train', data.get('train_examples'))}")
+    lines += ["", "Evaluated on (test files, never trained on):", ""]
+    for e in split["eval"]:
+        lines.append(
+            f"- {e['task']}: `{e['path']}`"
+            + (f" ({e['subset']})" if e.get("subset") else "")
+            + (f", sha256 `{e['sha256']}`" if e.get("sha256") else "")
+        )
+    if split["other"]:
+        lines += ["", "Other data files the cell recorded (neither a training dataset nor a task's file):", ""]
+        lines += [f"- `{o['path']}`, sha256 `{o['sha256']}`" for o in split["other"]]
+    lines += _shipped_lines(integrity, base)
     lines += [
         "",
         "## Evaluation",
         "",
-        "lm-evaluation-harness, 0-shot log-likelihood multiple choice, accuracy ± one standard error.",
+        "lm-evaluation-harness, 0-shot log-likelihood multiple choice, accuracy ± one standard error. The cell column "
+        "is the cell as trained (adapter unmerged) on the same items as this artifact where they were paired.",
         "",
         "| task | cell (as trained) | n | this artifact | n | Δ vs cell [95 % CI] | McNemar p |",
         "|---|---|---|---|---|---|---|",
     ]
-    for task, m in ev.items():
-        s = (scores or {}).get(task) or {}
-        comp = s.get("vs_cell") or {}
-        ci = f"[{_pts(comp.get('ci_low'))}, {_pts(comp.get('ci_high'))}]" if comp.get("ci_low") is not None else ""
-        lines.append(
-            f"| {task} | {_pct(m.get('acc'))} ± {_pts(m.get('acc_stderr')).lstrip('+')} | {m.get('n')} | "
-            f"{_pct(s.get('acc'))}"
-            + (f" ± {_pts(s.get('acc_stderr')).lstrip('+')}" if s else "")
-            + f" | {s.get('n', '–')} | {_pts(comp.get('diff'))} {ci} | "
-            + (f"{comp['mcnemar_p']:.3g}" if comp.get("mcnemar_p") is not None else "–")
-            + " |"
-        )
+    lines += [_score_row(task, m, (scores or {}).get(task) or {}) for task, m in ev.items()]
+    lines += ["", "`*`: exact McNemar p < 0.05 and the 95 % interval excludes 0."]
     lines += [
         "",
         "## Caveats",
@@ -136,6 +183,66 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _score_row(task: str, m: dict[str, Any], s: dict[str, Any]) -> str:
+    """One row of the card's evaluation table: the cell (as trained) and this artifact, paired."""
+    comp = s.get("vs_cell") or {}
+    ci = f"[{_pts(comp.get('ci_low'))}, {_pts(comp.get('ci_high'))}]" if comp.get("ci_low") is not None else ""
+    if comp.get("acc_a") is not None:  # the cell on the paired items (re-scored where --limit changed them)
+        cell = f"{_pct(comp['acc_a'])} | {comp.get('n')}"
+    else:
+        cell = f"{_pct(m.get('acc'))} ± {_pts(m.get('acc_stderr')).lstrip('+')} | {m.get('n')}"
+    sig = (
+        comp.get("mcnemar_p") is not None
+        and comp["mcnemar_p"] < 0.05
+        and comp.get("ci_low") is not None
+        and (comp["ci_low"] > 0 or comp["ci_high"] < 0)
+    )
+    return (
+        f"| {task} | {cell} | "
+        f"{_pct(s.get('acc'))}"
+        + (f" ± {_pts(s.get('acc_stderr')).lstrip('+')}" if s else "")
+        + f" | {s.get('n', '–')} | {_pts(comp.get('diff'))}{'*' if sig else ''} {ci} | "
+        + (f"{comp['mcnemar_p']:.3g}" if comp.get("mcnemar_p") is not None else "–")
+        + " |"
+    )
+
+
+def _shipped_lines(integrity: dict[str, Any] | None, base: dict[str, Any] | None) -> list[str]:
+    """The "This file" section: dtype shipped and why, the check of the saved file, a quantized base."""
+    if not integrity and not (base and base.get("quantized")):
+        return []
+    lines = ["", "## This file", ""]
+    if integrity:
+        lines.append(f"- Weights saved as **{integrity.get('dtype')}**: {integrity.get('dtype_reason')}.")
+        for a in integrity.get("dtype_attempts") or []:
+            lines.append(
+                f"  - {a['dtype']}: max |logit difference| {a['logits_max_abs_diff']:.3g} (tolerance "
+                f"{a['tolerance']:.2g}), greedy agreement {a.get('greedy_agree_min')} tokens: "
+                + ("passed" if a["passed"] else "failed")
+            )
+        shipped = integrity.get("shipped")
+        if shipped:
+            verdict = {True: "passed", False: "FAILED", None: "reported"}[shipped.get("passed")]
+            lines.append(
+                f"- Checked on the saved folder ({shipped.get('loaded_as')}) against "
+                f"the cell's base + adapter unmerged in fp32, on {len(shipped.get('prompts') or [])} fixed prompts: "
+                f"max |logit difference| {shipped['logits_max_abs_diff']:.3g}, tolerance "
+                f"{shipped['tolerance']:.2g} ({shipped.get('tolerance_rule')}); the greedy continuation agrees for "
+                f"{shipped['greedy_agree_min']} of {shipped['greedy_tokens']} tokens on the worst prompt: "
+                f"**{verdict}**."
+            )
+    if base and base.get("quantized"):
+        from harness.formatting import fmt_bytes
+
+        lines.append(
+            f"- The base model came from a {base.get('type')} GGUF (`{base.get('file')}`"
+            + (f", {fmt_bytes(base['bytes'])}" if base.get("bytes") else "")
+            + "). A larger file (bf16, fp32, F16, Q8_0) is not more precise than that base: the base weights are "
+            f"its {base.get('type')} values dequantized; the extra bits carry only what training changed."
+        )
+    return lines
 
 
 def _compact(options: Any) -> str:

@@ -1,10 +1,13 @@
 """`medbench export RESULTS_DIR [--cell ID ... | --best] [--formats hf,f16,q8_0,q5_k_m,q4_k_m] [--out DIR]`
 
 For each chosen cell: the standalone HF folder (adapters merged, model card), then llama.cpp's F16 GGUF and its
-quantizations; every artifact checked (logits, tokenizer, GGUF metadata, sha256), scored on the cell's tasks through
-the same lm-eval path and batch size, paired against the cell; one record per artifact in
-`RESULTS_DIR/<cell-id>/export/<format>.json` (the report's Export section reads them). Artifacts go to
+quantizations; every artifact checked *as written* (reloaded from disk and compared with base + adapter unmerged in
+fp32 on fixed prompts: logits and greedy continuations, harness/export/verify.py; tokenizer, GGUF metadata, sha256),
+scored on the cell's tasks through the same lm-eval path and batch size, paired against the cell; one record per
+artifact in `RESULTS_DIR/<cell-id>/export/<format>.json` (the report's Export section reads them). Artifacts go to
 `--out` (default `exports/<matrix>/<cell-id>/`), never into the results folder: they are large and not committed.
+Intermediates nobody asked for are deleted once used and recorded as such: the F16 GGUF made only as the quantizer's
+input (f16 not requested) and the fp32 HF folder made only as the converter's input (hf not requested).
 
 Exit codes: 0 every artifact made and scored; 1 some artifact failed; 2 invalid input or every cell refused.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -23,7 +27,7 @@ from typing import Any
 from harness.export import EXPORT_DIR, FORMATS, GGUF_FORMATS
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-RECORD_SCHEMA = 1
+RECORD_SCHEMA = 2  # 2: checks on the files as written, intermediates, base precision
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,13 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--hf-dtype",
-        choices=("bf16", "fp16", "fp32"),
-        default="bf16",
-        help="dtype of the merged safetensors (default bf16)",
+        choices=("auto", "bf16", "fp16", "fp32"),
+        default="auto",
+        help="dtype of the merged safetensors (default auto: the base's own dtype from its config); a dtype whose "
+        "saved folder fails the check against base + adapter is replaced by fp32, and the record says so",
     )
     p.add_argument("--no-score", action="store_true", help="make and check the artifacts, do not score them")
     p.add_argument(
-        "--data-dir", help="where the tasks' data files are (default: $MEDBENCH_DATA_DIR, else the cell's own data dir)"
+        "--data-dir",
+        help="where the tasks' data files are (default: $MEDBENCH_DATA_DIR, else the data dir of the run that filled "
+        "the folder, from its run.json)",
     )
     p.add_argument("--cache-dir", help="default: $MEDBENCH_CACHE_DIR or ~/.cache/medbench")
     p.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
@@ -103,19 +110,29 @@ def _file_record(path: Path, root: Path | None = None) -> dict[str, Any]:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+# the record of the cell re-scored on the export's items; not `cell.json`, which is the runner's per-cell spec name
+# and ignored by git everywhere under results/ (the reference row would never be committed)
+CELL_RECORD = "as_trained"
+
+
 def _write_record(export_dir: Path, fmt: str, record: dict[str, Any]) -> Path:
     from harness.results import atomic_write_text
 
-    path = export_dir / f"{fmt}.json"
+    path = export_dir / f"{CELL_RECORD if fmt == 'cell' else fmt}.json"
     atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
     return path
 
 
 def _earlier_reference(export_dir: Path, limit: int | None, weights: Any, results_dir: Path) -> dict[str, Path] | None:
     """The cell's items re-scored by an earlier export with the same limit and the same kept weights, if any."""
-    try:
-        old = json.loads((export_dir / "cell.json").read_text())
-    except (OSError, ValueError):
+    old = None
+    for name in (f"{CELL_RECORD}.json", "cell.json"):  # cell.json: exports made before the rename
+        try:
+            old = json.loads((export_dir / name).read_text())
+            break
+        except (OSError, ValueError):
+            continue
+    if old is None:
         return None
     if old.get("limit") != limit or old.get("source_weights") != weights:
         return None
@@ -211,54 +228,43 @@ class Exporter:
             "eval_batch_size": cfg.model.eval_batch_size,
         }
 
-        # the reference: the cell's own items, or the cell re-scored on the requested items
-        reference = score.cell_items(source.record, self.results_dir)
-        earlier = _earlier_reference(export_dir, args.limit, common["source_weights"], self.results_dir)
-        if earlier is not None and not score.same_items_as_cell(source.record, cfg):
-            self.log(f"{cid}: reusing the cell's re-scored items of an earlier export (same weights, same limit)")
-            reference = earlier
-        elif not args.no_score and not score.same_items_as_cell(source.record, cfg):
-            self.log(f"{cid}: scoring the cell itself (unmerged) on the requested items")
-            from harness.export.source import load_reference
+        reference_items = self._reference_items(source, cfg, export_dir, common)
 
-            t0 = time.perf_counter()
-            model, tok = load_reference(source, cfg)
-            scores = score.score_model(model, tok, cfg, export_dir / "cell")
-            del model
-            rec = {
-                **common,
-                "format": "cell",
-                "artifact": None,
-                "created_at": _now(),
-                "limit": args.limit,
-                "what": "the cell as trained (adapter on its base, loaded by its method), re-scored on the "
-                "export's items: the reference of every pairing",
-                "scores": {"transformers": score.pair(scores, {}, self.results_dir, cid, "cell")},
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-            for entry in rec["scores"]["transformers"].values():
-                entry.pop("vs_cell", None)
-            _write_record(export_dir, "cell", rec)
-            reference = {t: Path(e["items"]) for t, e in scores.items()}
+        ship_hf = "hf" in self.formats
+        gguf_formats = [f for f in self.formats if f in GGUF_FORMATS]
+        # the HF folder is shipped when asked for; otherwise it is only the converter's input (fp32, deleted after;
+        # with the same name and card, so that the GGUF files are the same bytes as when converted from a shipped
+        # fp32 folder and `--engines` runs add up)
+        hf_dir = out_root / ("hf" if ship_hf else ".intermediate/hf")
+        if not ship_hf and not gguf_formats:
+            return
+        from harness.export.source import base_precision_note, base_weights_file
 
-        hf_dir = out_root / "hf"
-        need_hf = "hf" in self.formats or any(f in self.formats for f in GGUF_FORMATS)
-        tokenizer = None
-        if need_hf:
-            self.log(f"{cid}: merging into a Hugging Face folder ({args.hf_dtype}) at {hf_dir}")
-            t0 = time.perf_counter()
-            integrity = write_hf(
-                source,
-                hf_dir,
-                self.cache_dir,
-                dtype=args.hf_dtype,
-                card_text=model_card(source.record, synthetic=source.synthetic),
-            )
-            seconds = time.perf_counter() - t0
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+        base = base_weights_file(source.record)
+        common["base_model_file"] = base
+        dtype = args.hf_dtype if ship_hf else "fp32"
+        self.log(f"{cid}: merging into a Hugging Face folder ({dtype}) at {hf_dir}")
+        t0 = time.perf_counter()
 
-            tokenizer = AutoTokenizer.from_pretrained(hf_dir)
-            if "hf" in self.formats:
+        def card(integrity: dict[str, Any], scores: dict[str, Any] | None = None) -> str:
+            return model_card(source.record, scores=scores, synthetic=source.synthetic, integrity=integrity, base=base)
+
+        integrity, reference = write_hf(source, hf_dir, self.cache_dir, dtype=dtype, check=ship_hf, card=card)
+        seconds = time.perf_counter() - t0
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from harness.export.verify import summary
+
+        tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+        try:
+            if ship_hf:
+                self.log(f"{cid}: hf saved as {integrity['dtype']}: {integrity['dtype_reason']}")
+                self.log(f"{cid}: hf as written vs base + adapter: {summary(integrity.get('shipped'))}")
+                if integrity["shipped"]["passed"] is False:
+                    self.failures.append(
+                        f"{cid} hf: the saved folder fails its check against base + adapter: "
+                        f"{summary(integrity['shipped'])}"
+                    )
                 rec = {
                     **common,
                     "format": "hf",
@@ -271,25 +277,79 @@ class Exporter:
                 model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
                 if not args.no_score:
                     s = score.score_model(model, tokenizer, cfg, export_dir / "hf")
-                    rec["scores"]["transformers"] = score.pair(s, reference, self.results_dir, cid, "hf")
-                    (hf_dir / "README.md").write_text(
-                        model_card(
-                            source.record,
-                            artifact="hf",
-                            scores=rec["scores"]["transformers"],
-                            synthetic=source.synthetic,
-                        )
-                    )
+                    rec["scores"]["transformers"] = score.pair(s, reference_items, self.results_dir, cid, "hf")
+                    (hf_dir / "README.md").write_text(card(integrity, rec["scores"]["transformers"]))
                 rec["speed"]["transformers"] = transformers_speed(model, tokenizer)
                 del model
                 rec["artifact"] = _file_record(hf_dir)
+                rec["base_precision"] = base_precision_note(base, rec["artifact"]["bytes"])
                 rec["what"] = {"transformers": score.ENGINES["transformers"]}
                 _write_record(export_dir, "hf", rec)
                 self._summary("hf", rec)
 
-        gguf_formats = [f for f in self.formats if f in GGUF_FORMATS]
-        if gguf_formats:
-            self._gguf(source, cfg, gguf_formats, hf_dir, out_root, export_dir, tokenizer, reference, common)
+            if gguf_formats:
+                converted_from = {
+                    "path": str(hf_dir),
+                    "dtype": integrity["dtype"],
+                    "kept": ship_hf,
+                    "what": "the shipped HF folder"
+                    if ship_hf
+                    else "an fp32 HF folder made only as the converter's input (hf not requested), deleted after "
+                    "converting",
+                }
+                self._gguf(
+                    source,
+                    cfg,
+                    gguf_formats,
+                    hf_dir,
+                    out_root,
+                    export_dir,
+                    tokenizer,
+                    reference_items,
+                    common,
+                    reference=reference,
+                    converted_from=converted_from,
+                )
+        finally:
+            if not ship_hf:
+                shutil.rmtree(hf_dir.parent, ignore_errors=True)
+
+    def _reference_items(self, source: Any, cfg: Any, export_dir: Path, common: dict[str, Any]) -> dict[str, Path]:
+        """The reference of every pairing: the cell's own per-item records, or, when the export scores other items
+        (`--limit`), the cell itself re-scored on them (kept as the `cell` record, reused by a later export of the
+        same weights and limit)."""
+        from harness.export import score
+
+        args, cid = self.args, source.cell_id
+        reference_items = score.cell_items(source.record, self.results_dir)
+        earlier = _earlier_reference(export_dir, args.limit, common["source_weights"], self.results_dir)
+        if earlier is not None and not score.same_items_as_cell(source.record, cfg):
+            self.log(f"{cid}: reusing the cell's re-scored items of an earlier export (same weights, same limit)")
+            return earlier
+        if args.no_score or score.same_items_as_cell(source.record, cfg):
+            return reference_items
+        self.log(f"{cid}: scoring the cell itself (unmerged) on the requested items")
+        from harness.export.source import load_reference
+
+        t0 = time.perf_counter()
+        model, tok = load_reference(source, cfg)
+        scores = score.score_model(model, tok, cfg, export_dir / "cell")
+        del model
+        rec = {
+            **common,
+            "format": "cell",
+            "artifact": None,
+            "created_at": _now(),
+            "limit": args.limit,
+            "what": "the cell as trained (adapter on its base, loaded by its method), re-scored on the "
+            "export's items: the reference of every pairing",
+            "scores": {"transformers": score.pair(scores, {}, self.results_dir, cid, "cell")},
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        for entry in rec["scores"]["transformers"].values():
+            entry.pop("vs_cell", None)
+        _write_record(export_dir, "cell", rec)
+        return {t: Path(e["items"]) for t, e in scores.items()}
 
     def _gguf(
         self,
@@ -300,25 +360,57 @@ class Exporter:
         out_root: Path,
         export_dir: Path,
         tokenizer: Any,
-        reference: dict[str, Path],
+        reference_items: dict[str, Path],
         common: dict[str, Any],
+        *,
+        reference: Any,
+        converted_from: dict[str, Any],
     ) -> None:
         from harness.export import gguf, score
+        from harness.export.source import base_precision_note
+        from harness.export.verify import check_gguf_file, summary
 
         cid = source.cell_id
         stem = f"{source.record.config['model']['id']}-{(source.record.config.get('method') or {}).get('name')}"
-        f16 = out_root / f"{stem}-F16.gguf"
+        ship_f16 = "f16" in formats
+        # an F16 made only as the quantizer's input gets its own name, so it never replaces a shipped F16 file
+        f16 = out_root / (f"{stem}-F16.gguf" if ship_f16 else f".{stem}-F16.intermediate.gguf")
         self.log(f"{cid}: converting with llama.cpp's convert_hf_to_gguf.py -> {f16.name}")
-        made: dict[str, dict[str, Any]] = {"f16": gguf.convert_to_f16(hf_dir, f16, self.cache_dir)}
+        made: dict[str, dict[str, Any]] = {}
         files = {"f16": f16}
-        for fmt in formats:
-            if fmt == "f16":
-                continue
-            files[fmt] = out_root / f"{stem}-{fmt.upper()}.gguf"
-            self.log(f"{cid}: quantizing to {fmt} with llama_model_quantize")
-            made[fmt] = gguf.quantize(f16, files[fmt], fmt, threads=self.args.threads)
+        intermediate: dict[str, Any] | None = None
+        try:
+            made["f16"] = {
+                **gguf.convert_to_f16(hf_dir, f16, self.cache_dir, model_name=stem),
+                "converted_from": converted_from,
+            }
+            for fmt in formats:
+                if fmt == "f16":
+                    continue
+                files[fmt] = out_root / f"{stem}-{fmt.upper()}.gguf"
+                self.log(f"{cid}: quantizing to {fmt} with llama_model_quantize")
+                made[fmt] = gguf.quantize(f16, files[fmt], fmt, threads=self.args.threads)
+        finally:
+            if not ship_f16 and f16.exists():
+                intermediate = {
+                    **_file_record(f16),
+                    "format": "f16",
+                    "kept": False,
+                    "what": "F16 GGUF written only as the quantizer's input (f16 was not requested): deleted after "
+                    "quantizing",
+                }
+                f16.unlink()
+                self.log(f"{cid}: deleted the intermediate {f16.name} (f16 not requested)")
         for fmt in formats:
             path = files[fmt]
+            if fmt != "f16":
+                made[fmt]["quantized_from"] = intermediate or {
+                    "path": str(f16),
+                    "format": "f16",
+                    "kept": True,
+                    "what": "the shipped F16 GGUF",
+                }
+                made[fmt]["converted_from"] = converted_from
             try:
                 header = gguf.read_header(path)
                 rec: dict[str, Any] = {
@@ -336,6 +428,10 @@ class Exporter:
                     "speed": {},
                     "what": {},
                 }
+                rec["base_precision"] = base_precision_note(common.get("base_model_file"), rec["artifact"]["bytes"])
+                self.log(f"{cid}: checking {fmt} as written through llama.cpp against base + adapter")
+                rec["integrity"]["shipped"] = check_gguf_file(reference, path, fmt, tokenizer)
+                self.log(f"{cid}: {fmt} as written vs base + adapter: {summary(rec['integrity']['shipped'])}")
                 rec["speed"]["llama.cpp"] = gguf.generation_speed(path, tokenizer, threads=self.args.threads)
                 if not self.args.no_score:
                     if "transformers" in self.engines:
@@ -348,7 +444,7 @@ class Exporter:
                         ).eval()
                         s = score.score_model(model, tokenizer, cfg, export_dir / fmt)
                         del model
-                        rec["scores"]["transformers"] = score.pair(s, reference, self.results_dir, cid, fmt)
+                        rec["scores"]["transformers"] = score.pair(s, reference_items, self.results_dir, cid, fmt)
                         rec["what"]["transformers"] = score.ENGINES["transformers"]
                     if "llama.cpp" in self.engines:
                         from harness.export.llamacpp_lm import LlamaCppLM
@@ -358,12 +454,15 @@ class Exporter:
                         s = score.score_lm(lm, cfg, export_dir / f"{fmt}.llama.cpp")
                         del lm
                         rec["scores"]["llama.cpp"] = score.pair(
-                            s, reference, self.results_dir, cid, f"{fmt} (llama.cpp)"
+                            s, reference_items, self.results_dir, cid, f"{fmt} (llama.cpp)"
                         )
                         rec["what"]["llama.cpp"] = score.ENGINES["llama.cpp"]
                 _keep_other_engines(export_dir / f"{fmt}.json", rec)
                 _write_record(export_dir, fmt, rec)
                 self._summary(fmt, rec)
+                failed = [k for k, v in rec["integrity"].items() if v.get("passed") is False]
+                if failed:
+                    self.failures.append(f"{cid} {fmt}: checks failed: {', '.join(failed)}")
             except Exception as exc:  # one format failing must not lose the others
                 self.failures.append(f"{cid} {fmt}: {type(exc).__name__}: {exc}")
                 self.log(f"{cid}: {fmt} FAILED: {type(exc).__name__}: {exc}")
@@ -398,6 +497,13 @@ def run_export(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     cache_dir = Path(args.cache_dir or os.environ.get("MEDBENCH_CACHE_DIR") or Path.home() / ".cache" / "medbench")
     cache_dir.mkdir(parents=True, exist_ok=True)
+    if not args.data_dir and not os.environ.get("MEDBENCH_DATA_DIR"):
+        from harness.results import run_data_dir
+
+        found = run_data_dir(results_dir)  # the data dir of the run that filled the folder (its run.json)
+        if found is not None:
+            args.data_dir = str(found)
+            print(f"[export] data dir: {found} (from {results_dir / 'run.json'}; --data-dir overrides)")
     if any(f in GGUF_FORMATS for f in formats):
         try:
             from harness.export.gguf import converter_dir, require_llama_cpp

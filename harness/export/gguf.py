@@ -35,8 +35,8 @@ SDIST_ENV = "MEDBENCH_LLAMA_CPP_SDIST"
 GEN_TOKENS = 64
 GEN_PROMPT = "What are the first-line treatments for community-acquired pneumonia in adults?"
 NOT_INSTALLED = (
-    "llama-cpp-python is not installed: GGUF export needs the optional extra (pip install -e '.[gguf]'; "
-    "it compiles llama.cpp, so cmake and a C/C++ compiler must be present; scripts/setup.sh does it)"
+    "llama-cpp-python is not installed; add it with `bash scripts/setup.sh --with-gguf` (it compiles llama.cpp: "
+    "minutes, with cmake and a C/C++ compiler), or ask for the hf format only (--formats hf needs nothing more)"
 )
 
 # format -> name of the llama_ftype constant in llama_cpp
@@ -134,8 +134,11 @@ def converter_dir(cache_dir: str | Path) -> Path:
     return target
 
 
-def convert_to_f16(hf_dir: Path, out_file: Path, cache_dir: str | Path) -> dict[str, Any]:
-    """Run llama.cpp's converter on a HF folder; returns {seconds, converter, log_tail}."""
+def convert_to_f16(
+    hf_dir: Path, out_file: Path, cache_dir: str | Path, model_name: str | None = None
+) -> dict[str, Any]:
+    """Run llama.cpp's converter on a HF folder; returns {seconds, converter}. `model_name` (general.name) is
+    given so that the file does not depend on the folder's name (the shipped HF folder or an intermediate one)."""
     require_llama_cpp()
     conv = converter_dir(cache_dir)
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +146,16 @@ def convert_to_f16(hf_dir: Path, out_file: Path, cache_dir: str | Path) -> dict[
     t0 = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
     proc = subprocess.run(
-        [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", "f16", "--outfile", str(tmp)],
+        [
+            sys.executable,
+            str(conv / "convert_hf_to_gguf.py"),
+            str(hf_dir),
+            "--outtype",
+            "f16",
+            "--outfile",
+            str(tmp),
+            *(["--model-name", model_name] if model_name else []),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -237,7 +249,7 @@ def _short(text: Any) -> Any:
 
 def check_tokenizer(gguf_file: Path, tokenizer: Any) -> dict[str, Any]:
     """llama.cpp's tokenizer (from the GGUF) against the source tokenizer on the fixture texts and a chat turn."""
-    from harness.export.merge import FIXTURE_TEXTS
+    from harness.export import FIXTURE_TEXTS
 
     llama_cpp = require_llama_cpp()
     llm = llama_cpp.Llama(model_path=str(gguf_file), vocab_only=True, verbose=False)

@@ -142,15 +142,11 @@ def load_record(results_dir: Path, cell_id: str) -> CellResult:
 def best_cells(results_dir: Path) -> dict[str, list[str]]:
     """The report headline's winner per model and task: {cell id: ["model/task", ...]} (the same rule as the report:
     highest accuracy, then lowest memory, over successful trained cells of real-weight models)."""
-    from harness.report.loader import load_report_data
-    from harness.report.render import build_headline
+    from harness.report.loader import load_report_data, winners
 
-    headline = build_headline(load_report_data(Path(results_dir)))
     out: dict[str, list[str]] = {}
-    for entry in headline.get("models", []):
-        for t in entry.get("tasks", []):
-            if t.get("cell_id"):
-                out.setdefault(t["cell_id"], []).append(f"{entry['model']}/{t['task']}")
+    for (model, task), row in winners(load_report_data(Path(results_dir))).items():
+        out.setdefault(row["cell_id"], []).append(f"{model}/{task}")
     return out
 
 
@@ -186,3 +182,57 @@ def load_reference(source: Source, cfg: Any) -> tuple[Any, Any]:
         )
     model = prepared.for_eval() if prepared.for_eval else prepared.model.eval()
     return model, prepared.tokenizer
+
+
+# ---------------------------------------------------------------------------------------------------- base precision
+
+FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
+
+
+def base_weights_file(record: CellResult) -> dict[str, Any] | None:
+    """The base model's GGUF file when the cell's base came from one: {file, bytes, type, tensor_types, quantized}
+    (`type`: its most common quantized tensor type, e.g. Q4_1; from the header, else from the file name). None for
+    other sources."""
+    import re
+
+    model = record.config.get("model") or {}
+    if model.get("source") != "gguf":
+        return None
+    name = model.get("gguf_file") or Path(model.get("path") or "").name
+    info: dict[str, Any] = {"file": name, "bytes": None, "type": None, "tensor_types": None}
+    try:
+        from harness.config import ModelSpec
+        from harness.export.gguf import read_header
+        from harness.models import gguf_location
+
+        folder, name = gguf_location(ModelSpec.model_validate(model))
+        info["file"], info["bytes"] = name, (folder / name).stat().st_size
+        info["tensor_types"] = read_header(folder / name)["tensor_types"]
+    except Exception:  # the file is not on this machine: its name usually says its type
+        pass
+    quant = {k: v for k, v in (info["tensor_types"] or {}).items() if k not in FLOAT_TYPES}
+    if quant:
+        info["type"] = max(quant, key=lambda k: quant[k])
+    elif info["tensor_types"]:
+        info["type"] = max(info["tensor_types"], key=lambda k: info["tensor_types"][k])
+    else:
+        m = re.search(r"[.-](I?Q\d[A-Z0-9_]*|BF16|F16|F32)\.gguf$", name or "", re.IGNORECASE)
+        info["type"] = m.group(1).upper() if m else None
+    info["quantized"] = info["type"] is not None and info["type"] not in FLOAT_TYPES
+    return info
+
+
+def base_precision_note(base: dict[str, Any] | None, artifact_bytes: int | None) -> str | None:
+    """The note an artifact carries when its base came from a quantized GGUF and the artifact is larger than it."""
+    if not base or not base.get("quantized"):
+        return None
+    if base.get("bytes") and artifact_bytes and artifact_bytes <= base["bytes"]:
+        return None
+    from harness.formatting import fmt_bytes
+
+    size = f", {fmt_bytes(base['bytes'])}" if base.get("bytes") else ""
+    return (
+        f"larger than the base model's {base['type']} GGUF ({base['file']}{size}) but not more precise than it: the "
+        f"base weights it starts from are the {base['type']} values dequantized, so its extra bits carry only what "
+        "training changed, not precision the base had lost"
+    )

@@ -9,9 +9,9 @@
   and adds up the deltas, a smaller reading meaning one wrap. RAPL counts the whole package, every process on it.
 - Otherwise the reading says `available: false` and why (no counter, not readable by this user, unsupported GPU).
 
-`EnergyMeter` measures the training region (`metrics.energy`), `EvalEnergyMeter` the evaluation region
-(`metrics.energy_eval`). Real (non-padding) training tokens per joule are added by `add_tokens_per_joule` once the
-training loop has counted its tokens.
+One meter measures both regions (`metrics.meters.train.energy`, `metrics.meters.eval.energy`); real (non-padding)
+training tokens per joule and scored items per joule are derived from its `joules` like any meter's totals
+(harness/meters/base.py: `metrics.derived.<region>`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.meters.base import Meter, ReportColumn
+from harness.meters.base import Meter, Region, ReportColumn, register
 
 POWERCAP = "/sys/class/powercap"
 RAPL_POLL_S = 5.0
@@ -156,14 +156,16 @@ def _nvml_handle(device: str) -> Any:
 # ---------------------------------------------------------------------------------------------------- meters
 
 
+@register
 class EnergyMeter(Meter):
-    group = "energy"
-    regions = ("train",)
+    name = "energy"
+    regions = ("train", "eval")
+    totals = {"joules": "joule"}
     order = 30
     columns = (
         ReportColumn(
             "energy_j",
-            "energy.joules",
+            "meters.train.energy.joules",
             "energy (J)",
             "energy of the training region: NVML total-energy counter on NVIDIA GPUs, RAPL package counters "
             "on CPU; blank where unavailable (the result says why)",
@@ -171,22 +173,22 @@ class EnergyMeter(Meter):
         ),
         ReportColumn(
             "tokens_per_joule",
-            "energy.tokens_per_joule",
+            "derived.train.tokens_per_joule",
             "tokens/J",
             "real (non-padding) training tokens per joule of the training region",
             "sig",
         ),
         ReportColumn(
             "eval_energy_j",
-            "energy_eval.joules",
+            "meters.eval.energy.joules",
             "eval energy (J)",
             "energy of the evaluation region (same counters)",
             "sig",
         ),
     )
 
-    def __init__(self, device: str):
-        super().__init__(device)
+    def __init__(self, device: str, region: Region = "train"):
+        super().__init__(device, region)
         self.result: dict[str, Any] = {"available": False, "joules": None, "reason": "not measured"}
 
     def __enter__(self) -> "EnergyMeter":
@@ -258,20 +260,3 @@ class EnergyMeter(Meter):
 
     def reading(self) -> dict[str, Any]:
         return dict(self.result)
-
-
-class EvalEnergyMeter(EnergyMeter):
-    group = "energy_eval"
-    regions = ("eval",)
-    order = 31
-    columns = ()  # its column is declared with the training one (EnergyMeter.columns)
-
-
-def add_tokens_per_joule(metrics: dict[str, Any]) -> dict[str, Any]:
-    """`metrics.energy.tokens_per_joule` = real training tokens / joules of the training region, where both exist."""
-    energy = metrics.get("energy")
-    tokens = (metrics.get("train") or {}).get("tokens")
-    if isinstance(energy, dict):
-        j = energy.get("joules")
-        energy["tokens_per_joule"] = tokens / j if tokens and j else None
-    return metrics

@@ -14,12 +14,21 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from harness.meters.base import Meter, ReportColumn
+from harness.meters.base import Meter, Region, ReportColumn, register
 
 
 def _rss_bytes() -> int:
     with open(f"/proc/{os.getpid()}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def current_bytes(device: str) -> int:
+    """Memory in use now: tensors allocated on a CUDA device, else the process's resident set."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.memory_allocated(device))
+    return _rss_bytes()
 
 
 def peak_rss_bytes() -> int:
@@ -92,37 +101,46 @@ class MemoryReading:
         return d
 
 
+@register
 class MemoryMeter(Meter):
-    group = "memory"
+    name = "memory"
     order = 10
     columns = (
         # older records without a headline: any measured peak, best first
         ReportColumn(
             "mem_headline",
             (
-                "memory.headline_bytes",
-                "memory.max_reserved_bytes",
-                "memory.max_allocated_bytes",
-                "memory.nvml_process_peak_bytes",
-                "memory.peak_rss_bytes",
+                "meters.train.memory.headline_bytes",
+                "meters.train.memory.max_reserved_bytes",
+                "meters.train.memory.max_allocated_bytes",
+                "meters.train.memory.nvml_process_peak_bytes",
+                "meters.train.memory.peak_rss_bytes",
             ),
             "peak mem",
             "headline peak memory: torch max_memory_reserved on CUDA, peak RSS on CPU",
             "bytes",
         ),
-        ReportColumn("mem_allocated", "memory.max_allocated_bytes", "allocated", "torch max_memory_allocated", "bytes"),
-        ReportColumn("mem_reserved", "memory.max_reserved_bytes", "reserved", "torch max_memory_reserved", "bytes"),
+        ReportColumn(
+            "mem_allocated",
+            "meters.train.memory.max_allocated_bytes",
+            "allocated",
+            "torch max_memory_allocated",
+            "bytes",
+        ),
+        ReportColumn(
+            "mem_reserved", "meters.train.memory.max_reserved_bytes", "reserved", "torch max_memory_reserved", "bytes"
+        ),
         ReportColumn(
             "mem_process",
-            ("memory.nvml_process_peak_bytes", "memory.peak_rss_bytes"),
+            ("meters.train.memory.nvml_process_peak_bytes", "meters.train.memory.peak_rss_bytes"),
             "process / RSS",
             "NVML process peak on GPU, else peak RSS of the cell process",
             "bytes",
         ),
     )
 
-    def __init__(self, device: str, interval: float = 0.02):
-        super().__init__(device)
+    def __init__(self, device: str, region: Region = "train", interval: float = 0.02):
+        super().__init__(device, region)
         self.interval = interval
         self.memory = MemoryReading(device=device)
 

@@ -3,10 +3,13 @@
 A method is one module in `harness/methods/` (or in a `$MEDBENCH_PLUGINS` folder, see `harness.plugins`) defining a
 `Method` subclass decorated with `@register`. Everything about the method lives in that file:
 
-- class attributes that describe it without importing torch (options, presets, default optimizer, display order
-  and label for the report);
-- `training_cost`: what it holds in memory while training, in the estimator's terms (`TrainingCost`), so that
-  `--dry-run` predicts its memory and time with no method-specific branch in `harness.estimator`;
+- class attributes that describe it without importing torch: its options (`Options`, pydantic), `presets`, its
+  default optimizer, what it saves, its display order and label for the report, and `entry_key` when a key of a
+  matrix entry selects it (`peft:` selects the generic PEFT adapter method);
+- `training_cost`: what it holds in memory while training, in the estimator's terms (`TrainingCost`); a method without
+  one is costed as full fine-tuning (an upper bound), and the plan says so;
+- `param_groups`: the parameter groups its optimizer gets (which decay, which learn at a multiple of the learning
+  rate: LoRA+'s B matrices);
 - `prepare`: the heavy work, inside the cell's own process.
 """
 
@@ -15,20 +18,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from harness.plugins import Registry
+from harness.plugins import Component, NoOptions, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.config import CellConfig
+    from harness.models.architectures import Architecture
+
+UNTRAINED = "base"  # the kind (and the name) of the untrained reference row every model gets: "the base row"
 
 
-class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameters of a live torch module: the one place parameters are counted."""
+def count_live_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters of a live torch module (the closed-form counts of an architecture are
+    `Architecture.params`)."""
     trainable = total = 0
     for p in model.parameters():
         total += p.numel()
@@ -54,7 +57,7 @@ class PreparedModel:
 
     @classmethod
     def of(cls, model: Any, tokenizer: Any, **kwargs: Any) -> "PreparedModel":
-        trainable, total = count_parameters(model)
+        trainable, total = count_live_parameters(model)
         return cls(model=model, tokenizer=tokenizer, trainable_params=trainable, total_params=total, **kwargs)
 
 
@@ -77,7 +80,8 @@ class TrainingCost:
     state_bytes_per_param: int  # a gradient, and each AdamW state, per trainable parameter (fp32: 4, bf16: 2)
     residual_bytes: int  # bytes per element of the residual stream (4 when fp32 weights or upcast norms sit on it)
     autocast_copy_bytes: float = 0.0  # low-precision copies autocast keeps of fp32 weights for the backward
-    adapter: AdapterShape | None = None  # None: every weight trains (each projection saves its input)
+    frozen_base: bool = False  # the base's weights get no gradient (adapters): FLOPs 4N + 6N_trainable
+    adapter: AdapterShape | None = None  # low-rank adapters (their activations); None: see frozen_base
     norms_train: bool = False
     quantized_params: int = 0
     # Who decides activation checkpointing: "train" (train.gradient_checkpointing), or the method itself:
@@ -89,17 +93,15 @@ class TrainingCost:
     notes: list[str] = field(default_factory=list)
 
 
-class Method:
+class Method(Component):
     kind: ClassVar[str]
-    label: ClassVar[str] = ""  # how the report names the kind (default: the kind)
     display_order: ClassVar[int] = 50  # where the report puts the kind: untrained 0, full 10, LoRA 20, ...
     Options: ClassVar[type[BaseModel]] = NoOptions
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # preset name -> options of this kind
-    default_optimizer: ClassVar[str] = "adamw"
+    entry_key: ClassVar[str | None] = None  # a key of a matrix method entry that selects this kind (e.g. "peft")
+    default_optimizer: ClassVar[str | dict[str, Any]] = "adamw"  # harness/optimizers/
+    saves: ClassVar[Literal["adapter", "checkpoint"] | None] = "checkpoint"  # what `train.save` writes
     trains: ClassVar[bool] = True  # False for the untrained reference row (evaluation only)
-    # False where an eval-mode forward between epochs would corrupt training (QLoRA's 4-bit repacking):
-    # validation loss is then computed once, after the last epoch.
-    eval_between_epochs: ClassVar[bool] = True
     # Modules the cell's process imports before anything else (before transformers and peft): a library that patches
     # them globally must come first (Unsloth). The record says whether that order held (`environment.import_first`).
     import_first: ClassVar[tuple[str, ...]] = ()
@@ -109,15 +111,47 @@ class Method:
         unquantized, never onto the quantized weights)."""
         return False
 
+    def eval_between_epochs(self, options: Any) -> bool:
+        """False where an eval-mode forward between epochs would corrupt training (4-bit repacking: the guide):
+        validation loss is then computed once, after the last epoch."""
+        return not self.quantizes_base(options)
+
+    def rank(self, options: Any) -> int | None:
+        """The adapter rank the report shows in its `r` column (None: not a low-rank adapter)."""
+        return None
+
+    def cost_key(self, options: Any) -> str:
+        """Which measured cells `estimator.calibrate` fits this method's throughput to: its kind, or finer where
+        one kind trains very differently (the `peft` method: per PEFT type)."""
+        return self.kind
+
     def preflight(self, options: BaseModel) -> str | None:
         """Why this method cannot run on this machine (a skip reason), without importing torch; None if it can."""
         return None
 
-    def training_cost(self, arch: dict[str, Any], options: Any, *, precision: str) -> TrainingCost | None:
-        """Memory terms of training with these options on an architecture (an HF-style config dict), with
-        `precision` the resolved compute precision ("fp32", "bf16" or "fp16"). None: not modelled (the plan then
-        shows no estimate for the cell, and says why)."""
-        return None
+    def training_cost(self, arch: Architecture, options: Any, *, precision: str) -> TrainingCost:
+        """Memory terms of training with these options, `precision` the resolved compute precision ("fp32", "bf16"
+        or "fp16"). By default: every parameter trains (full fine-tuning's cost, an upper bound), said in a note."""
+        total = arch.params.total
+        b = 4 if precision == "fp32" else 2
+        return TrainingCost(
+            trainable_params=total,
+            weights_bytes=4 * total,
+            state_bytes_per_param=4,
+            residual_bytes=4 if precision == "fp32" else b,
+            norms_train=True,
+            notes=[f"{self.kind}: no cost model of its own; costed as full fine-tuning (an upper bound)"],
+        )
+
+    def param_groups(self, model: Any, options: Any, weight_decay: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: the trainable parameters, biases, norms and vectors (LoRA magnitude)
+        without weight decay (standard practice). A group may carry `lr_scale` (its learning rate = lr × scale)."""
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
 
     def prepare(self, cell: "CellConfig", options: BaseModel, device: str, dtype: Any) -> PreparedModel:
         raise NotImplementedError
@@ -159,7 +193,7 @@ class SkipCell(Exception):
 
 # Importing every module of this package (and of the plug-in folders) registers its methods: adding a method is one
 # new file.
-REGISTRY: Registry[Method] = Registry("method kind", "kind", "harness.methods", skip=("base",))
+REGISTRY: Registry[Method] = Registry("method kind", Method, "harness.methods", key="kind", skip=("base",))
 register = REGISTRY.register
 
 
@@ -168,12 +202,12 @@ def methods() -> dict[str, type[Method]]:
 
 
 def get_method(kind: str) -> Method:
-    return methods()[kind]()
+    return REGISTRY.get(kind)()
 
 
 def method_class(kind: str) -> type[Method] | None:
     """The registered class of a kind, or None (e.g. a kind in old results whose file is gone)."""
-    return methods().get(kind)
+    return REGISTRY.find(kind)
 
 
 def trains(kind: str) -> bool:
@@ -192,18 +226,31 @@ def kind_label(kind: str) -> str:
     return (cls.label if cls is not None else "") or kind
 
 
+def _instance(method: dict[str, Any]) -> tuple[Method, Any] | None:
+    """The method and options of a result's method entry; the options were validated when the cell was planned, so
+    they are read as they are (validating them again could import heavy libraries, e.g. PEFT)."""
+    cls = method_class(str(method.get("kind")))
+    if cls is None:
+        return None
+    return cls(), cls.Options.model_construct(**(method.get("options") or {}))
+
+
 def quantizes_base(method: dict[str, Any]) -> bool:
     """`Method.quantizes_base` for a method entry of a result's config ({kind, options})."""
+    found = _instance(method)
+    return found is not None and found[0].quantizes_base(found[1])
+
+
+def rank(method: dict[str, Any]) -> int | None:
+    """`Method.rank` for a method entry of a result's config ({kind, options})."""
+    found = _instance(method)
+    return found[0].rank(found[1]) if found is not None else None
+
+
+def saves(method: dict[str, Any]) -> str | None:
+    """What a result's method saves ("adapter", "checkpoint" or None), from its registered class."""
     cls = method_class(str(method.get("kind")))
-    return cls is not None and cls().quantizes_base(cls.Options.model_validate(method.get("options") or {}))
-
-
-def untrained_kind() -> str:
-    """The kind of the untrained reference row that every model gets (the one method that does not train)."""
-    kinds = [k for k, cls in methods().items() if not cls.trains]
-    if len(kinds) != 1:
-        raise RuntimeError(f"exactly one registered method must have trains = False; found {kinds}")
-    return kinds[0]
+    return cls.saves if cls is not None else None
 
 
 def presets() -> dict[str, tuple[str, dict[str, Any]]]:
@@ -211,6 +258,13 @@ def presets() -> dict[str, tuple[str, dict[str, Any]]]:
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     for kind, cls in methods().items():
         out[kind] = (kind, {})
-        for name, opts in cls.presets.items():
+        for name, opts in vars(cls).get("presets", {}).items():  # its own presets, not a parent method's
+            if name in out and out[name][0] != kind:
+                raise ValueError(f"method preset {name!r} is defined by both {out[name][0]!r} and {kind!r}")
             out[name] = (kind, dict(opts))
     return out
+
+
+def entry_keys() -> dict[str, str]:
+    """Matrix method-entry keys that select a kind (`peft` -> the generic PEFT adapter method)."""
+    return {cls.entry_key: kind for kind, cls in methods().items() if cls.entry_key}

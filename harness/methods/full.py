@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from harness import flops
 from harness.methods.base import Method, PreparedModel, TrainingCost, load_for_training, register
-from harness.models.architectures import count_parameters
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.models.architectures import Architecture
 
 
 class FullOptions(BaseModel):
@@ -25,10 +26,9 @@ class Full(Method):
     display_order = 10
     Options = FullOptions
     presets = {"full-bf16": {"weights_dtype": "bf16"}}
-    default_optimizer = "adamw"
 
-    def training_cost(self, arch: dict[str, Any], options: FullOptions, *, precision: str) -> TrainingCost:
-        total = count_parameters(arch)["total"]
+    def training_cost(self, arch: Architecture, options: FullOptions, *, precision: str) -> TrainingCost:
+        total = arch.params.total
         act = 4 if precision == "fp32" else 2
         master = 4 if (precision == "fp32" or options.weights_dtype == "fp32") else 2
         mixed = master == 4 and act == 2
@@ -39,7 +39,7 @@ class Full(Method):
             state_bytes_per_param=master,
             residual_bytes=master if act == 2 else 4,
             # autocast keeps a bf16 copy of every matmul weight for the backward
-            autocast_copy_bytes=2 * flops.linear_params(arch) if mixed else 0,
+            autocast_copy_bytes=2 * arch.linear if mixed else 0,
             norms_train=True,
             notes=[f"full fine-tuning: {what} ({master} B/param weights and gradients)"],
         )

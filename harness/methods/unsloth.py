@@ -14,12 +14,14 @@ names the backend Unsloth picked (flash varlen, xFormers block-diagonal, or SDPA
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.methods.base import Method, PreparedModel, SkipCell, TrainingCost, register
-from harness.methods.lora import LoraOptions, adapter_cost, adapter_prepared
-from harness.methods.qlora import four_bit_cost
-from harness.models.architectures import count_parameters
+from harness.methods.adapter import AdapterMethod, Quantization
+from harness.methods.base import PreparedModel, SkipCell, TrainingCost, register
+from harness.methods.lora import LoraOptions, lora_peft_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.models.architectures import Architecture
 
 NOT_INSTALLED = (
     "unsloth is not installed: it is an optional extra for CUDA machines "
@@ -35,7 +37,7 @@ class UnslothOptions(LoraOptions):
 
 
 @register
-class Unsloth(Method):
+class Unsloth(AdapterMethod):
     kind = "unsloth"
     label = "Unsloth"
     display_order = 40
@@ -43,24 +45,16 @@ class Unsloth(Method):
     presets = {"unsloth-16bit": {"load_in_4bit": False}}
     default_optimizer = "adamw_8bit"
     import_first = ("unsloth",)
+    upcasts_quantized_base = False  # its 4-bit base keeps the other parameters in the compute dtype
 
-    def quantizes_base(self, options: Any) -> bool:
-        return bool(options.load_in_4bit)
+    def peft_config(self, options: UnslothOptions) -> dict[str, Any]:
+        return lora_peft_config(options)
 
-    def training_cost(self, arch: dict[str, Any], options: UnslothOptions, *, precision: str) -> TrainingCost:
-        act = 4 if precision == "fp32" else 2  # Unsloth keeps non-quantised parameters in the compute dtype
-        if options.load_in_4bit:
-            cost = four_bit_cost(
-                arch, options, precision=precision, double_quant=True, other_bytes=act, residual_bytes=act, note=""
-            )
-        else:
-            cost = adapter_cost(
-                arch,
-                options,
-                precision=precision,
-                frozen_weights_bytes=act * count_parameters(arch)["total"],
-                residual_bytes=act,
-            )
+    def quantization(self, options: UnslothOptions) -> Quantization | None:
+        return Quantization("nf4", True) if options.load_in_4bit else None
+
+    def training_cost(self, arch: Architecture, options: UnslothOptions, *, precision: str) -> TrainingCost:
+        cost = super().training_cost(arch, options, precision=precision)
         gc = options.gradient_checkpointing
         cost.checkpointing = "offloaded" if gc == "unsloth" else "blocks" if gc else "none"
         cost.logits_bytes_per_element = 2.0  # its fused cross-entropy: bf16 logits, gradient written in place
@@ -69,7 +63,7 @@ class Unsloth(Method):
         cost.packed_layout = "flattened"
         return cost
 
-    def preflight(self, options: UnslothOptions) -> str | None:
+    def preflight(self, options: Any) -> str | None:
         from harness.environment import cuda_visible_without_torch
 
         if not cuda_visible_without_torch():
@@ -87,14 +81,14 @@ class Unsloth(Method):
             raise SkipCell(NOT_INSTALLED)
         from unsloth import FastLanguageModel
 
-        from harness.models import hub_kwargs, resolve_model_path
+        from harness.models import load_kwargs, resolve_model_path
 
         model, tokenizer = FastLanguageModel.from_pretrained(
             model_name=str(resolve_model_path(cell.model, cell.runtime.cache_dir)),
             max_seq_length=cell.train.max_seq_length,
             dtype=dtype,
             load_in_4bit=options.load_in_4bit,
-            **hub_kwargs(cell.model),
+            **load_kwargs(cell.model),
         )
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -110,21 +104,22 @@ class Unsloth(Method):
             random_state=cell.seed,
         )
         model.train()
-        prepared = adapter_prepared(
-            model,
-            tokenizer,
-            unsloth_attention(cell),
-            target_modules=options.modules,
-            load_in_4bit=options.load_in_4bit,
-            gradient_checkpointing=bool(options.gradient_checkpointing),
-        )
 
         def for_eval() -> Any:
             FastLanguageModel.for_inference(model)
             return model
 
-        prepared.for_eval = for_eval
-        return prepared
+        return PreparedModel.of(
+            model,
+            tokenizer,
+            save=lambda out: model.save_pretrained(out),
+            for_eval=for_eval,
+            notes={
+                "load_in_4bit": options.load_in_4bit,
+                "gradient_checkpointing": bool(options.gradient_checkpointing),
+            },
+            attention=unsloth_attention(cell),
+        )
 
 
 def unsloth_attention(cell: Any) -> Any:

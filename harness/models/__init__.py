@@ -20,7 +20,7 @@ __all__ = [
     "SMOLLM2_PACKAGE",
     "ModelSourceError",
     "gguf_location",
-    "hub_kwargs",
+    "load_kwargs",
     "load_model",
     "load_tokenizer",
     "package_dir",
@@ -33,14 +33,15 @@ def resolve_model_path(spec: "ModelSpec", cache_dir: str | Path) -> Path | str:
     return source_for(spec.source).resolve(spec, Path(cache_dir))
 
 
-def hub_kwargs(spec: "ModelSpec") -> dict[str, Any]:
-    return {"revision": spec.revision} if spec.revision else {}
+def load_kwargs(spec: "ModelSpec") -> dict[str, Any]:
+    """What `from_pretrained` needs besides the path, as the model's source says (a hub revision)."""
+    return source_for(spec.source).load_kwargs(spec)
 
 
 def load_tokenizer(spec: "ModelSpec", cache_dir: str | Path) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(spec, cache_dir), **hub_kwargs(spec))
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(spec, cache_dir), **load_kwargs(spec))
     if spec.chat_template:
         tok.chat_template = spec.chat_template
     if tok.pad_token_id is None:
@@ -64,7 +65,7 @@ def load_model(
     tokenizer = load_tokenizer(spec, cache_dir)
     if attn_implementation == "auto":  # a caller that did not choose (harness.attention chooses for training): SDPA
         attn_implementation = "sdpa"
-    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn_implementation, **hub_kwargs(spec)}
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn_implementation, **load_kwargs(spec)}
     kwargs.update(from_pretrained_kwargs)
     if "quantization_config" in kwargs and device.startswith("cuda"):
         kwargs.setdefault("device_map", {"": device})

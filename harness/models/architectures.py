@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Any
 
 # model types costed exactly as a Llama-style block (others are costed as one, and the estimate says so)
@@ -120,26 +121,140 @@ def architecture_config(name: str, overrides: dict[str, Any] | None = None) -> d
     return cfg
 
 
-def count_parameters(cfg: dict[str, Any]) -> dict[str, int]:
-    """Closed-form parameter count of a Llama-style decoder config (matches `model.num_parameters()`)."""
-    h, i, n = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
-    hd = cfg.get("head_dim") or h // heads
-    bias = 1 if cfg.get("attention_bias") else 0
-    attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h + bias * (heads * hd + 2 * kv * hd + h)
-    mlp = 3 * h * i
-    per_layer = attn + mlp + 2 * h
-    embed = cfg["vocab_size"] * h
-    head = 0 if cfg.get("tie_word_embeddings") else cfg["vocab_size"] * h
-    total = embed + n * per_layer + h + head
-    return {
-        "total": total,
-        "embedding": embed,
-        "lm_head": head,
-        "per_layer": per_layer,
-        "layers": n,
-        "linear_per_layer": attn + mlp,
-    }
+# The seven linear projections of a Llama-style block.
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int
+    embedding: int
+    lm_head: int  # 0 when tied to the embedding
+    per_layer: int
+    layers: int
+    linear_per_layer: int  # matmul weights of one block (biases included when the config has them)
+
+    @property
+    def block_linear(self) -> int:
+        return self.layers * self.linear_per_layer
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A decoder's shapes, typed, built once per cell from an HF-style config (`from_config`): what FLOPs, memory
+    estimates and methods' costs are computed from. `config` keeps the full HF config (to build the model on the meta
+    device, e.g. to count a PEFT adapter's parameters exactly)."""
+
+    model_type: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    attention_bias: bool = False
+    max_positions: int | None = None
+    config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], where: str) -> tuple[Architecture | None, str]:
+        """(architecture, note) when an HF config has the fields a Llama-style cost model needs; (None, why)."""
+        cfg = dict(cfg.get("text_config") or cfg)
+        needed = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+        missing = [k for k in needed if k not in cfg]
+        if missing:
+            return None, f"{where}: model type {cfg.get('model_type')!r} lacks {missing}: architecture not modelled"
+        note = where
+        if cfg.get("model_type") not in LLAMA_LIKE:
+            note += f" (model type {cfg.get('model_type')!r} costed as a Llama-style block)"
+        h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+        arch = cls(
+            model_type=str(cfg.get("model_type") or "llama"),
+            hidden=h,
+            intermediate=int(cfg["intermediate_size"]),
+            layers=int(cfg["num_hidden_layers"]),
+            heads=heads,
+            kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or h // heads),
+            vocab=int(cfg["vocab_size"]),
+            tied=bool(cfg.get("tie_word_embeddings")),
+            attention_bias=bool(cfg.get("attention_bias")),
+            max_positions=int(cfg["max_position_embeddings"]) if cfg.get("max_position_embeddings") else None,
+            config=cfg,
+        )
+        return arch, note
+
+    @classmethod
+    def named(cls, name: str, overrides: dict[str, Any] | None = None) -> Architecture:
+        arch, _ = cls.from_config(architecture_config(name, overrides), name)
+        assert arch is not None
+        return arch
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of the seven projections of one block, by module name."""
+        h, i, q, kv = self.hidden, self.intermediate, self.q_dim, self.kv_dim
+        return {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
+
+    @cached_property
+    def params(self) -> ParamCounts:
+        """Closed-form parameter counts (match `model.num_parameters()`: tests/test_models.py)."""
+        h, bias = self.hidden, 1 if self.attention_bias else 0
+        attn = h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h + bias * (self.q_dim + 2 * self.kv_dim + h)
+        mlp = 3 * h * self.intermediate
+        embed = self.vocab * h
+        head = 0 if self.tied else self.vocab * h
+        per_layer = attn + mlp + 2 * h
+        return ParamCounts(
+            total=embed + self.layers * per_layer + h + head,
+            embedding=embed,
+            lm_head=head,
+            per_layer=per_layer,
+            layers=self.layers,
+            linear_per_layer=attn + mlp,
+        )
+
+    @property
+    def lm_head_matmul(self) -> int:
+        """The LM head is a vocab × hidden matmul for every token, tied to the embedding or not."""
+        return self.vocab * self.hidden
+
+    @property
+    def linear(self) -> int:
+        """N: parameters that take part in matmuls per token (block projections + LM head); no embedding lookup."""
+        return self.params.block_linear + self.lm_head_matmul
+
+    @property
+    def first_block_qkv(self) -> int:
+        """Weights of the first block's q, k and v projections (their inputs come straight from the embedding)."""
+        shapes = self.linear_shapes()
+        return sum(shapes[m][0] * shapes[m][1] for m in ("q_proj", "k_proj", "v_proj"))
+
+    def lora_params(self, r: int, targets: list[str], *, dora: bool = False) -> int:
+        """LoRA adapter parameters: each adapted Linear(in, out) gains A (r×in) and B (out×r) per layer (+ out for
+        DoRA's magnitude vector)."""
+        shapes = self.linear_shapes()
+        unknown = [m for m in targets if m not in shapes]
+        if unknown:
+            raise ValueError(f"unknown target module(s) {unknown}; known: {', '.join(shapes)}")
+        return self.layers * sum(r * (shapes[m][0] + shapes[m][1]) + (shapes[m][1] if dora else 0) for m in targets)
 
 
 @lru_cache(maxsize=64)
@@ -148,14 +263,6 @@ def read_json(path: str) -> dict[str, Any]:
         return json.load(f)
 
 
-def llama_like(cfg: dict[str, Any], where: str) -> tuple[dict[str, Any] | None, str]:
-    """(config, note) when an HF config has the fields a Llama-style cost model needs; (None, why) otherwise."""
-    cfg = cfg.get("text_config") or cfg
-    needed = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-    missing = [k for k in needed if k not in cfg]
-    if missing:
-        return None, f"{where}: model type {cfg.get('model_type')!r} lacks {missing}: architecture not modelled"
-    note = where
-    if cfg.get("model_type") not in LLAMA_LIKE:
-        note += f" (model type {cfg.get('model_type')!r} costed as a Llama-style block)"
-    return dict(cfg), note
+def llama_like(cfg: dict[str, Any], where: str) -> tuple[Architecture | None, str]:
+    """`Architecture.from_config` (the name sources use)."""
+    return Architecture.from_config(cfg, where)

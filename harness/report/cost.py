@@ -86,8 +86,8 @@ def cell_usage(record: Any) -> dict[str, Any]:
     wall = _num(timings.get("wall_s"))
     hours = wall / 3600 * max(int(count or 1), 1) if wall is not None else None
     joules, reasons = [], []
-    for group in ("energy", "energy_eval"):
-        e = (record.metrics or {}).get(group)
+    for by_meter in ((record.metrics or {}).get("meters") or {}).values():  # every region the energy meter read
+        e = by_meter.get("energy") if isinstance(by_meter, dict) else None
         if isinstance(e, dict):
             j = _num(e.get("joules"))
             (joules.append(j) if j is not None else reasons.append(str(e.get("reason") or "not measured")))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,44 +83,60 @@ class GateResult:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class MetricFormat:
+    """How the gate writes one kind of metric: its value, its change against the baseline, and its limit."""
+
+    value: Callable[[Any], str]
+    change: Callable[[float], str]
+    limit: Callable[[float | None], str]
+
+
+def _percent_growth(c: float) -> str:
+    return f"{100 * c:+.1f} %"
+
+
+def _growth_limit(limit: float | None) -> str:
+    return "–" if limit is None else f"growth ≤ {100 * limit:.0f} %"
+
+
+# by the part of the metric name before ':' ("acc:medqa" -> "acc")
+METRIC_FORMATS: dict[str, MetricFormat] = {
+    "acc": MetricFormat(
+        lambda v: f"{100 * v:.1f} %",
+        lambda c: f"{100 * c:+.1f} pts",
+        lambda lim: "–" if lim is None else f"drop ≤ {100 * lim:.1f} pts",
+    ),
+    "memory": MetricFormat(lambda v: f"{v / 2**30:.2f} GiB", _percent_growth, _growth_limit),
+    "time_per_epoch": MetricFormat(lambda v: f"{v:.1f} s", _percent_growth, _growth_limit),
+    "forgetting": MetricFormat(
+        lambda v: f"{v:+.3f} nats",
+        lambda c: f"{c:+.3f} nats",
+        lambda lim: "–" if lim is None else f"increase ≤ {lim:.3f} nats",
+    ),
+    "degenerate": MetricFormat(
+        lambda v: "one answer" if v else "varied answers", _percent_growth, lambda lim: "no new one-answer cell"
+    ),
+}
+OTHER_FORMAT = MetricFormat(lambda v: f"{v:g}", _percent_growth, _growth_limit)
+
+
+def metric_format(metric: str) -> MetricFormat:
+    return METRIC_FORMATS.get(metric.split(":")[0], OTHER_FORMAT)
+
+
 def format_value(metric: str, v: Any) -> str:
     if v is None:
         return "–"
-    if isinstance(v, str):
-        return v
-    if metric.startswith("degenerate:"):
-        return "one answer" if v else "varied answers"
-    if metric.startswith("acc:"):
-        return f"{100 * v:.1f} %"
-    if metric == "memory":
-        return f"{v / 2**30:.2f} GiB"
-    if metric == "time_per_epoch":
-        return f"{v:.1f} s"
-    if metric == "forgetting":
-        return f"{v:+.3f} nats"
-    return f"{v:g}"
+    return v if isinstance(v, str) else metric_format(metric).value(v)
 
 
 def format_change(r: GateRow) -> str:
-    if r.change is None:
-        return "–"
-    if r.metric.startswith("acc:"):
-        return f"{100 * r.change:+.1f} pts"
-    if r.metric == "forgetting":
-        return f"{r.change:+.3f} nats"
-    return f"{100 * r.change:+.1f} %"
+    return "–" if r.change is None else metric_format(r.metric).change(r.change)
 
 
 def format_limit(r: GateRow) -> str:
-    if r.metric.startswith("degenerate:"):
-        return "no new one-answer cell"
-    if r.limit is None:
-        return "–"
-    if r.metric.startswith("acc:"):
-        return f"drop ≤ {100 * r.limit:.1f} pts"
-    if r.metric == "forgetting":
-        return f"increase ≤ {r.limit:.3f} nats"
-    return f"growth ≤ {100 * r.limit:.0f} %"
+    return metric_format(r.metric).limit(r.limit)
 
 
 def _threshold(thresholds: Any, name: str) -> float:

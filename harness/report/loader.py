@@ -189,18 +189,18 @@ def perf_rows(df: pd.DataFrame, notes: list[str] | None = None) -> pd.DataFrame:
 
 
 def _row(rec: CellResult) -> dict[str, Any]:
-    from harness.methods.base import trains
+    from harness.methods.base import rank, trains
 
     cfg = rec.config or {}
     env = rec.environment if isinstance(rec.environment, dict) else {}
     execution = env.get("execution") if isinstance(env.get("execution"), dict) else {}
     m = rec.metrics or {}
     train = m.get("train") if isinstance(m.get("train"), dict) else {}
-    mem = m.get("memory") if isinstance(m.get("memory"), dict) else {}
+    mem = get(m, "meters.train.memory") or {}
     est = rec.estimate if isinstance(rec.estimate, dict) else {}
     kind = str(get(cfg, "method.kind", "?"))
     train_s = _num(get(rec.timings, "train_s"))
-    r = get(cfg, "method.options.r")
+    r = rank(cfg["method"]) if isinstance(cfg.get("method"), dict) else None
     row: dict[str, Any] = {
         "cell_id": rec.cell_id,
         "key": cell_key(cfg),
@@ -283,16 +283,75 @@ def _order_tasks(tasks: set[str]) -> list[str]:
     return first + sorted(tasks - set(first))
 
 
-def load_report_data(results_dir: Path) -> ReportData:
+def winners(data: ReportData) -> dict[tuple[str, str], dict[str, Any]]:
+    """The headline's pick per (model, task): the successful trained cell of a real-weight model with the highest
+    accuracy, then the lowest peak memory (one rule, for the report's headline and `medbench export --best`)."""
+    import math
+
+    df = data.cells
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    if df.empty:
+        return out
+    ok = df[(df["status"] == "success") & (~df["is_base"].astype(bool)) & (~df["synthetic"].astype(bool))]
+    for model in ok["model"].unique():
+        for task in data.tasks:
+            cand = ok[(ok["model"] == model) & ok[f"acc:{task}"].notna()]
+            if not cand.empty:
+                cand = cand.assign(_mem=cand["mem_headline"].fillna(math.inf))
+                out[(model, task)] = (
+                    cand.sort_values([f"acc:{task}", "_mem"], ascending=[False, True]).iloc[0].to_dict()
+                )
+    return out
+
+
+def input_notes(records: list[CellResult]) -> list[str]:
+    """What the records show happened quietly: a limit larger than a task, few-shot examples from the evaluated
+    split, model ids that differ only by case."""
+    out = []
+    for task, what in sorted(
+        {
+            (task, f"limit {e['limit']} > its {e['n']} items (all {e['n']} scored)")
+            for r in records
+            for task, e in ((r.metrics or {}).get("eval") or {}).items()
+            if isinstance(e, dict)
+            and isinstance(e.get("limit"), int)
+            and isinstance(e.get("n"), int)
+            and e["limit"] > e["n"]
+        }
+    ):
+        out.append(f"{task}: {what}")
+    for task, source in sorted(
+        {
+            (task, str(e.get("fewshot_source")))
+            for r in records
+            for task, e in ((r.metrics or {}).get("eval") or {}).items()
+            if isinstance(e, dict) and str(e.get("fewshot_source") or "").startswith("test split")
+        }
+    ):
+        out.append(f"{task}: few-shot examples from the evaluated split ({source})")
+    ids = sorted({str(get(r.config, "model.id", "")) for r in records})
+    for a in ids:
+        twins = [b for b in ids if b > a and b.lower() == a.lower()]
+        if twins:
+            out.append(f"model ids '{a}' and '{twins[0]}' differ only by case: perhaps one model twice")
+    return out
+
+
+def load_report_data(results_dir: Path, matrix: str | None = None) -> ReportData:
+    """The results of one matrix (`matrix`, or the one most records belong to; others are left out with a note)."""
     import pandas as pd
 
-    from harness.results import load_results
+    from harness.results import foreign_note, load_results, split_foreign
 
     folder = Path(results_dir)
     notes: list[str] = []
     if not folder.is_dir():
         notes.append(f"results folder {folder} does not exist")
     good, bad = load_results(folder)
+    good, foreign = split_foreign(good, matrix)
+    if foreign:
+        notes.append(foreign_note(foreign))
+    notes.extend(input_notes(good))
     comparisons = _load_comparisons(folder, notes) if folder.is_dir() else {}
     baselines, answers = _load_baselines(folder)
     rows = [_row(rec) for rec in good]

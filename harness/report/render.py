@@ -30,7 +30,7 @@ from harness.report.columns import measurement_columns
 from harness.report.cost import cost_section
 from harness.report.decision import build_decision
 from harness.report.extras import headline_extras, seed_table
-from harness.report.loader import ReportData, chance_level, get, load_report_data, task_label
+from harness.report.loader import ReportData, chance_level, get, load_report_data, task_label, winners
 from harness.report.provenance_text import cpu_text, shown_data_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -187,6 +187,7 @@ def build_headline(data: ReportData) -> dict[str, Any]:
         return out
     multi_seed = df["seed"].nunique() > 1 if "seed" in df else False
     ok = df[(df["status"] == "success") & (~df["is_base"].astype(bool))]
+    picks = winners(data)
     for model in _model_order(df):
         rows_m = df[df["model"] == model]
         if bool(rows_m["synthetic"].iloc[0]):
@@ -209,7 +210,7 @@ def build_headline(data: ReportData) -> dict[str, Any]:
                 entry["tasks"].append(t)
                 continue
             cand = cand.assign(_mem=cand["mem_headline"].fillna(math.inf))
-            best = cand.sort_values([f"acc:{task}", "_mem"], ascending=[False, True]).iloc[0].to_dict()
+            best = dict(picks[(model, task)])
             best["_multi_seed"] = multi_seed
             acc = float(best[f"acc:{task}"])
             se = _se(best, task)
@@ -755,6 +756,7 @@ def render_report(
     command: str | None = None,
     gate: GateResult | None = None,
     title: str | None = None,
+    matrix: str | None = None,
 ) -> Path:
     """Render the report of one results folder into one self-contained HTML file at `out_path`.
 
@@ -769,7 +771,7 @@ def render_report(
             matrix_text = Path(matrix_path).read_text()
         except OSError:
             matrix_text = None
-    data = load_report_data(Path(results_dir))
+    data = load_report_data(Path(results_dir), matrix)
     context = build_context(
         data, matrix_text=matrix_text, matrix_path=matrix_path, command=command, gate=gate, title=title
     )

@@ -44,7 +44,7 @@ def rows(results: list[Any], device: Any) -> list[dict[str, Any]]:
     for r in results:
         cfg = r.config
         train = get(r.metrics, "train", {})
-        mem = get(r.metrics, "memory", {})
+        mem = get(r.metrics, "meters", {}).get("train", {}).get("memory", {})
         predicted_time = predicted_mem = None
         try:
             cell = CellConfig.model_validate(cfg)

@@ -1,58 +1,73 @@
 """Model sources: where a base model comes from. One module each in this package (or a `$MEDBENCH_PLUGINS` file),
 found by `source_for(name)`.
 
-A source knows, for a `ModelSpec` with `source: <its name>`:
-- `validate(spec)`: which fields it needs (raise ValueError with what is allowed; `ModelSpec` calls it);
+A source owns its options: the keys a model entry of the matrix has besides `id`, `source`, `chat_template` and
+`eval_batch_size` (e.g. `hub_id` / `revision` for `hub`, `path` for `local`) are validated by the source's `Options`
+model, so a source with options of its own (`mirror_root`, ...) is one file. For a model spec it knows:
+- `validate(spec)`: checks across its options (raise ValueError with what is allowed);
 - `resolve(spec, cache_dir)`: something `from_pretrained` loads (a hub id or a local folder), materialising once;
-- `architecture(spec)`: an HF-style config dict without loading weights (for the estimator), or None and why;
-- `check(spec)`: a quick availability check before anything runs (None when usable, else the reason).
+- `load_kwargs(spec)`: what `from_pretrained` needs besides it (a hub revision);
+- `architecture(spec)`: the typed `Architecture` without loading weights (for the estimator), or None and why;
+- `check_many(specs)`: availability before anything runs ({model id: why unreachable}, [other problems]);
+- `network_needs(spec)`: what loading it may fetch (empty: nothing; the cell then runs offline);
+- `first_build_s(spec, cache_dir, gpu)`: seconds of a first materialisation into the cache (the estimator's).
 Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
-from harness.plugins import Registry
-
-if TYPE_CHECKING:  # pragma: no cover
-    from harness.config import ModelSpec
+from harness.plugins import Component, Registry, UnknownPlugin
 
 
 class ModelSourceError(RuntimeError):
     pass
 
 
-class ModelSource:
-    name: ClassVar[str]
-    required: ClassVar[tuple[str, ...]] = ()  # fields of ModelSpec this source needs
+class ModelSource(Component):
+    def validate(self, spec: Any) -> None:
+        """Checks across the source's options (each option alone is checked by `Options`)."""
 
-    def validate(self, spec: "ModelSpec") -> None:
-        for key in self.required:
-            if getattr(spec, key) is None:
-                raise ValueError(f"source '{self.name}' needs the key '{key}'")
-        if spec.config_overrides and not self.accepts_overrides:
-            raise ValueError(f"'config_overrides' is not allowed for source '{self.name}'")
-
-    accepts_overrides: ClassVar[bool] = False
-
-    def resolve(self, spec: "ModelSpec", cache_dir: Path) -> Path | str:
+    def resolve(self, spec: Any, cache_dir: Path) -> Path | str:
         raise NotImplementedError
 
-    def architecture(self, spec: "ModelSpec") -> tuple[dict[str, Any] | None, str]:
+    def load_kwargs(self, spec: Any) -> dict[str, Any]:
+        """Keyword arguments `from_pretrained` needs besides the resolved path (e.g. a hub revision)."""
+        return {}
+
+    def architecture(self, spec: Any) -> tuple[Any, str]:
         return None, f"model source {self.name!r} does not read architectures"
 
-    def check(self, spec: "ModelSpec") -> str | None:
+    def check(self, spec: Any) -> str | None:
+        """Why this model cannot be loaded here (None: it can), quickly and with no network."""
         return None
 
-    def first_build_s(self, spec: "ModelSpec", cache_dir: Path, gpu: bool) -> float:
+    def check_many(self, specs: list[Any], timeout: float) -> tuple[dict[str, str], list[str]]:
+        """({model id: why unreachable}, [problems]) for this source's models; by default `check` each."""
+        problems = []
+        for spec in specs:
+            try:
+                reason = self.check(spec)
+            except Exception as exc:  # a source's check must report, never crash the preflight
+                reason = f"model {spec.id!r}: {exc}"
+            if reason:
+                problems.append(f"models ({spec.id}): {reason}")
+        return {}, problems
+
+    def network_needs(self, spec: Any) -> list[str]:
+        """What loading this model may fetch from a network (empty: nothing). A plug-in source that says nothing
+        is assumed to fetch."""
+        return [f"model {spec.id}: source {self.name!r} (a plug-in: may download)"]
+
+    def first_build_s(self, spec: Any, cache_dir: Path, gpu: bool) -> float:
         """Seconds a cell spends materialising this model into the cache when it is not there yet (0: nothing to
         build, or already built); the estimator adds it to the first cell's start-up. No torch."""
         return 0.0
 
 
-REGISTRY: Registry[ModelSource] = Registry("model source", "name", "harness.models.sources")
+REGISTRY: Registry[ModelSource] = Registry("model source", ModelSource, "harness.models.sources")
 register = REGISTRY.register
 
 
@@ -61,12 +76,12 @@ def sources() -> dict[str, type[ModelSource]]:
 
 
 def source_for(name: str) -> ModelSource:
-    known = sources()
-    if name not in known:
-        raise ValueError(f"unknown model source {name!r}; allowed: {', '.join(sorted(known))}")
-    return known[name]()
+    try:
+        return REGISTRY.get(name)()
+    except UnknownPlugin as exc:
+        raise ValueError(str(exc)) from None
 
 
-def architecture_of(spec: "ModelSpec") -> tuple[dict[str, Any] | None, str]:
-    """(HF-style config dict, how it was found) of a model spec; (None, why) when it cannot be known offline."""
+def architecture_of(spec: Any) -> tuple[Any, str]:
+    """(`Architecture`, how it was found) of a model spec; (None, why) when it cannot be known offline."""
     return source_for(spec.source).architecture(spec)

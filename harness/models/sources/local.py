@@ -6,14 +6,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.models.architectures import llama_like, read_json
+from pydantic import BaseModel, ConfigDict
+
+from harness.models.architectures import Architecture, read_json
 from harness.models.sources import ModelSource, ModelSourceError, register
+
+
+class LocalOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str  # the folder
 
 
 @register
 class LocalSource(ModelSource):
     name = "local"
-    required = ("path",)
+    Options = LocalOptions
 
     def folder(self, spec: Any) -> Path:
         return Path(os.path.expanduser(spec.path or ""))
@@ -24,10 +31,10 @@ class LocalSource(ModelSource):
             raise ModelSourceError(f"model {spec.id!r}: {folder} is not a model folder (no config.json)")
         return folder
 
-    def architecture(self, spec: Any) -> tuple[dict[str, Any] | None, str]:
+    def architecture(self, spec: Any) -> tuple[Architecture | None, str]:
         cfg_path = self.folder(spec) / "config.json"
         if cfg_path.is_file():
-            return llama_like(read_json(str(cfg_path)), f"config.json of {spec.path}")
+            return Architecture.from_config(read_json(str(cfg_path)), f"config.json of {spec.path}")
         return None, f"no config.json in {spec.path}: architecture unknown"
 
     def check(self, spec: Any) -> str | None:
@@ -37,3 +44,6 @@ class LocalSource(ModelSource):
         if not (folder / "config.json").is_file():
             return f"model {spec.id!r}: {folder} is not a model folder (no config.json)"
         return None
+
+    def network_needs(self, spec: Any) -> list[str]:
+        return []

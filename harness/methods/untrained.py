@@ -1,4 +1,5 @@
-"""`base`: the untrained model, evaluated as it is (the reference row every model gets)."""
+"""The untrained row (kind `base`, `UNTRAINED`): each base model evaluated as it is, the reference row every model
+gets and every trained cell is compared with."""
 
 from __future__ import annotations
 
@@ -6,15 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harness.methods.base import Method, PreparedModel, register
+from harness.methods.base import UNTRAINED, Method, PreparedModel, register
 
 
 @register
-class BaseRow(Method):
-    kind = "base"
+class UntrainedRow(Method):
+    kind = UNTRAINED
     label = "untrained"
     display_order = 0
     trains = False
+    saves = None
 
     def prepare(self, cell: Any, options: BaseModel, device: str, dtype: Any) -> PreparedModel:
         from harness.models import load_model

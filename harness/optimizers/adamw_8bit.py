@@ -1,0 +1,42 @@
+"""bitsandbytes' 8-bit AdamW: `adamw_8bit`, and `paged_adamw_8bit` whose large states live in CUDA managed memory
+(paged to the host under pressure; torch's max_allocated does not see them, NVML does; on CPU bitsandbytes falls
+back to the plain optimizer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.optimizers import Optimizer, register, scaled
+
+
+class AdamW8bitOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+
+
+@register
+class AdamW8bit(Optimizer):
+    name = "adamw_8bit"
+    Options = AdamW8bitOptions
+    paged = False
+
+    def build(self, groups: list[dict[str, Any]], lr: float, options: AdamW8bitOptions) -> Any:
+        import bitsandbytes as bnb
+
+        cls = bnb.optim.PagedAdamW8bit if self.paged else bnb.optim.AdamW8bit
+        return cls(scaled(groups, lr), lr=lr, betas=options.betas, eps=options.eps)
+
+    def memory(self, trainable: int, param_bytes: int, options: Any) -> tuple[float, float, str]:
+        note = "8-bit AdamW: two 8-bit states + blockwise absmax per trainable parameter"
+        if self.paged:
+            note += "; paged: large states in CUDA managed memory, which torch's max_allocated does not see (NVML does)"
+        return (2 + 2 * 4 / 256) * trainable, 0.0, note
+
+
+@register
+class PagedAdamW8bit(AdamW8bit):
+    name = "paged_adamw_8bit"
+    paged = True
