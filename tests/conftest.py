@@ -53,8 +53,8 @@ def matrix_yaml(methods: str = "[full]", train: str = "", extra: str = "", name:
         name: {name}
         models:
           - {{id: tiny, source: synthetic, architecture: tiny-llama, eval_batch_size: 8}}
-        methods: {methods}
         """)
+        + f"methods: {methods}\n"  # after the dedent: a flow list over several lines keeps its own indentation
         + epochs
         + lrs
         + textwrap.dedent("""\

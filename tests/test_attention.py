@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.attention import AttentionUnavailable, Installed, choose_attention, describe_mask
+from harness.results import NON_RESULT_FILES
 
 CPU = Installed(cuda=False, flash_attn=False, flex_attention=True)
 GPU = Installed(cuda=True, flash_attn=False, flex_attention=True)
@@ -116,7 +117,7 @@ def test_import_first_modules_load_before_transformers_in_the_cell_process(tmp_p
     done = subprocess.run(cmd, cwd=root, env={**os.environ, **env}, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads((tmp_path / "probe.json").read_text()) == []  # nothing heavy was loaded before it
-    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json") if p.name != "comparisons.json"]
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json") if p.name not in NON_RESULT_FILES]
     early = record["environment"]["import_first"]
     assert early == {
         "modules": ["medbench_early_probe"],

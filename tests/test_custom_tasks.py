@@ -15,6 +15,7 @@ import pytest
 from harness.config import CellRuntime, EvalConfig
 from harness.evaluation import custom
 from harness.matrix import expand, load_matrix
+from harness.results import NON_RESULT_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "custom_task"
@@ -96,7 +97,7 @@ def test_editing_the_task_yaml_or_its_data_changes_the_cell(example):
 def test_cells_without_custom_tasks_keep_their_ids():
     loaded = load_matrix(ROOT / "matrices" / "tiny_ci.yaml")
     cells = expand(loaded, CellRuntime(data_dir=str(loaded.data_dir), results_dir="/r", cache_dir="/c"))
-    committed = {p.stem for p in (ROOT / "results" / "tiny_ci").glob("*.json") if p.stem != "comparisons"}
+    committed = {p.stem for p in (ROOT / "results" / "tiny_ci").glob("*.json") if p.name not in NON_RESULT_FILES}
     assert committed and {c.id for c in cells} <= committed
 
 
@@ -162,7 +163,7 @@ def test_readme_example_runs(tmp_path):
         },
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (result,) = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json") if p.stem != "comparisons"]
+    (result,) = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json") if p.name not in NON_RESULT_FILES]
     ev = result["metrics"]["eval"][TASK]
     assert result["status"] == "success" and ev["n"] == 4 and ev["limit_strategy"] == "spread"
     assert set(result["data_files"]) == {f"tasks/{TASK}.yaml", "tasks/data/test.jsonl"}

@@ -17,6 +17,7 @@ import pytest
 from harness import preflight
 from harness.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from harness.models.sources.hub import check_hub_models
+from harness.results import NON_RESULT_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
 CI_DATA = ROOT / "tests" / "fixtures" / "ci_data"
@@ -406,6 +407,6 @@ def test_unreachable_models_cells_are_recorded_skipped_with_the_reason_once_per_
         harness.runner, "execute", lambda planned, *a, **k: real([p for p in planned if p.action != "run"], *a, **k)
     )  # record the skips only; nothing trains here
     assert main(args + ["--no-report", "--no-progress"]) == EXIT_OK
-    records = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json") if p.stem != "comparisons"]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json") if p.name not in NON_RESULT_FILES]
     assert sorted(r["cell_id"].split("_")[0] for r in records) == ["a", "b", "c"]
     assert all(r["status"] == "skipped" and "HF_HUB_OFFLINE is set" in r["reason"] for r in records)

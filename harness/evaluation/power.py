@@ -137,22 +137,11 @@ def exact_power(n: int, p01: float, p10: float, alpha: float = ALPHA) -> float:
     psi = p01 + p10
     if n <= 0 or psi <= 0:
         return 0.0
-    share = p01 / psi
-    sd = math.sqrt(n * psi * (1 - psi))
-    lo = max(1, int(n * psi - _WINDOW_SD * sd) - 2)
-    hi = min(n, int(n * psi + _WINDOW_SD * sd) + 2)
-    ds = np.arange(lo, hi + 1)
-    lf = _log_factorials(n)
-    with np.errstate(divide="ignore"):
-        log_psi, log_rest = np.log(psi), np.log1p(-psi) if psi < 1 else -np.inf
-        weight = np.exp(lf[n] - lf[ds] - lf[n - ds] + ds * log_psi + np.where(n - ds > 0, (n - ds) * log_rest, 0.0))
-    crit = _critical_counts(ds, alpha)
-    kmax = int(crit.max())
-    if kmax < 0:
+    law = _discordant_law(n, psi, alpha)
+    if law is None:
         return 0.0
-    ks = np.arange(kmax + 1)
-    inside = ks[None, :] <= crit[:, None]
-    base = lf[ds][:, None] - lf[ks][None, :] - lf[np.maximum(ds[:, None] - ks[None, :], 0)]
+    weight, crit, ks, ds, inside, base = law
+    share = p01 / psi
     with np.errstate(divide="ignore", invalid="ignore"):
         tails = 0.0
         for s in (share, 1 - share):  # P(B wins ≤ k) + P(A wins ≤ k): both tails of the two-sided test
@@ -166,11 +155,37 @@ def exact_power(n: int, p01: float, p10: float, alpha: float = ALPHA) -> float:
     return float(np.clip((weight * tails).sum(), 0.0, 1.0))
 
 
+@lru_cache(maxsize=256)
+def _discordant_law(n: int, psi: float, alpha: float) -> tuple[Any, ...] | None:
+    """What exact power needs that does not depend on which cell wins a discordant pair: the binomial weight of each
+    discordant count d near n·ψ, the test's critical count for it, and the log binomial coefficients. Cached, since
+    sizing and the detectable difference evaluate many shares at the same n and ψ (read-only arrays)."""
+    import numpy as np
+
+    sd = math.sqrt(n * psi * (1 - psi))
+    lo = max(1, int(n * psi - _WINDOW_SD * sd) - 2)
+    hi = min(n, int(n * psi + _WINDOW_SD * sd) + 2)
+    ds = np.arange(lo, hi + 1)
+    lf = _log_factorials(n)
+    with np.errstate(divide="ignore"):
+        log_psi, log_rest = np.log(psi), np.log1p(-psi) if psi < 1 else -np.inf
+        weight = np.exp(lf[n] - lf[ds] - lf[n - ds] + ds * log_psi + np.where(n - ds > 0, (n - ds) * log_rest, 0.0))
+    crit = _critical_counts(ds, alpha)
+    kmax = int(crit.max())
+    if kmax < 0:
+        return None
+    ks = np.arange(kmax + 1)
+    inside = ks[None, :] <= crit[:, None]
+    base = lf[ds][:, None] - lf[ks][None, :] - lf[np.maximum(ds[:, None] - ks[None, :], 0)]
+    return weight, crit, ks, ds, inside, base
+
+
 def _exact(n: int, delta: float, discordance: float, alpha: float) -> float:
     d = _check_delta(delta, discordance)
     return exact_power(n, (discordance + d) / 2, (discordance - d) / 2, alpha)
 
 
+@lru_cache(maxsize=1024)  # pure; the plan and the report ask again for the same tasks
 def required_items(delta: float, discordance: float, alpha: float = ALPHA, power: float = POWER) -> int:
     """The smallest n, from Connor's up, at which the exact test reaches `power` for `delta` (0 for δ = 0)."""
     connor = mcnemar_sample_size(delta, discordance, alpha, power)
@@ -188,6 +203,7 @@ def required_items(delta: float, discordance: float, alpha: float = ALPHA, power
     return n
 
 
+@lru_cache(maxsize=1024)  # pure; the plan and the report ask again for the same tasks
 def minimum_detectable_difference(
     n: float, discordance: float, alpha: float = ALPHA, power: float = POWER
 ) -> float | None:
@@ -201,7 +217,7 @@ def minimum_detectable_difference(
     if _exact(n, lo, discordance, alpha) >= power:
         lo = 0.0
     hi = discordance
-    for _ in range(40):
+    while hi - lo > 1e-7:  # a thousandth of the 0.1 point the difference is printed with
         mid = (lo + hi) / 2
         if _exact(n, mid, discordance, alpha) >= power:
             hi = mid
