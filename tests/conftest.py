@@ -95,3 +95,14 @@ def make_cells(tmp_path: Path, cache_dir: Path):
         return expand(loaded, runtime)
 
     return make
+
+
+def run_matrix_cli(cwd: Path, cache_dir: Path, *flags: str, env: dict | None = None):
+    """`run_matrix.py m.yaml` in a subprocess, from `cwd`, results in `cwd/r`, no report (the end-to-end tests)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, str(root / "run_matrix.py"), "m.yaml", "--data-dir", str(CI_DATA), "--results", "r"]
+    cmd += ["--cache-dir", str(cache_dir), "--no-report", "--no-progress", *flags]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)

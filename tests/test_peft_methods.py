@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CI_DATA, ROOT, matrix_yaml
+from conftest import CI_DATA, ROOT, matrix_yaml, run_matrix_cli
 
 ZOO = """[
   lora-r16,
@@ -153,25 +153,7 @@ def test_the_peft_zoo_runs_end_to_end_with_exact_counts(tmp_path: Path, cache_di
             ZOO, train="max_steps: 2\n", extra="eval:\n  tasks: [{name: medqa, data: medqa_fixture.jsonl, limit: 4}]\n"
         )
     )
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run_matrix.py"),
-            "m.yaml",
-            "--data-dir",
-            str(CI_DATA),
-            "--results",
-            "r",
-            "--cache-dir",
-            str(cache_dir),
-            "--no-report",
-            "--no-progress",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    out = run_matrix_cli(tmp_path, cache_dir)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("tiny_*.json")]
     trained = {r["config"]["method"]["name"]: r for r in records if r["config"]["method"]["kind"] != "base"}

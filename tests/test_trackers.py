@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CI_DATA, ROOT, matrix_yaml
+from conftest import CI_DATA, ROOT, matrix_yaml, run_matrix_cli
 
 pytest.importorskip("mlflow")
 pytest.importorskip("tensorboard")
@@ -113,28 +113,7 @@ def test_three_trackers_record_a_successful_and_a_failed_cell(tmp_path: Path, ca
         matrix_yaml("[lora-r8, broken]", train="max_steps: 3\n", extra=EVAL, name="tracked")
     )
     env = {**os.environ, "MEDBENCH_PLUGINS": str(plugins), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run_matrix.py"),
-            "m.yaml",
-            "--data-dir",
-            str(CI_DATA),
-            "--results",
-            "r",
-            "--cache-dir",
-            str(cache_dir),
-            "--no-report",
-            "--no-progress",
-            "--track",
-            "mlflow,tensorboard,wandb",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    out = run_matrix_cli(tmp_path, cache_dir, "--track", "mlflow,tensorboard,wandb", env=env)
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]  # the broken cell failed, the others ran
     records = {
         json.loads(p.read_text())["config"]["method"]["name"]: json.loads(p.read_text())

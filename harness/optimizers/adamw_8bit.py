@@ -6,24 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from harness.optimizers import Optimizer, register, scaled
-
-
-class AdamW8bitOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
+from harness.optimizers.adamw import AdamWOptions  # the same options as torch's AdamW
 
 
 @register
 class AdamW8bit(Optimizer):
     name = "adamw_8bit"
-    Options = AdamW8bitOptions
+    Options = AdamWOptions
     paged = False
 
-    def build(self, groups: list[dict[str, Any]], lr: float, options: AdamW8bitOptions) -> Any:
+    def build(self, groups: list[dict[str, Any]], lr: float, options: AdamWOptions) -> Any:
         import bitsandbytes as bnb
 
         cls = bnb.optim.PagedAdamW8bit if self.paged else bnb.optim.AdamW8bit
